@@ -1,0 +1,128 @@
+//! JWT verification: RS256 only, keys from a JWKS URL (cached, refetched on an unknown `kid`
+//! at most every 30 s) or a JWKS file (local stack), with issuer, audience and expiry checked.
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::RwLock;
+
+use crate::config::{JwksSource, JwtConfig};
+
+const REFRESH_COOLDOWN: Duration = Duration::from_secs(30);
+const MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// The claims we use. Anything else in the token is ignored.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwtError {
+    #[error("token is malformed or its signature, issuer, audience or expiry is not valid")]
+    Invalid,
+    #[error("token is signed with an unknown key")]
+    UnknownKey,
+    #[error("signing keys are unavailable: {0}")]
+    Keys(String),
+}
+
+struct Keys {
+    by_kid: HashMap<String, DecodingKey>,
+    fetched: Instant,
+}
+
+pub struct JwtVerifier {
+    source: JwksSource,
+    validation: Validation,
+    http: reqwest::Client,
+    keys: RwLock<Option<Keys>>,
+}
+
+impl JwtVerifier {
+    pub fn new(config: &JwtConfig) -> Self {
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_issuer(&[&config.issuer]);
+        validation.set_audience(&[&config.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 30;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Self { source: config.jwks.clone(), validation, http, keys: RwLock::new(None) }
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Claims, JwtError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Invalid)?;
+        if header.alg != Algorithm::RS256 {
+            return Err(JwtError::Invalid);
+        }
+        let kid = header.kid.ok_or(JwtError::Invalid)?;
+        let key = match self.cached_key(&kid).await {
+            Some(key) => key,
+            None => {
+                self.refresh().await?;
+                self.cached_key(&kid).await.ok_or(JwtError::UnknownKey)?
+            }
+        };
+        jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|_| JwtError::Invalid)
+    }
+
+    async fn cached_key(&self, kid: &str) -> Option<DecodingKey> {
+        let guard = self.keys.read().await;
+        let keys = guard.as_ref()?;
+        if keys.fetched.elapsed() > MAX_AGE {
+            return None;
+        }
+        keys.by_kid.get(kid).cloned()
+    }
+
+    async fn refresh(&self) -> Result<(), JwtError> {
+        let mut guard = self.keys.write().await;
+        if let Some(keys) = guard.as_ref() {
+            if keys.fetched.elapsed() < REFRESH_COOLDOWN {
+                return Ok(());
+            }
+        }
+        let set = self.load().await?;
+        let by_kid = set
+            .keys
+            .iter()
+            .filter_map(|jwk| {
+                let kid = jwk.common.key_id.clone()?;
+                DecodingKey::from_jwk(jwk).ok().map(|key| (kid, key))
+            })
+            .collect();
+        *guard = Some(Keys { by_kid, fetched: Instant::now() });
+        Ok(())
+    }
+
+    async fn load(&self) -> Result<JwkSet, JwtError> {
+        match &self.source {
+            JwksSource::File(path) => {
+                let text = tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|e| JwtError::Keys(format!("reading {}: {e}", path.display())))?;
+                serde_json::from_str(&text).map_err(|e| JwtError::Keys(format!("parsing JWKS: {e}")))
+            }
+            JwksSource::Url(url) => {
+                let response = self
+                    .http
+                    .get(url)
+                    .send()
+                    .await
+                    .and_then(reqwest::Response::error_for_status)
+                    .map_err(|e| JwtError::Keys(format!("fetching JWKS: {e}")))?;
+                response.json().await.map_err(|e| JwtError::Keys(format!("parsing JWKS: {e}")))
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! The only code that talks to the outside world.
+#[cfg(feature = "aws")]
+pub mod aws;
+pub mod jwt;
+pub mod pg;
+#[cfg(feature = "redis")]
+pub mod redis;

@@ -1,0 +1,76 @@
+//! Postgres: the pool, the tenant-scoped transaction (the only door to tenant tables), and the
+//! mapping of database errors to domain errors.
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::domain::{DomainError, Scope};
+
+pub type Tx = Transaction<'static, Postgres>;
+
+/// The application pool. Lazy: a cold start opens no connection until the first query, so
+/// `/health`-style paths and auth failures never wait on the database.
+pub fn pool(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(database_url)
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid Postgres URL: {e}"))?
+        .application_name("client-portal");
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(Duration::from_secs(5))
+        .idle_timeout(Duration::from_secs(300))
+        .connect_lazy_with(options))
+}
+
+/// Begins the request's transaction with its tenant, user and principal set *locally* (they
+/// vanish at commit or rollback), in one round trip, with binds. Row-level security reads them.
+pub async fn begin(pool: &PgPool, scope: &Scope) -> Result<Tx, DomainError> {
+    let mut tx = pool.begin().await?;
+    let tenant = scope.tenant_id().map(|t| t.to_string()).unwrap_or_default();
+    let user = scope.actor.user_id().map(|u| u.to_string()).unwrap_or_default();
+    sqlx::query(
+        "select set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true), \
+         set_config('app.principal', $3, true)",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(scope.actor.principal())
+    .execute(&mut *tx)
+    .await?;
+    Ok(tx)
+}
+
+/// Switches the open transaction to another tenant (creating a tenant, accepting an
+/// invitation: the tenant becomes known inside the transaction).
+pub async fn set_tenant(tx: &mut Tx, tenant_id: uuid::Uuid) -> Result<(), DomainError> {
+    sqlx::query("select set_config('app.tenant_id', $1, true)")
+        .bind(tenant_id.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+impl From<sqlx::Error> for DomainError {
+    fn from(err: sqlx::Error) -> Self {
+        DomainError::Internal(anyhow::Error::new(err).context("database"))
+    }
+}
+
+/// The constraint a unique/foreign-key/check violation names, if that is what `err` is.
+pub fn violated_constraint(err: &sqlx::Error) -> Option<&str> {
+    match err {
+        sqlx::Error::Database(db) => db.constraint(),
+        _ => None,
+    }
+}
+
+/// Maps a violation of one of `known` constraints to its domain error; anything else is
+/// internal. Lets services turn `users_email_key` into a 409 without string-matching messages.
+pub fn map_constraint(err: sqlx::Error, known: &[(&str, fn() -> DomainError)]) -> DomainError {
+    if let Some(name) = violated_constraint(&err) {
+        if let Some((_, make)) = known.iter().find(|(c, _)| *c == name) {
+            return make();
+        }
+    }
+    err.into()
+}

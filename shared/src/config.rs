@@ -1,0 +1,175 @@
+//! Configuration from the environment: one typed struct, read once in `main`.
+//!
+//! A missing or malformed variable is an error that names the variable; nothing silently falls
+//! back to a default except the documented optional settings. `Debug` never prints secrets.
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Where the JWT signing keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    Url(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub jwks: JwksSource,
+}
+
+#[derive(Clone)]
+pub struct Config {
+    /// Connection string of the application role (`portal_app`): never the owner.
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub jwt: JwtConfig,
+    /// Base URL of the portal front end, for links sent to people (invitations).
+    pub portal_base_url: String,
+    /// Hours an invitation stays valid.
+    pub invitation_ttl_hours: i64,
+    /// The function's name for logs (`AWS_LAMBDA_FUNCTION_NAME`, else the binary's name).
+    pub function_name: String,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &"<redacted>")
+            .field("database_max_connections", &self.database_max_connections)
+            .field("jwt", &self.jwt)
+            .field("portal_base_url", &self.portal_base_url)
+            .field("invitation_ttl_hours", &self.invitation_ttl_hours)
+            .field("function_name", &self.function_name)
+            .finish()
+    }
+}
+
+/// A view of environment variables (the process environment, or a map in tests).
+pub struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    pub fn from_process() -> Self {
+        Self { vars: std::env::vars().collect() }
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self {
+            vars: pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        }
+    }
+
+    /// A required variable; empty counts as missing.
+    pub fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.optional(name).ok_or(ConfigError::Missing(name))
+    }
+
+    pub fn optional(&self, name: &str) -> Option<String> {
+        self.vars.get(name).filter(|v| !v.trim().is_empty()).cloned()
+    }
+
+    /// An optional variable parsed into `T`, with a documented default when unset.
+    pub fn parsed_or<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.optional(name) {
+            None => Ok(default),
+            Some(v) => v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name,
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from(&Env::from_process())
+    }
+
+    pub fn from(env: &Env) -> Result<Self, ConfigError> {
+        let jwks = match (env.optional("JWKS_URL"), env.optional("JWKS_FILE")) {
+            (Some(url), _) => JwksSource::Url(url),
+            (None, Some(path)) => JwksSource::File(PathBuf::from(path)),
+            (None, None) => return Err(ConfigError::Missing("JWKS_URL (or JWKS_FILE)")),
+        };
+        let portal_base_url = env.required("PORTAL_BASE_URL")?;
+        if !(portal_base_url.starts_with("http://") || portal_base_url.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                name: "PORTAL_BASE_URL",
+                reason: "must start with http:// or https://".into(),
+            });
+        }
+        Ok(Self {
+            database_url: env.required("DATABASE_URL")?,
+            database_max_connections: env.parsed_or("DATABASE_MAX_CONNECTIONS", 2)?,
+            jwt: JwtConfig {
+                issuer: env.required("JWT_ISSUER")?,
+                audience: env.required("JWT_AUDIENCE")?,
+                jwks,
+            },
+            portal_base_url: portal_base_url.trim_end_matches('/').to_owned(),
+            invitation_ttl_hours: env.parsed_or("INVITATION_TTL_HOURS", 72)?,
+            function_name: env
+                .optional("AWS_LAMBDA_FUNCTION_NAME")
+                .unwrap_or_else(|| env!("CARGO_PKG_NAME").to_owned()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("DATABASE_URL", "postgres://app:secret@db/portal"),
+            ("JWT_ISSUER", "https://issuer"),
+            ("JWT_AUDIENCE", "portal-api"),
+            ("JWKS_FILE", "/tmp/jwks.json"),
+            ("PORTAL_BASE_URL", "http://127.0.0.1:9000/"),
+        ]
+    }
+
+    #[test]
+    fn missing_variable_is_named() {
+        let vars: Vec<_> = base().into_iter().filter(|(k, _)| *k != "JWT_AUDIENCE").collect();
+        let err = Config::from(&Env::from_pairs(vars)).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("JWT_AUDIENCE"));
+        assert_eq!(err.to_string(), "environment variable JWT_AUDIENCE is not set");
+    }
+
+    #[test]
+    fn debug_never_prints_the_database_password() {
+        let config = Config::from(&Env::from_pairs(base())).unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("secret"), "{printed}");
+        assert_eq!(config.portal_base_url, "http://127.0.0.1:9000");
+        assert_eq!(config.invitation_ttl_hours, 72);
+    }
+
+    #[test]
+    fn malformed_number_is_an_error_not_a_default() {
+        let mut vars = base();
+        vars.push(("INVITATION_TTL_HOURS", "three days"));
+        let err = Config::from(&Env::from_pairs(vars)).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { name: "INVITATION_TTL_HOURS", .. }));
+    }
+}

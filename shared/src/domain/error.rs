@@ -1,0 +1,38 @@
+use super::validate::FieldError;
+
+/// What a service can answer besides success. No HTTP types here: `shared::http::ApiError`
+/// maps each variant to a status and a problem document.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// The resource does not exist *for this tenant* (another tenant's ids land here too).
+    #[error("not found")]
+    NotFound,
+    /// The caller is known and in the tenant but may not do this.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The request conflicts with the current state (duplicate, last owner, already used).
+    #[error("conflict ({code}): {detail}")]
+    Conflict { code: &'static str, detail: String },
+    /// The resource existed but is no longer usable (an expired invitation).
+    #[error("gone: {0}")]
+    Gone(String),
+    /// Optimistic concurrency: the caller's version is not the current one.
+    #[error("stale version")]
+    StaleVersion,
+    /// Input that fails the domain's rules, field by field.
+    #[error("invalid input")]
+    Invalid(Vec<FieldError>),
+    /// Anything else; the cause chain is logged, never shown.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl DomainError {
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::Conflict { code, detail: detail.into() }
+    }
+
+    pub fn invalid(field: &str, code: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid(vec![FieldError::new(field, code, message)])
+    }
+}

@@ -1,0 +1,13 @@
+//! Entities, newtypes that parse their input once, and the domain error.
+mod error;
+pub mod page;
+mod role;
+mod scope;
+pub mod secret;
+pub mod validate;
+
+pub use error::DomainError;
+pub use page::{Cursor, Page, PageRequest};
+pub use role::Role;
+pub use scope::{Actor, Scope};
+pub use validate::{Email, FieldError, Text, Validator};

@@ -1,0 +1,53 @@
+use super::Role;
+use uuid::Uuid;
+
+/// Who is acting: a signed-in user, or an API key of one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    User { user_id: Uuid, email: String },
+    ApiKey { key_id: Uuid, created_by: Option<Uuid> },
+}
+
+impl Actor {
+    /// The user behind the request, if any (an API key acts for its tenant, not a person).
+    pub fn user_id(&self) -> Option<Uuid> {
+        match self {
+            Actor::User { user_id, .. } => Some(*user_id),
+            Actor::ApiKey { .. } => None,
+        }
+    }
+
+    pub fn api_key_id(&self) -> Option<Uuid> {
+        match self {
+            Actor::ApiKey { key_id, .. } => Some(*key_id),
+            Actor::User { .. } => None,
+        }
+    }
+
+    /// A stable name for per-principal records (idempotency keys).
+    pub fn principal(&self) -> String {
+        match self {
+            Actor::User { user_id, .. } => format!("user:{user_id}"),
+            Actor::ApiKey { key_id, .. } => format!("key:{key_id}"),
+        }
+    }
+}
+
+/// What a service needs to know about the request: the actor, the tenant it acts in (when one
+/// is chosen) with its role there, and the request id for the audit log.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub actor: Actor,
+    pub tenant: Option<(Uuid, Role)>,
+    pub request_id: String,
+}
+
+impl Scope {
+    pub fn tenant_id(&self) -> Option<Uuid> {
+        self.tenant.map(|(id, _)| id)
+    }
+
+    pub fn role(&self) -> Option<Role> {
+        self.tenant.map(|(_, role)| role)
+    }
+}

@@ -1,0 +1,229 @@
+//! Extractors that answer problem+json when the input is wrong (axum's own rejections would
+//! answer plain text), and small response helpers.
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::header::{CONTENT_TYPE, ETAG, IF_MATCH};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::ApiError;
+use crate::domain::{DomainError, FieldError, PageRequest};
+use crate::services::idempotency::{Created, IdempotencyKey};
+
+pub use axum::Json;
+
+/// Request bodies above this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// A JSON request body: content type checked, size bounded, unknown fields refused (by the
+/// DTO's `deny_unknown_fields`), and each error reported with the path of the field.
+pub struct Body<T> {
+    pub value: T,
+    /// The exact bytes received (for idempotency fingerprints and signatures).
+    pub raw: Bytes,
+}
+
+fn is_json(content_type: Option<&HeaderValue>) -> bool {
+    let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Parses JSON bytes into `T`, or the field errors that say why not.
+pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Vec<FieldError>> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err(vec![FieldError::new("", "required", "a JSON body is required")]);
+    }
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let value = serde_path_to_error::deserialize(&mut de);
+    if value.is_ok() && de.end().is_err() {
+        return Err(vec![FieldError::new("", "malformed_json", "trailing characters after the JSON value")]);
+    }
+    value.map_err(|err| {
+        let inner = err.inner();
+        let message = inner.to_string();
+        let message = message.split(" at line ").next().unwrap_or_default().to_owned();
+        let path = err.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let (field, code) = if let Some(rest) = message.strip_prefix("unknown field `") {
+            let name = rest.split('`').next().unwrap_or_default();
+            let field = if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") };
+            (field, "unknown_field")
+        } else if message.starts_with("missing field `") {
+            let name = message.trim_start_matches("missing field `").split('`').next().unwrap_or_default();
+            let field = if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") };
+            (field, "required")
+        } else if inner.is_syntax() || inner.is_eof() {
+            (String::new(), "malformed_json")
+        } else {
+            (path, "invalid_value")
+        };
+        vec![FieldError::new(&field, code, message)]
+    })
+}
+
+impl<T, S> FromRequest<S> for Body<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers().get(CONTENT_TYPE)) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let raw = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge)?;
+        let value = parse_json(&raw).map_err(ApiError::validation)?;
+        Ok(Self { value, raw })
+    }
+}
+
+/// Query parameters; a wrong one answers 422 naming it.
+pub struct Params<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Params<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                let message = rejection.body_text();
+                let message = message.trim_start_matches("Failed to deserialize query string: ").to_owned();
+                let field = message
+                    .strip_prefix("unknown field `")
+                    .or_else(|| message.strip_prefix("missing field `"))
+                    .and_then(|rest| rest.split('`').next())
+                    .unwrap_or_default()
+                    .to_owned();
+                Err(ApiError::validation(vec![FieldError::new(&field, "invalid_query", message)]))
+            }
+        }
+    }
+}
+
+/// A path parameter. One that does not parse (a malformed id) names no resource: 404.
+pub struct PathId<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PathId<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| Self(v))
+            .map_err(|_| DomainError::NotFound.into())
+    }
+}
+
+/// `limit` and `cursor` of a keyset-paginated list.
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Items per page, 1–100 (default 25).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    pub fn request<K: DeserializeOwned>(&self) -> Result<PageRequest<K>, ApiError> {
+        PageRequest::parse(self.limit, self.cursor.as_deref()).map_err(|issues| {
+            ApiError::validation(
+                issues.into_iter().map(|(field, issue)| FieldError::new(field, issue.code, issue.message)).collect(),
+            )
+        })
+    }
+}
+
+/// `If-Match: "<version>"` for optimistic concurrency (absent or `*`: no check). A value
+/// that is not one of our ETags can never match: 412.
+pub struct IfMatch(pub Option<i32>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(raw) = parts.headers.get(IF_MATCH) else {
+            return Ok(Self(None));
+        };
+        let raw = raw.to_str().map_err(|_| DomainError::StaleVersion)?.trim();
+        if raw == "*" {
+            return Ok(Self(None));
+        }
+        let tag = raw.trim_start_matches("W/").trim_matches('"');
+        tag.parse::<i32>().map(|v| Self(Some(v))).map_err(|_| DomainError::StaleVersion.into())
+    }
+}
+
+/// The ETag of a versioned resource.
+pub fn etag(version: i32) -> (axum::http::HeaderName, String) {
+    (ETAG, format!("\"{version}\""))
+}
+
+/// The raw `Idempotency-Key` header, if sent.
+pub struct RawIdempotencyKey(pub Option<String>);
+
+impl RawIdempotencyKey {
+    /// The key with this request's fingerprint (`operation` names the route).
+    pub fn with_request(&self, operation: &str, body: &[u8]) -> Result<Option<IdempotencyKey>, ApiError> {
+        self.0
+            .as_deref()
+            .map(|k| IdempotencyKey::new(k, operation, body))
+            .transpose()
+            .map_err(ApiError::from)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RawIdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match parts.headers.get("idempotency-key") {
+            None => Ok(Self(None)),
+            Some(v) => v.to_str().map(|s| Self(Some(s.to_owned()))).map_err(|_| {
+                ApiError::validation(vec![FieldError::new(
+                    "Idempotency-Key",
+                    "invalid_idempotency_key",
+                    "must be visible ASCII",
+                )])
+            }),
+        }
+    }
+}
+
+/// 201 with the JSON body.
+pub fn created<T: Serialize>(body: T) -> Response {
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+/// 201 for a fresh creation, or the stored status and body of an idempotent replay (marked
+/// with `Idempotent-Replayed: true`).
+pub fn replayed_or<T: Serialize>(outcome: Created<T>) -> Response {
+    match outcome {
+        Created::Fresh(body) => created(body),
+        Created::Replayed(replay) => {
+            let status = StatusCode::from_u16(replay.status).unwrap_or(StatusCode::OK);
+            let mut response = (status, Json(replay.body)).into_response();
+            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response
+        }
+    }
+}

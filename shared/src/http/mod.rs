@@ -1,0 +1,11 @@
+//! HTTP glue shared by every HTTP function: the request context, problem+json errors, body,
+//! query and path extractors that answer problems, pagination parameters and the router frame.
+mod ctx;
+mod error;
+mod extract;
+mod router;
+
+pub use ctx::{Authed, Core, TenantCtx, min};
+pub use error::{ApiError, Problem};
+pub use extract::{Body, IfMatch, Json, PageParams, Params, PathId, RawIdempotencyKey, created, etag, replayed_or};
+pub use router::{RequestId, finish, run};

@@ -1,0 +1,371 @@
+//! The team of a tenant: members with roles, and invitations by email with an expiring,
+//! single-use token. Rules: only owners touch owners; admins manage everyone else; the last
+//! owner can be neither removed nor demoted (checked under a lock, so two concurrent demotions
+//! cannot leave a tenant without an owner).
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::adapters::pg::{self, Tx};
+use crate::domain::{DomainError, Email, Page, PageRequest, Role, Scope, Validator, secret};
+use crate::services::audit;
+use crate::services::idempotency::{self, Created, IdempotencyKey};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Member {
+    pub user_id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub joined_at: DateTime<Utc>,
+    /// Pass back in `If-Match` (as the ETag) when changing the role.
+    pub version: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Invitation {
+    pub id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub invited_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CreatedInvitation {
+    #[serde(flatten)]
+    pub invitation: Invitation,
+    /// The single-use link to send to the invitee. Shown once; only its hash is stored.
+    pub accept_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewInvitation {
+    pub email: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleChange {
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Joined {
+    pub tenant_id: Uuid,
+    pub role: Role,
+}
+
+/// Where invitation links point, and how long they live.
+#[derive(Debug, Clone)]
+pub struct InvitationPolicy {
+    pub portal_base_url: String,
+    pub ttl: Duration,
+}
+
+fn tenant(scope: &Scope) -> Result<(Uuid, Role), DomainError> {
+    scope.tenant.ok_or(DomainError::NotFound)
+}
+
+pub async fn list_members(
+    pool: &PgPool,
+    scope: &Scope,
+    page: &PageRequest<(DateTime<Utc>, Uuid)>,
+) -> Result<Page<Member>, DomainError> {
+    let mut tx = pg::begin(pool, scope).await?;
+    let rows: Vec<Member> = sqlx::query_as(
+        "select m.user_id, u.email, u.name, m.role, m.created_at as joined_at, m.version \
+         from memberships m join users u on u.id = m.user_id \
+         where m.tenant_id = app_current_tenant() \
+           and ($1::timestamptz is null or (m.created_at, m.user_id) > ($1, $2)) \
+         order by m.created_at, m.user_id limit $3",
+    )
+    .bind(page.after.map(|a| a.0))
+    .bind(page.after.map(|a| a.1))
+    .bind(page.fetch())
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Page::from_rows(rows, page.limit, |m| (m.joined_at, m.user_id)))
+}
+
+/// Open invitations (not accepted, not revoked), newest first; expired ones included.
+pub async fn list_invitations(
+    pool: &PgPool,
+    scope: &Scope,
+    page: &PageRequest<(DateTime<Utc>, Uuid)>,
+) -> Result<Page<Invitation>, DomainError> {
+    let mut tx = pg::begin(pool, scope).await?;
+    let rows: Vec<Invitation> = sqlx::query_as(
+        "select id, email, role, invited_by, created_at, expires_at from invitations \
+         where accepted_at is null and revoked_at is null \
+           and ($1::timestamptz is null or (created_at, id) < ($1, $2)) \
+         order by created_at desc, id desc limit $3",
+    )
+    .bind(page.after.map(|a| a.0))
+    .bind(page.after.map(|a| a.1))
+    .bind(page.fetch())
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Page::from_rows(rows, page.limit, |i| (i.created_at, i.id)))
+}
+
+/// Invites an address with a role. A newer invitation for the same address replaces the open
+/// one. The link is returned once (and on an idempotent replay, withheld).
+pub async fn invite(
+    pool: &PgPool,
+    scope: &Scope,
+    input: NewInvitation,
+    policy: &InvitationPolicy,
+    idem: Option<&IdempotencyKey>,
+) -> Result<Created<CreatedInvitation>, DomainError> {
+    let (tenant_id, my_role) = tenant(scope)?;
+    let mut v = Validator::new();
+    let email = v.field("email", Email::parse(&input.email));
+    if !my_role.can_manage(input.role) {
+        v.error("role", "role_not_allowed", format!("a {my_role} cannot invite a {}", input.role));
+    }
+    v.finish()?;
+    let email = email.ok_or(DomainError::NotFound)?;
+
+    let mut tx = pg::begin(pool, scope).await?;
+    if let Some(key) = idem {
+        if let Some(replay) = idempotency::claim(&mut tx, scope, key).await? {
+            tx.commit().await?;
+            return Ok(Created::Replayed(replay));
+        }
+    }
+    let already: bool = sqlx::query_scalar(
+        "select exists (select 1 from memberships m join users u on u.id = m.user_id \
+         where m.tenant_id = $1 and lower(u.email) = lower($2))",
+    )
+    .bind(tenant_id)
+    .bind(email.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    if already {
+        return Err(DomainError::conflict("already_member", "that address already belongs to a member"));
+    }
+    sqlx::query(
+        "update invitations set revoked_at = now() \
+         where lower(email) = lower($1) and accepted_at is null and revoked_at is null",
+    )
+    .bind(email.as_str())
+    .execute(&mut *tx)
+    .await?;
+    let (token, hash) = secret::new_invitation_token()?;
+    let id = Uuid::now_v7();
+    let invitation: Invitation = sqlx::query_as(
+        "insert into invitations (id, tenant_id, email, role, token_hash, invited_by, expires_at) \
+         values ($1, $2, $3, $4, $5, $6, now() + $7) \
+         returning id, email, role, invited_by, created_at, expires_at",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .bind(email.as_str())
+    .bind(input.role.as_str())
+    .bind(hash)
+    .bind(scope.actor.user_id())
+    .bind(policy.ttl)
+    .fetch_one(&mut *tx)
+    .await?;
+    audit::record(
+        &mut tx,
+        scope,
+        tenant_id,
+        "team.invitation.created",
+        "invitation",
+        &id.to_string(),
+        json!({ "email": email, "role": input.role }),
+    )
+    .await?;
+    let accept_url = format!("{}/invitations/{token}/accept", policy.portal_base_url);
+    if let Some(key) = idem {
+        let stored = CreatedInvitation { invitation: invitation.clone(), accept_url: None };
+        idempotency::store(&mut tx, scope, key, 201, &serde_json::to_value(stored).map_err(anyhow::Error::from)?).await?;
+    }
+    tx.commit().await?;
+    Ok(Created::Fresh(CreatedInvitation { invitation, accept_url: Some(accept_url) }))
+}
+
+pub async fn revoke_invitation(pool: &PgPool, scope: &Scope, id: Uuid) -> Result<(), DomainError> {
+    let (tenant_id, _) = tenant(scope)?;
+    let mut tx = pg::begin(pool, scope).await?;
+    let email: Option<String> = sqlx::query_scalar(
+        "update invitations set revoked_at = now() where id = $1 and accepted_at is null and revoked_at is null \
+         returning email",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(email) = email else {
+        return Err(DomainError::NotFound);
+    };
+    audit::record(&mut tx, scope, tenant_id, "team.invitation.revoked", "invitation", &id.to_string(), json!({ "email": email })).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Accepts an invitation for the signed-in user whose email it was sent to. Single use:
+/// a second accept answers a conflict and changes nothing.
+pub async fn accept(pool: &PgPool, scope: &Scope, token: &str) -> Result<Joined, DomainError> {
+    let user_id = scope
+        .actor
+        .user_id()
+        .ok_or_else(|| DomainError::Forbidden("accepting an invitation needs a signed-in user".into()))?;
+    let user_email = match &scope.actor {
+        crate::domain::Actor::User { email, .. } => email.clone(),
+        crate::domain::Actor::ApiKey { .. } => String::new(),
+    };
+    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(DomainError::NotFound);
+    }
+    type Found = (Uuid, Uuid, String, String, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+    let mut tx = pg::begin(pool, scope).await?;
+    let found: Option<Found> = sqlx::query_as(
+        "select id, tenant_id, email, role, expires_at, accepted_at, revoked_at from app_find_invitation($1)",
+    )
+    .bind(secret::sha256(token))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((id, tenant_id, email, role, expires_at, accepted_at, revoked_at)) = found else {
+        return Err(DomainError::NotFound);
+    };
+    if revoked_at.is_some() {
+        return Err(DomainError::Gone("this invitation was withdrawn".into()));
+    }
+    if accepted_at.is_some() {
+        return Err(DomainError::conflict("invitation_used", "this invitation has already been accepted"));
+    }
+    if expires_at <= Utc::now() {
+        return Err(DomainError::Gone("this invitation has expired; ask for a new one".into()));
+    }
+    let invited = Email::parse(&email).map_err(|_| DomainError::NotFound)?;
+    if !invited.same_as(&user_email) {
+        return Err(DomainError::Forbidden("this invitation was sent to another email address".into()));
+    }
+    let role: Role = role.parse().map_err(anyhow::Error::from)?;
+    pg::set_tenant(&mut tx, tenant_id).await?;
+    // The update is the single-use gate: of two concurrent accepts, one updates a row.
+    let used = sqlx::query(
+        "update invitations set accepted_at = now(), accepted_by = $2 where id = $1 and accepted_at is null and revoked_at is null",
+    )
+    .bind(id)
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if used != 1 {
+        return Err(DomainError::conflict("invitation_used", "this invitation has already been accepted"));
+    }
+    let role: String = sqlx::query_scalar(
+        "insert into memberships (tenant_id, user_id, role) values ($1, $2, $3) \
+         on conflict (tenant_id, user_id) do update set updated_at = now() returning role",
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .bind(role.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    let role: Role = role.parse().map_err(anyhow::Error::from)?;
+    let joined_scope = Scope { tenant: Some((tenant_id, role)), ..scope.clone() };
+    audit::record(&mut tx, &joined_scope, tenant_id, "team.invitation.accepted", "invitation", &id.to_string(), json!({ "user_id": user_id, "role": role })).await?;
+    tx.commit().await?;
+    Ok(Joined { tenant_id, role })
+}
+
+/// Locks the tenant's owner rows and counts them; call before demoting or removing an owner.
+async fn owners_locked(tx: &mut Tx) -> Result<usize, DomainError> {
+    let owners: Vec<Uuid> = sqlx::query_scalar(
+        "select user_id from memberships where tenant_id = app_current_tenant() and role = 'owner' for update",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(owners.len())
+}
+
+async fn member_role_locked(tx: &mut Tx, user_id: Uuid) -> Result<(Role, i32), DomainError> {
+    let row: Option<(String, i32)> = sqlx::query_as(
+        "select role, version from memberships where tenant_id = app_current_tenant() and user_id = $1 for update",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let (role, version) = row.ok_or(DomainError::NotFound)?;
+    Ok((role.parse().map_err(anyhow::Error::from)?, version))
+}
+
+pub async fn change_role(
+    pool: &PgPool,
+    scope: &Scope,
+    user_id: Uuid,
+    change: RoleChange,
+    if_match: Option<i32>,
+) -> Result<Member, DomainError> {
+    let (tenant_id, my_role) = tenant(scope)?;
+    let mut tx = pg::begin(pool, scope).await?;
+    let owners = owners_locked(&mut tx).await?;
+    let (current, version) = member_role_locked(&mut tx, user_id).await?;
+    if if_match.is_some_and(|v| v != version) {
+        return Err(DomainError::StaleVersion);
+    }
+    if !my_role.can_manage(current) || !my_role.can_manage(change.role) {
+        return Err(DomainError::Forbidden(format!("a {my_role} cannot change a {current} into a {}", change.role)));
+    }
+    if current == Role::Owner && change.role != Role::Owner && owners <= 1 {
+        return Err(DomainError::conflict("last_owner", "a tenant needs at least one owner; make someone else owner first"));
+    }
+    let member: Member = sqlx::query_as(
+        "with m as (update memberships set role = $2, version = version + 1, updated_at = now() \
+                    where tenant_id = app_current_tenant() and user_id = $1 returning *) \
+         select m.user_id, u.email, u.name, m.role, m.created_at as joined_at, m.version from m join users u on u.id = m.user_id",
+    )
+    .bind(user_id)
+    .bind(change.role.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    // Keys a member created never outrank their maker.
+    sqlx::query(
+        "update api_keys set role = $2 where created_by = $1 and revoked_at is null \
+         and array_position(array['viewer','member','admin'], role) > array_position(array['viewer','member','admin'], $2)",
+    )
+    .bind(user_id)
+    .bind(change.role.min(Role::Admin).as_str())
+    .execute(&mut *tx)
+    .await?;
+    audit::record(&mut tx, scope, tenant_id, "team.member.role_changed", "user", &user_id.to_string(), json!({ "from": current, "to": change.role })).await?;
+    tx.commit().await?;
+    Ok(member)
+}
+
+/// Removes a member (an admin removing someone, or anyone leaving). Their API keys are revoked.
+pub async fn remove_member(pool: &PgPool, scope: &Scope, user_id: Uuid) -> Result<(), DomainError> {
+    let (tenant_id, my_role) = tenant(scope)?;
+    let mut tx = pg::begin(pool, scope).await?;
+    let owners = owners_locked(&mut tx).await?;
+    let (current, _) = member_role_locked(&mut tx, user_id).await?;
+    let leaving = scope.actor.user_id() == Some(user_id);
+    if !leaving && !my_role.can_manage(current) {
+        return Err(DomainError::Forbidden(format!("a {my_role} cannot remove a {current}")));
+    }
+    if current == Role::Owner && owners <= 1 {
+        return Err(DomainError::conflict("last_owner", "the last owner cannot be removed; make someone else owner first"));
+    }
+    sqlx::query("delete from memberships where tenant_id = app_current_tenant() and user_id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("update api_keys set revoked_at = now() where created_by = $1 and revoked_at is null")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    audit::record(&mut tx, scope, tenant_id, "team.member.removed", "user", &user_id.to_string(), json!({ "role": current, "left": leaving })).await?;
+    tx.commit().await?;
+    Ok(())
+}
