@@ -1,0 +1,97 @@
+//! `api-docs`: `/health` (public, no tenant data), `/openapi.json` (the whole API, as committed)
+//! and `/docs` (a browsable reference page rendered from that document; no CDN, works offline).
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Serialize;
+use sqlx::PgPool;
+use std::sync::OnceLock;
+use std::time::Duration;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+mod render;
+
+/// The whole API's OpenAPI document, generated from the code (`tests/openapi.rs` fails when
+/// this committed file and the code disagree; `OPENAPI_WRITE=1` rewrites it).
+pub const OPENAPI_JSON: &str = include_str!("../../../openapi.json");
+
+const TAG: &str = "meta";
+
+#[derive(Clone)]
+pub struct DocsState {
+    pub db: PgPool,
+}
+
+pub fn api() -> OpenApiRouter<DocsState> {
+    OpenApiRouter::with_openapi(shared::http::docs::base())
+        .routes(routes!(health))
+        .routes(routes!(openapi_json))
+        .routes(routes!(docs))
+}
+
+pub fn router(state: DocsState) -> Router {
+    let (routes, _) = api().split_for_parts();
+    shared::http::finish(routes.with_state(state))
+}
+
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().split_for_parts().1
+}
+
+/// Merges every function's document into the one the portal reads.
+pub fn whole_api(parts: impl IntoIterator<Item = utoipa::openapi::OpenApi>) -> utoipa::openapi::OpenApi {
+    let mut whole = shared::http::docs::base();
+    for part in parts {
+        whole.merge(part);
+    }
+    whole
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` when the API can serve requests.
+    pub status: &'static str,
+    /// `ok` or `unavailable`.
+    pub database: &'static str,
+    pub version: &'static str,
+}
+
+/// Liveness and readiness: answers 503 when the database does not answer within 2 s.
+#[utoipa::path(get, path = "/health", tag = TAG,
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+async fn health(State(state): State<DocsState>) -> Response {
+    let ping = tokio::time::timeout(Duration::from_secs(2), sqlx::query("select 1").execute(&state.db)).await;
+    let ok = matches!(ping, Ok(Ok(_)));
+    if !ok {
+        tracing::warn!("health: database unavailable");
+    }
+    let body = Health {
+        status: if ok { "ok" } else { "degraded" },
+        database: if ok { "ok" } else { "unavailable" },
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(body)).into_response()
+}
+
+/// The whole API as OpenAPI 3.1 JSON.
+#[utoipa::path(get, path = "/openapi.json", tag = TAG,
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)))]
+async fn openapi_json() -> Response {
+    let mut response = OPENAPI_JSON.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response
+}
+
+/// A browsable API reference page.
+#[utoipa::path(get, path = "/docs", tag = TAG,
+    responses((status = 200, description = "HTML reference page", content_type = "text/html", body = String)))]
+async fn docs() -> Html<&'static str> {
+    static PAGE: OnceLock<String> = OnceLock::new();
+    Html(PAGE.get_or_init(|| render::page(OPENAPI_JSON)).as_str())
+}

@@ -51,8 +51,9 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Vec<FieldError>>
         let path = err.path().to_string();
         let path = if path == "." { String::new() } else { path };
         let (field, code) = if let Some(rest) = message.strip_prefix("unknown field `") {
+            // The path already ends at the unknown field.
             let name = rest.split('`').next().unwrap_or_default();
-            let field = if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") };
+            let field = if path.is_empty() { name.to_owned() } else { path };
             (field, "unknown_field")
         } else if message.starts_with("missing field `") {
             let name = message.trim_start_matches("missing field `").split('`').next().unwrap_or_default();

@@ -1,6 +1,7 @@
 //! HTTP glue shared by every HTTP function: the request context, problem+json errors, body,
 //! query and path extractors that answer problems, pagination parameters and the router frame.
 mod ctx;
+pub mod docs;
 mod error;
 mod extract;
 mod router;

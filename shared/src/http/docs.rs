@@ -1,0 +1,107 @@
+//! OpenAPI building blocks every function's document shares: the base document (info,
+//! security, problem schemas), documented problem responses, and the tenant header.
+use std::collections::BTreeMap;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::{IntoParams, OpenApi};
+
+use super::Problem;
+use crate::domain::FieldError;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Client Portal API",
+        description = "The API behind the business Client Portal. JSON in and out; errors are RFC 9457 \
+            application/problem+json. Authenticate with `Authorization: Bearer <JWT>` or an API key \
+            (`Bearer pk_...`); choose the tenant with `X-Tenant-Id` when you belong to several.",
+        version = "1.0.0"
+    ),
+    components(schemas(Problem, FieldError)),
+    modifiers(&Security)
+)]
+struct Base;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT or API key (pk_...)")
+                    .description(Some("A user's JWT (RS256) or a tenant API key `pk_...`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document every function's routes are added to.
+pub fn base() -> utoipa::openapi::OpenApi {
+    Base::openapi()
+}
+
+fn problem(description: &str) -> RefOr<utoipa::openapi::Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+            )
+            .build(),
+    )
+}
+
+macro_rules! problem_set {
+    ($(#[$doc:meta])* $name:ident { $($code:literal => $desc:literal),* $(,)? }) => {
+        $(#[$doc])*
+        pub struct $name;
+        impl utoipa::IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+                BTreeMap::from([$(($code.to_string(), problem($desc))),*])
+            }
+        }
+    };
+}
+
+problem_set!(
+    /// Any authenticated route.
+    AuthProblems { "401" => "Missing, expired or forged credentials", "503" => "Authentication is temporarily unavailable" }
+);
+problem_set!(
+    /// A route acting in a tenant: a wrong tenant is 404, a too-low role 403.
+    TenantProblems {
+        "400" => "No tenant chosen: send X-Tenant-Id",
+        "401" => "Missing, expired or forged credentials",
+        "403" => "Your role is too low for this",
+        "404" => "Not found (or not in this tenant)",
+        "503" => "Authentication is temporarily unavailable",
+    }
+);
+problem_set!(
+    /// A route with a JSON body.
+    BodyProblems {
+        "413" => "Body too large",
+        "415" => "Body is not application/json",
+        "422" => "Invalid input, with field errors",
+    }
+);
+problem_set!(
+    /// A list route (bad limit or cursor).
+    ListProblems { "422" => "Invalid limit, cursor or filter" }
+);
+
+/// `X-Tenant-Id`: which of the caller's tenants the request acts in (optional when the caller
+/// has one tenant; API keys are bound to theirs).
+#[derive(IntoParams, serde::Deserialize)]
+#[into_params(parameter_in = Header)]
+pub struct TenantHeader {
+    #[serde(rename = "X-Tenant-Id")]
+    #[param(value_type = Option<uuid::Uuid>)]
+    pub x_tenant_id: Option<String>,
+}

@@ -1,0 +1,340 @@
+//! Test kit: a fresh, uniquely named Postgres database per test with the migrations applied
+//! (owner and application-role pools), tenant/user/token/API-key factories, and an in-process
+//! request helper that drives any function's router (no Lambda runtime needed).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use axum::Router;
+use axum::body::Body;
+use http::{Method, Request, StatusCode};
+use serde_json::Value;
+use shared::config::{Config, JwksSource, JwtConfig};
+use shared::domain::{Role, secret};
+use shared::http::Core;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+use std::str::FromStr;
+use std::sync::Arc;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+/// The project's migrations, embedded (also what `portal-dev migrate` applies).
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+
+pub const ISSUER: &str = "https://issuer.test";
+pub const AUDIENCE: &str = "portal-api";
+pub const KID: &str = "test-key";
+const TEST_KEY_PEM: &[u8] = include_bytes!("../keys/test-key.pem");
+
+/// Where the test databases are created: an owner role with CREATEDB (the local stack makes
+/// `portal_owner`). Override with `TEST_OWNER_DATABASE_URL`.
+pub fn owner_url() -> String {
+    std::env::var("TEST_OWNER_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://portal_owner:portal_owner@127.0.0.1:5432/postgres".to_owned())
+}
+
+pub fn app_password() -> String {
+    std::env::var("TEST_APP_PASSWORD").unwrap_or_else(|_| "portal_app".to_owned())
+}
+
+/// A database of its own for one test: migrated, with a pool as the owner (for arranging
+/// data, bypassing RLS) and one as `portal_app` (what the functions use, under RLS).
+pub struct TestDb {
+    pub name: String,
+    pub owner: PgPool,
+    pub app: PgPool,
+}
+
+async fn drop_stale_databases(admin: &PgPool) {
+    let cutoff = chrono::Utc::now().timestamp() - 3 * 3600;
+    let names: Vec<String> = sqlx::query_scalar("select datname from pg_database where datname like 't\\_%'")
+        .fetch_all(admin)
+        .await
+        .unwrap_or_default();
+    for name in names {
+        let stamp = name.split('_').nth(1).and_then(|s| s.parse::<i64>().ok());
+        if stamp.is_some_and(|s| s < cutoff) {
+            let _ = sqlx::query(&format!("drop database if exists \"{name}\" with (force)")).execute(admin).await;
+        }
+    }
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let admin_options = PgConnectOptions::from_str(&owner_url())
+            .expect("TEST_OWNER_DATABASE_URL")
+            .disable_statement_logging();
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(admin_options.clone())
+            .await
+            .expect("connect as the owner role: run `local/up --services-only` first");
+        static CLEANED: std::sync::Once = std::sync::Once::new();
+        let mut clean = false;
+        CLEANED.call_once(|| clean = true);
+        if clean {
+            drop_stale_databases(&admin).await;
+        }
+        let name = format!("t_{}_{}", chrono::Utc::now().timestamp(), Uuid::new_v4().simple());
+        sqlx::query(&format!("create database \"{name}\"")).execute(&admin).await.expect("create database");
+        admin.close().await;
+
+        let owner = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(admin_options.clone().database(&name))
+            .await
+            .expect("connect to the test database");
+        MIGRATOR.run(&owner).await.expect("migrations apply");
+        let app_options = admin_options.username("portal_app").password(&app_password()).database(&name);
+        let app = PgPoolOptions::new().max_connections(4).connect_lazy_with(app_options);
+        Self { name, owner, app }
+    }
+}
+
+/// A user known to the test app, with a valid token.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: Uuid,
+    pub subject: String,
+    pub email: String,
+    pub token: String,
+}
+
+/// A migrated database plus the [`Core`] the functions build in `main`, pointed at it.
+pub struct TestApp {
+    pub db: TestDb,
+    pub core: Core,
+}
+
+pub fn test_config(database_url: String) -> Config {
+    Config {
+        database_url,
+        database_max_connections: 4,
+        jwt: JwtConfig {
+            issuer: ISSUER.to_owned(),
+            audience: AUDIENCE.to_owned(),
+            jwks: JwksSource::File(concat!(env!("CARGO_MANIFEST_DIR"), "/keys/test-jwks.json").into()),
+        },
+        portal_base_url: "http://portal.test".to_owned(),
+        invitation_ttl_hours: 72,
+        function_name: "test".to_owned(),
+    }
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        let db = TestDb::new().await;
+        let config = test_config(String::new());
+        let core = Core {
+            db: db.app.clone(),
+            auth: Arc::new(shared::services::auth::Authenticator::new(&config.jwt, db.app.clone())),
+            config: Arc::new(config),
+        };
+        Self { db, core }
+    }
+
+    /// A user row plus a token for it.
+    pub async fn user(&self, label: &str) -> TestUser {
+        let subject = format!("{label}-{}", Uuid::new_v4().simple());
+        let email = format!("{subject}@example.test");
+        let id: Uuid = sqlx::query_scalar("insert into users (subject, email, name) values ($1, $2, $3) returning id")
+            .bind(&subject)
+            .bind(&email)
+            .bind(label)
+            .fetch_one(&self.db.owner)
+            .await
+            .unwrap();
+        let token = token(&subject, &email, 3600);
+        TestUser { id, subject, email, token }
+    }
+
+    /// A tenant with `owner` as its owner.
+    pub async fn tenant(&self, owner: &TestUser) -> Uuid {
+        let id = Uuid::now_v7();
+        sqlx::query("insert into tenants (id, name) values ($1, $2)")
+            .bind(id)
+            .bind(format!("Tenant {}", &id.simple().to_string()[..8]))
+            .execute(&self.db.owner)
+            .await
+            .unwrap();
+        self.add_member(id, owner, Role::Owner).await;
+        id
+    }
+
+    pub async fn add_member(&self, tenant: Uuid, user: &TestUser, role: Role) {
+        sqlx::query("insert into memberships (tenant_id, user_id, role) values ($1, $2, $3)")
+            .bind(tenant)
+            .bind(user.id)
+            .bind(role.as_str())
+            .execute(&self.db.owner)
+            .await
+            .unwrap();
+    }
+
+    /// A live API key of `tenant` with `role`; returns the bearer secret.
+    pub async fn api_key(&self, tenant: Uuid, role: Role) -> String {
+        let key = secret::new_api_key().unwrap();
+        let scope = match role {
+            Role::Viewer => "read",
+            Role::Member => "write",
+            _ => "admin",
+        };
+        sqlx::query(
+            "insert into api_keys (id, tenant_id, name, prefix, secret_hash, role, scopes) values ($1, $2, 'test', $3, $4, $5, $6)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(tenant)
+        .bind(&key.prefix)
+        .bind(&key.hash)
+        .bind(role.min(Role::Admin).as_str())
+        .bind(vec![scope])
+        .execute(&self.db.owner)
+        .await
+        .unwrap();
+        key.token
+    }
+
+    /// Counts rows of a table as the owner (sees every tenant): to prove nothing changed.
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("select count(*) from {table}")).fetch_one(&self.db.owner).await.unwrap()
+    }
+}
+
+/// A JWT signed with the committed test key (kid `test-key`), valid for `ttl_secs` (negative:
+/// already expired).
+pub fn token(subject: &str, email: &str, ttl_secs: i64) -> String {
+    sign(&serde_json::json!({
+        "sub": subject,
+        "email": email,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": chrono::Utc::now().timestamp(),
+        "exp": chrono::Utc::now().timestamp() + ttl_secs,
+    }))
+}
+
+/// Signs arbitrary claims with the test key (for forged-claims tests).
+pub fn sign(claims: &Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(KID.to_owned());
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(TEST_KEY_PEM).unwrap();
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+/// An in-process request to a router.
+pub struct Req {
+    method: Method,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+pub fn req(method: Method, path: &str) -> Req {
+    Req { method, path: path.to_owned(), headers: Vec::new(), body: Vec::new() }
+}
+pub fn get(path: &str) -> Req {
+    req(Method::GET, path)
+}
+pub fn post(path: &str) -> Req {
+    req(Method::POST, path)
+}
+pub fn patch(path: &str) -> Req {
+    req(Method::PATCH, path)
+}
+pub fn delete(path: &str) -> Req {
+    req(Method::DELETE, path)
+}
+
+impl Req {
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+    /// Appends a query string (`a=1&b=2`).
+    pub fn query(mut self, query: &str) -> Self {
+        self.path = format!("{}{}{query}", self.path, if self.path.contains('?') { '&' } else { '?' });
+        self
+    }
+    pub fn tenant(self, tenant: Uuid) -> Self {
+        self.header("x-tenant-id", &tenant.to_string())
+    }
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+    pub fn json(self, body: Value) -> Self {
+        self.raw_json(body.to_string().as_bytes())
+    }
+    pub fn raw_json(mut self, body: &[u8]) -> Self {
+        self.body = body.to_vec();
+        self.header("content-type", "application/json")
+    }
+
+    pub async fn send(self, router: &Router) -> Resp {
+        let mut builder = Request::builder().method(self.method).uri(self.path);
+        for (k, v) in &self.headers {
+            builder = builder.header(k, v);
+        }
+        send(router, builder.body(Body::from(self.body)).unwrap()).await
+    }
+}
+
+/// A response, with the body parsed as JSON when it is JSON.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Resp {
+    pub fn content_type(&self) -> &str {
+        self.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+
+    /// Asserts an RFC 9457 problem with this status; returns it.
+    pub fn problem(&self, status: u16) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
+        assert_eq!(self.content_type(), "application/problem+json", "body: {}", self.text);
+        assert_eq!(self.json["status"], status);
+        assert!(self.json["type"].is_string() && self.json["title"].is_string());
+        &self.json
+    }
+
+    /// The `field`s of a 422's errors.
+    pub fn error_fields(&self) -> Vec<String> {
+        self.problem(422);
+        self.json["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap().to_owned()).collect()
+    }
+}
+
+pub async fn send(router: &Router, request: Request<Body>) -> Resp {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Resp { status, headers, text, json }
+}
+
+/// Loads an API Gateway HTTP API (v2) event file from `events/` (the same files
+/// `cargo lambda invoke --data-file` sends) as the request Lambda would hand the router.
+pub fn event_request(relative: &str) -> Request<Body> {
+    let path = format!("{}/../../events/{relative}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let request = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    request.map(|body| Body::from(body.to_vec()))
+}
+
+/// The shared fixtures (real provider payloads) live beside the repo in CI; a user's clone may
+/// not have them. Returns the directory, or `None` after saying the test is skipped.
+pub fn shared_fixtures(sub: &str) -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures").join(sub);
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("SKIPPED: shared fixtures not found at {} (CI has them; a clone may not)", dir.display());
+        None
+    }
+}
