@@ -8,5 +8,7 @@ mod router;
 
 pub use ctx::{Authed, Core, TenantCtx, min};
 pub use error::{ApiError, Problem};
-pub use extract::{Body, IfMatch, Json, PageParams, Params, PathId, RawIdempotencyKey, created, etag, replayed_or};
+pub use extract::{
+    Body, IfMatch, Json, PageParams, Params, PathId, RawIdempotencyKey, created, etag, parse_json, replayed_or,
+};
 pub use router::{RequestId, finish, run};

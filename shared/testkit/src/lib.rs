@@ -91,6 +91,54 @@ impl TestDb {
     }
 }
 
+pub const DEMO_TENANT: &str = "00000000-0000-4000-8000-000000000001";
+pub const DEMO_OWNER: &str = "00000000-0000-4000-8000-0000000000a1";
+pub const DEMO_MEMBER: &str = "00000000-0000-4000-8000-0000000000a2";
+/// Local-only demo key (admin of the demo tenant), seeded so events/ files work without expiry.
+pub const DEMO_API_KEY: &str = "pk_demo0001_localdevsecretlocaldevsecret00";
+
+/// The local stack's demo data, idempotent: tenant "Demo Co", its owner and a member, and the
+/// demo API key. Used by `portal-dev seed` and by tests that replay events/ files.
+pub async fn seed_demo(owner: &PgPool) -> Result<(), sqlx::Error> {
+    let mut tx = owner.begin().await?;
+    sqlx::query("insert into tenants (id, name) values ($1::uuid, 'Demo Co') on conflict (id) do nothing")
+        .bind(DEMO_TENANT)
+        .execute(&mut *tx)
+        .await?;
+    for (id, subject, email, name, role) in [
+        (DEMO_OWNER, "dev-owner", "owner@demo.local", "Demo Owner", "owner"),
+        (DEMO_MEMBER, "dev-member", "member@demo.local", "Demo Member", "member"),
+    ] {
+        sqlx::query("insert into users (id, subject, email, name) values ($1::uuid, $2, $3, $4) on conflict (subject) do nothing")
+            .bind(id)
+            .bind(subject)
+            .bind(email)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "insert into memberships (tenant_id, user_id, role) select $1::uuid, id, $3 from users where subject = $2 \
+             on conflict (tenant_id, user_id) do nothing",
+        )
+        .bind(DEMO_TENANT)
+        .bind(subject)
+        .bind(role)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(
+        "insert into api_keys (id, tenant_id, name, prefix, secret_hash, role, scopes, created_by) \
+         values ('00000000-0000-4000-8000-0000000000b1', $1::uuid, 'Local demo key', 'demo0001', $2, 'admin', array['admin'], $3::uuid) \
+         on conflict (id) do update set revoked_at = null",
+    )
+    .bind(DEMO_TENANT)
+    .bind(secret::sha256(DEMO_API_KEY))
+    .bind(DEMO_OWNER)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
 /// A user known to the test app, with a valid token.
 #[derive(Debug, Clone)]
 pub struct TestUser {

@@ -3,14 +3,8 @@
 //! JWT with the local signing key). Reads OWNER_DATABASE_URL for migrate and seed.
 #![allow(clippy::print_stdout)]
 use anyhow::{Context, bail};
-use shared::domain::secret;
 use sqlx::postgres::PgPoolOptions;
 
-const DEMO_TENANT: &str = "00000000-0000-4000-8000-000000000001";
-const DEMO_OWNER: &str = "00000000-0000-4000-8000-0000000000a1";
-const DEMO_MEMBER: &str = "00000000-0000-4000-8000-0000000000a2";
-/// Local-only demo key, seeded into the local database so events/ files work without expiry.
-const DEMO_API_KEY: &str = "pk_demo0001_localdevsecretlocaldevsecret00";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -37,44 +31,12 @@ async fn migrate() -> anyhow::Result<()> {
 
 async fn seed() -> anyhow::Result<()> {
     let pool = owner_pool().await?;
-    let mut tx = pool.begin().await?;
-    sqlx::query("insert into tenants (id, name) values ($1::uuid, 'Demo Co') on conflict (id) do nothing")
-        .bind(DEMO_TENANT)
-        .execute(&mut *tx)
-        .await?;
-    for (id, subject, email, name, role) in [
-        (DEMO_OWNER, "dev-owner", "owner@demo.local", "Demo Owner", "owner"),
-        (DEMO_MEMBER, "dev-member", "member@demo.local", "Demo Member", "member"),
-    ] {
-        sqlx::query("insert into users (id, subject, email, name) values ($1::uuid, $2, $3, $4) on conflict (subject) do nothing")
-            .bind(id)
-            .bind(subject)
-            .bind(email)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "insert into memberships (tenant_id, user_id, role) select $1::uuid, id, $3 from users where subject = $2 \
-             on conflict (tenant_id, user_id) do nothing",
-        )
-        .bind(DEMO_TENANT)
-        .bind(subject)
-        .bind(role)
-        .execute(&mut *tx)
-        .await?;
-    }
-    sqlx::query(
-        "insert into api_keys (id, tenant_id, name, prefix, secret_hash, role, scopes, created_by) \
-         values ('00000000-0000-4000-8000-0000000000b1', $1::uuid, 'Local demo key', 'demo0001', $2, 'admin', array['admin'], $3::uuid) \
-         on conflict (id) do update set revoked_at = null",
-    )
-    .bind(DEMO_TENANT)
-    .bind(secret::sha256(DEMO_API_KEY))
-    .bind(DEMO_OWNER)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    println!("seeded tenant {DEMO_TENANT} (Demo Co), owner owner@demo.local, member member@demo.local, API key {DEMO_API_KEY}");
+    testkit::seed_demo(&pool).await?;
+    println!(
+        "seeded tenant {} (Demo Co), owner owner@demo.local, member member@demo.local, API key {}",
+        testkit::DEMO_TENANT,
+        testkit::DEMO_API_KEY
+    );
     Ok(())
 }
 
