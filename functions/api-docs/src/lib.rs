@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
+use shared::http::routes::{Access, RouteSpec};
 use sqlx::PgPool;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -18,6 +19,13 @@ mod render;
 pub const OPENAPI_JSON: &str = include_str!("../../../openapi.json");
 
 const TAG: &str = "meta";
+
+/// Who may call each route (checked by tests/gates).
+pub const ROUTES: &[RouteSpec] = &[
+    RouteSpec::new("GET", "/health", Access::Public),
+    RouteSpec::new("GET", "/openapi.json", Access::Public),
+    RouteSpec::new("GET", "/docs", Access::Public),
+];
 
 #[derive(Clone)]
 pub struct DocsState {
@@ -41,7 +49,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// Merges every function's document into the one the portal reads.
-pub fn whole_api(parts: impl IntoIterator<Item = utoipa::openapi::OpenApi>) -> utoipa::openapi::OpenApi {
+pub fn whole_api(
+    parts: impl IntoIterator<Item = utoipa::openapi::OpenApi>,
+) -> utoipa::openapi::OpenApi {
     let mut whole = shared::http::docs::base();
     for part in parts {
         whole.merge(part);
@@ -62,7 +72,11 @@ pub struct Health {
 #[utoipa::path(get, path = "/health", tag = TAG,
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn health(State(state): State<DocsState>) -> Response {
-    let ping = tokio::time::timeout(Duration::from_secs(2), sqlx::query("select 1").execute(&state.db)).await;
+    let ping = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("select 1").execute(&state.db),
+    )
+    .await;
     let ok = matches!(ping, Ok(Ok(_)));
     if !ok {
         tracing::warn!("health: database unavailable");
@@ -72,7 +86,11 @@ async fn health(State(state): State<DocsState>) -> Response {
         database: if ok { "ok" } else { "unavailable" },
         version: env!("CARGO_PKG_VERSION"),
     };
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, axum::Json(body)).into_response()
 }
 
@@ -81,10 +99,14 @@ async fn health(State(state): State<DocsState>) -> Response {
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)))]
 async fn openapi_json() -> Response {
     let mut response = OPENAPI_JSON.into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     response
 }
 

@@ -4,7 +4,10 @@ use serde_json::Value;
 use std::fmt::Write;
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn schema_name(schema: &Value) -> String {
@@ -23,7 +26,11 @@ fn schema_name(schema: &Value) -> String {
     }
     let ty = match schema.get("type") {
         Some(Value::String(t)) => t.clone(),
-        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" | "),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" | "),
         _ => "object".to_owned(),
     };
     match schema.get("format").and_then(Value::as_str) {
@@ -56,15 +63,23 @@ nav a{{margin-right:1rem}}</style></head><body><h1>{title}</h1><p>{}</p><p>Versi
         text(doc.pointer("/info/version")),
     );
 
-    let mut by_tag: std::collections::BTreeMap<String, Vec<(String, String, &Value)>> = Default::default();
+    let mut by_tag: std::collections::BTreeMap<String, Vec<(String, String, &Value)>> =
+        Default::default();
     if let Some(paths) = doc.get("paths").and_then(Value::as_object) {
         for (path, item) in paths {
             for (method, op) in item.as_object().into_iter().flatten() {
                 if !["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
                     continue;
                 }
-                let tag = op.pointer("/tags/0").and_then(Value::as_str).unwrap_or("other").to_owned();
-                by_tag.entry(tag).or_default().push((method.clone(), path.clone(), op));
+                let tag = op
+                    .pointer("/tags/0")
+                    .and_then(Value::as_str)
+                    .unwrap_or("other")
+                    .to_owned();
+                by_tag
+                    .entry(tag)
+                    .or_default()
+                    .push((method.clone(), path.clone(), op));
             }
         }
     }
@@ -84,7 +99,11 @@ nav a{{margin-right:1rem}}</style></head><body><h1>{title}</h1><p>{}</p><p>Versi
                 p = esc(path),
                 s = text(op.get("description").or_else(|| op.get("summary"))),
             );
-            if let Some(params) = op.get("parameters").and_then(Value::as_array).filter(|p| !p.is_empty()) {
+            if let Some(params) = op
+                .get("parameters")
+                .and_then(Value::as_array)
+                .filter(|p| !p.is_empty())
+            {
                 out.push_str("<table><tr><th>parameter</th><th>in</th><th>type</th><th>required</th><th></th></tr>");
                 for p in params {
                     let _ = write!(
@@ -93,7 +112,11 @@ nav a{{margin-right:1rem}}</style></head><body><h1>{title}</h1><p>{}</p><p>Versi
                         text(p.get("name")),
                         text(p.get("in")),
                         p.get("schema").map(schema_name).unwrap_or_default(),
-                        if p.get("required").and_then(Value::as_bool).unwrap_or(false) { "yes" } else { "no" },
+                        if p.get("required").and_then(Value::as_bool).unwrap_or(false) {
+                            "yes"
+                        } else {
+                            "no"
+                        },
                         text(p.get("description")),
                     );
                 }
@@ -103,7 +126,12 @@ nav a{{margin-right:1rem}}</style></head><body><h1>{title}</h1><p>{}</p><p>Versi
                 let _ = write!(out, "<p>Body: {}</p>", schema_name(body));
             }
             out.push_str("<table><tr><th>status</th><th>meaning</th><th>body</th></tr>");
-            for (status, resp) in op.get("responses").and_then(Value::as_object).into_iter().flatten() {
+            for (status, resp) in op
+                .get("responses")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
                 let body = resp
                     .get("content")
                     .and_then(Value::as_object)
@@ -111,14 +139,25 @@ nav a{{margin-right:1rem}}</style></head><body><h1>{title}</h1><p>{}</p><p>Versi
                     .and_then(|c| c.get("schema"))
                     .map(schema_name)
                     .unwrap_or_default();
-                let _ = write!(out, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(status), text(resp.get("description")), body);
+                let _ = write!(
+                    out,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(status),
+                    text(resp.get("description")),
+                    body
+                );
             }
             out.push_str("</table></div>");
         }
     }
 
     out.push_str("<h2 id=\"schemas\">schemas</h2>");
-    for (name, schema) in doc.pointer("/components/schemas").and_then(Value::as_object).into_iter().flatten() {
+    for (name, schema) in doc
+        .pointer("/components/schemas")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
         let _ = write!(out, "<h3 id=\"schema-{0}\">{0}</h3>", esc(name));
         if let Some(props) = schema.get("properties").and_then(Value::as_object) {
             let required: Vec<&str> = schema
@@ -133,7 +172,11 @@ nav a{{margin-right:1rem}}</style></head><body><h1>{title}</h1><p>{}</p><p>Versi
                     "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     esc(field),
                     schema_name(prop),
-                    if required.contains(&field.as_str()) { "yes" } else { "no" },
+                    if required.contains(&field.as_str()) {
+                        "yes"
+                    } else {
+                        "no"
+                    },
                     text(prop.get("description")),
                 );
             }

@@ -1,5 +1,10 @@
 //! The committed OpenAPI document is the code's, and the docs routes serve it.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use serde_json::Value;
 use testkit::{TestDb, get};
@@ -36,11 +41,20 @@ fn the_document_is_openapi_3_1_and_describes_every_route_with_problems() {
     for (path, item) in paths {
         for (method, op) in item.as_object().unwrap() {
             let responses = op["responses"].as_object().unwrap();
-            assert!(!responses.is_empty(), "{method} {path} documents no response");
+            assert!(
+                !responses.is_empty(),
+                "{method} {path} documents no response"
+            );
             let public = ["/health", "/openapi.json", "/docs"].contains(&path.as_str());
             if !public {
-                assert!(responses.contains_key("401"), "{method} {path} must document 401");
-                assert!(op["security"].is_array(), "{method} {path} must declare its security");
+                assert!(
+                    responses.contains_key("401"),
+                    "{method} {path} must document 401"
+                );
+                assert!(
+                    op["security"].is_array(),
+                    "{method} {path} must declare its security"
+                );
             }
         }
     }

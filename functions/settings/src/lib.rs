@@ -6,23 +6,69 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use serde::Deserialize;
-use shared::domain::Page;
+use shared::domain::{Page, Role};
 use shared::http::docs::{AuthProblems, BodyProblems, ListProblems, TenantHeader, TenantProblems};
+use shared::http::routes::{Access, RouteSpec};
 use shared::http::{
-    ApiError, Authed, Body, Core, IfMatch, Json, PageParams, Params, PathId, Problem, RawIdempotencyKey, TenantCtx,
-    etag, min, replayed_or,
+    ApiError, Authed, Body, Core, IfMatch, Json, PageParams, Params, PathId, Problem,
+    RawIdempotencyKey, TenantCtx, etag, min, replayed_or,
 };
 use shared::services::accounts::{self, NewTenant, Profile, TenantSummary, UpdateProfile};
 use shared::services::api_keys::{self, ApiKey, CreatedApiKey, NewApiKey};
 use shared::services::audit::{self, AuditEntry};
 use shared::services::team::{
-    self, CreatedInvitation, Invitation, InvitationPolicy, Joined, Member, NewInvitation, RoleChange,
+    self, CreatedInvitation, Invitation, InvitationPolicy, Joined, Member, NewInvitation,
+    RoleChange,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 const TAG: &str = "settings";
+
+/// Who may call each route (enforced by the handlers' extractors; checked by tests/gates).
+pub const ROUTES: &[RouteSpec] = &[
+    RouteSpec::new("GET", "/me", Access::User),
+    RouteSpec::new("PATCH", "/me", Access::User),
+    RouteSpec::new("GET", "/tenants", Access::User),
+    RouteSpec::new("POST", "/tenants", Access::User),
+    RouteSpec::new("GET", "/settings/team", Access::Tenant(Role::Viewer)),
+    RouteSpec::new(
+        "GET",
+        "/settings/team/invitations",
+        Access::Tenant(Role::Admin),
+    ),
+    RouteSpec::new(
+        "POST",
+        "/settings/team/invitations",
+        Access::Tenant(Role::Admin),
+    ),
+    RouteSpec::new(
+        "DELETE",
+        "/settings/team/invitations/{id}",
+        Access::Tenant(Role::Admin),
+    ),
+    RouteSpec::new("POST", "/invitations/{token}/accept", Access::User),
+    RouteSpec::new(
+        "PATCH",
+        "/settings/team/members/{user_id}",
+        Access::Tenant(Role::Admin),
+    ),
+    // Viewer: anyone may leave; removing someone else is checked by the team rules.
+    RouteSpec::new(
+        "DELETE",
+        "/settings/team/members/{user_id}",
+        Access::Tenant(Role::Viewer),
+    ),
+    RouteSpec::new("GET", "/settings/api-keys", Access::Tenant(Role::Admin)),
+    RouteSpec::new("POST", "/settings/api-keys", Access::Tenant(Role::Admin)),
+    RouteSpec::new(
+        "DELETE",
+        "/settings/api-keys/{id}",
+        Access::Tenant(Role::Admin),
+    ),
+    RouteSpec::new("GET", "/settings/audit-log", Access::Tenant(Role::Admin)),
+];
 
 /// The routes with their OpenAPI descriptions.
 pub fn api() -> OpenApiRouter<Core> {
@@ -86,7 +132,9 @@ async fn list_tenants(
     auth: Authed,
     Params(page): Params<PageParams>,
 ) -> Result<Json<Page<TenantSummary>>, ApiError> {
-    Ok(Json(accounts::my_tenants(&core.db, &auth.scope, &page.request()?).await?))
+    Ok(Json(
+        accounts::my_tenants(&core.db, &auth.scope, &page.request()?).await?,
+    ))
 }
 
 /// Create a tenant; the caller becomes its owner. Honours `Idempotency-Key`.
@@ -101,7 +149,9 @@ async fn create_tenant(
     body: Body<NewTenant>,
 ) -> Result<Response, ApiError> {
     let key = idem.with_request("POST /tenants", &body.raw)?;
-    Ok(replayed_or(accounts::create_tenant(&core.db, &auth.scope, body.value, key.as_ref()).await?))
+    Ok(replayed_or(
+        accounts::create_tenant(&core.db, &auth.scope, body.value, key.as_ref()).await?,
+    ))
 }
 
 /// The tenant's members.
@@ -112,7 +162,9 @@ async fn list_team(
     ctx: TenantCtx<min::Viewer>,
     Params(page): Params<PageParams>,
 ) -> Result<Json<Page<Member>>, ApiError> {
-    Ok(Json(team::list_members(&core.db, &ctx.scope, &page.request()?).await?))
+    Ok(Json(
+        team::list_members(&core.db, &ctx.scope, &page.request()?).await?,
+    ))
 }
 
 /// Open invitations (admin).
@@ -123,7 +175,9 @@ async fn list_invitations(
     ctx: TenantCtx<min::Admin>,
     Params(page): Params<PageParams>,
 ) -> Result<Json<Page<Invitation>>, ApiError> {
-    Ok(Json(team::list_invitations(&core.db, &ctx.scope, &page.request()?).await?))
+    Ok(Json(
+        team::list_invitations(&core.db, &ctx.scope, &page.request()?).await?,
+    ))
 }
 
 /// Invite someone by email with a role (admin; only owners invite owners). The response holds
@@ -140,7 +194,9 @@ async fn create_invitation(
 ) -> Result<Response, ApiError> {
     let key = idem.with_request("POST /settings/team/invitations", &body.raw)?;
     let policy = invitation_policy(&core);
-    Ok(replayed_or(team::invite(&core.db, &ctx.scope, body.value, &policy, key.as_ref()).await?))
+    Ok(replayed_or(
+        team::invite(&core.db, &ctx.scope, body.value, &policy, key.as_ref()).await?,
+    ))
 }
 
 /// Withdraw an open invitation (admin).
@@ -206,7 +262,9 @@ async fn list_api_keys(
     ctx: TenantCtx<min::Admin>,
     Params(page): Params<PageParams>,
 ) -> Result<Json<Page<ApiKey>>, ApiError> {
-    Ok(Json(api_keys::list(&core.db, &ctx.scope, &page.request()?).await?))
+    Ok(Json(
+        api_keys::list(&core.db, &ctx.scope, &page.request()?).await?,
+    ))
 }
 
 /// Create an API key (admin, signed-in user). The secret is in this response only.
@@ -220,7 +278,9 @@ async fn create_api_key(
     body: Body<NewApiKey>,
 ) -> Result<Response, ApiError> {
     let key = idem.with_request("POST /settings/api-keys", &body.raw)?;
-    Ok(replayed_or(api_keys::create(&core.db, &ctx.scope, body.value, key.as_ref()).await?))
+    Ok(replayed_or(
+        api_keys::create(&core.db, &ctx.scope, body.value, key.as_ref()).await?,
+    ))
 }
 
 /// Revoke an API key (admin); it stops working at once.
@@ -255,7 +315,12 @@ async fn list_audit_log(
     ctx: TenantCtx<min::Admin>,
     Params(query): Params<AuditQuery>,
 ) -> Result<Json<Page<AuditEntry>>, ApiError> {
-    let page = PageParams { limit: query.limit, cursor: query.cursor }.request()?;
-    Ok(Json(audit::list(&core.db, &ctx.scope, query.action.as_deref(), &page).await?))
+    let page = PageParams {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .request()?;
+    Ok(Json(
+        audit::list(&core.db, &ctx.scope, query.action.as_deref(), &page).await?,
+    ))
 }
-

@@ -29,7 +29,11 @@ impl Core {
     pub fn new(config: Config) -> anyhow::Result<Self> {
         let db = crate::adapters::pg::pool(&config.database_url, config.database_max_connections)?;
         let auth = Arc::new(Authenticator::new(&config.jwt, db.clone()));
-        Ok(Self { db, auth, config: Arc::new(config) })
+        Ok(Self {
+            db,
+            auth,
+            config: Arc::new(config),
+        })
     }
 }
 
@@ -47,22 +51,35 @@ fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
         .map_err(|_| ApiError::Unauthorized("the Authorization header is not valid"))?;
     match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token)),
-        _ => Err(ApiError::Unauthorized("use Authorization: Bearer <token or API key>")),
+        _ => Err(ApiError::Unauthorized(
+            "use Authorization: Bearer <token or API key>",
+        )),
     }
 }
 
 async fn identify(parts: &Parts, core: &Core) -> Result<(Scope, TenantChoice), ApiError> {
-    let tenant_header = parts.headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok());
+    let tenant_header = parts
+        .headers
+        .get(TENANT_HEADER)
+        .and_then(|v| v.to_str().ok());
     let identity = core
         .auth
         .authenticate(bearer(parts)?, tenant_header)
         .await
         .map_err(|e| match e {
-            AuthError::Missing => ApiError::Unauthorized("send Authorization: Bearer <token or API key>"),
-            AuthError::Invalid => ApiError::Unauthorized("the token or API key is not valid or has expired"),
+            AuthError::Missing => {
+                ApiError::Unauthorized("send Authorization: Bearer <token or API key>")
+            }
+            AuthError::Invalid => {
+                ApiError::Unauthorized("the token or API key is not valid or has expired")
+            }
             AuthError::Unavailable(reason) => ApiError::Unavailable(reason),
         })?;
-    let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let request_id = parts
+        .extensions
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
     let tenant = match identity.tenant {
         TenantChoice::Member { tenant_id, role } => Some((tenant_id, role)),
         _ => None,
@@ -70,7 +87,14 @@ async fn identify(parts: &Parts, core: &Core) -> Result<(Scope, TenantChoice), A
     if let Some((tenant_id, _)) = tenant {
         tracing::Span::current().record("tenant_id", tracing::field::display(tenant_id));
     }
-    Ok((Scope { actor: identity.actor, tenant, request_id }, identity.tenant))
+    Ok((
+        Scope {
+            actor: identity.actor,
+            tenant,
+            request_id,
+        },
+        identity.tenant,
+    ))
 }
 
 impl<S> FromRequestParts<S> for Authed
@@ -133,9 +157,12 @@ where
         let core = Core::from_ref(state);
         let (scope, choice) = identify(parts, &core).await?;
         match choice {
-            TenantChoice::Member { tenant_id, role } if role >= R::ROLE => {
-                Ok(Self { scope, tenant_id, role, _min: PhantomData })
-            }
+            TenantChoice::Member { tenant_id, role } if role >= R::ROLE => Ok(Self {
+                scope,
+                tenant_id,
+                role,
+                _min: PhantomData,
+            }),
             TenantChoice::Member { role, .. } => Err(DomainError::Forbidden(format!(
                 "this needs the {} role or higher; you are {role}",
                 R::ROLE

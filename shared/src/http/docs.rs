@@ -51,7 +51,9 @@ fn problem(description: &str) -> RefOr<utoipa::openapi::Response> {
             .description(description)
             .content(
                 "application/problem+json",
-                ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
             )
             .build(),
     )

@@ -30,34 +30,64 @@ fn is_json(content_type: Option<&HeaderValue>) -> bool {
     let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Parses JSON bytes into `T`, or the field errors that say why not.
 pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Vec<FieldError>> {
     if raw.iter().all(u8::is_ascii_whitespace) {
-        return Err(vec![FieldError::new("", "required", "a JSON body is required")]);
+        return Err(vec![FieldError::new(
+            "",
+            "required",
+            "a JSON body is required",
+        )]);
     }
     let mut de = serde_json::Deserializer::from_slice(raw);
     let value = serde_path_to_error::deserialize(&mut de);
     if value.is_ok() && de.end().is_err() {
-        return Err(vec![FieldError::new("", "malformed_json", "trailing characters after the JSON value")]);
+        return Err(vec![FieldError::new(
+            "",
+            "malformed_json",
+            "trailing characters after the JSON value",
+        )]);
     }
     value.map_err(|err| {
         let inner = err.inner();
         let message = inner.to_string();
-        let message = message.split(" at line ").next().unwrap_or_default().to_owned();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         let path = err.path().to_string();
         let path = if path == "." { String::new() } else { path };
         let (field, code) = if let Some(rest) = message.strip_prefix("unknown field `") {
             // The path already ends at the unknown field.
             let name = rest.split('`').next().unwrap_or_default();
-            let field = if path.is_empty() { name.to_owned() } else { path };
+            let field = if path.is_empty() {
+                name.to_owned()
+            } else {
+                path
+            };
             (field, "unknown_field")
         } else if message.starts_with("missing field `") {
-            let name = message.trim_start_matches("missing field `").split('`').next().unwrap_or_default();
-            let field = if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") };
+            let name = message
+                .trim_start_matches("missing field `")
+                .split('`')
+                .next()
+                .unwrap_or_default();
+            let field = if path.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{path}.{name}")
+            };
             (field, "required")
         } else if inner.is_syntax() || inner.is_eof() {
             (String::new(), "malformed_json")
@@ -102,14 +132,20 @@ where
             Ok(Query(value)) => Ok(Self(value)),
             Err(rejection) => {
                 let message = rejection.body_text();
-                let message = message.trim_start_matches("Failed to deserialize query string: ").to_owned();
+                let message = message
+                    .trim_start_matches("Failed to deserialize query string: ")
+                    .to_owned();
                 let field = message
                     .strip_prefix("unknown field `")
                     .or_else(|| message.strip_prefix("missing field `"))
                     .and_then(|rest| rest.split('`').next())
                     .unwrap_or_default()
                     .to_owned();
-                Err(ApiError::validation(vec![FieldError::new(&field, "invalid_query", message)]))
+                Err(ApiError::validation(vec![FieldError::new(
+                    &field,
+                    "invalid_query",
+                    message,
+                )]))
             }
         }
     }
@@ -148,7 +184,10 @@ impl PageParams {
     pub fn request<K: DeserializeOwned>(&self) -> Result<PageRequest<K>, ApiError> {
         PageRequest::parse(self.limit, self.cursor.as_deref()).map_err(|issues| {
             ApiError::validation(
-                issues.into_iter().map(|(field, issue)| FieldError::new(field, issue.code, issue.message)).collect(),
+                issues
+                    .into_iter()
+                    .map(|(field, issue)| FieldError::new(field, issue.code, issue.message))
+                    .collect(),
             )
         })
     }
@@ -170,7 +209,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
             return Ok(Self(None));
         }
         let tag = raw.trim_start_matches("W/").trim_matches('"');
-        tag.parse::<i32>().map(|v| Self(Some(v))).map_err(|_| DomainError::StaleVersion.into())
+        tag.parse::<i32>()
+            .map(|v| Self(Some(v)))
+            .map_err(|_| DomainError::StaleVersion.into())
     }
 }
 
@@ -184,7 +225,11 @@ pub struct RawIdempotencyKey(pub Option<String>);
 
 impl RawIdempotencyKey {
     /// The key with this request's fingerprint (`operation` names the route).
-    pub fn with_request(&self, operation: &str, body: &[u8]) -> Result<Option<IdempotencyKey>, ApiError> {
+    pub fn with_request(
+        &self,
+        operation: &str,
+        body: &[u8],
+    ) -> Result<Option<IdempotencyKey>, ApiError> {
         self.0
             .as_deref()
             .map(|k| IdempotencyKey::new(k, operation, body))
@@ -223,7 +268,9 @@ pub fn replayed_or<T: Serialize>(outcome: Created<T>) -> Response {
         Created::Replayed(replay) => {
             let status = StatusCode::from_u16(replay.status).unwrap_or(StatusCode::OK);
             let mut response = (status, Json(replay.body)).into_response();
-            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
             response
         }
     }

@@ -1,0 +1,153 @@
+//! The gates over the real API: every function registers here with its router, its ROUTES
+//! table and a factory for each path with an id. A new function or route that is not covered
+//! fails these tests with a message saying what to add.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use gates::{
+    Factory, Function, Params, World, isolation_sweep, join_tables, record_figures, role_sweep,
+};
+use serde_json::{Value, json};
+use shared::domain::Role;
+use std::future::Future;
+use std::pin::Pin;
+use testkit::{TestApp, post};
+
+fn one(name: &str, value: &Value) -> Option<Params> {
+    Some(Params::from([(
+        name.to_owned(),
+        value.as_str()?.to_owned(),
+    )]))
+}
+
+fn settings_factory<'a>(
+    w: &'a World,
+    path: &'a str,
+) -> Pin<Box<dyn Future<Output = Option<Params>> + 'a>> {
+    Box::pin(async move {
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        match path {
+            "/settings/api-keys/{id}" => {
+                let r = w
+                    .api(
+                        "settings",
+                        w.as_a(post("/settings/api-keys"))
+                            .json(json!({"name": "victim", "scopes": ["read"]})),
+                    )
+                    .await;
+                one("id", &r.json["id"])
+            }
+            "/settings/team/invitations/{id}" => {
+                let r = w
+                    .api(
+                        "settings",
+                        w.as_a(post("/settings/team/invitations")).json(
+                            json!({"email": format!("{unique}@example.com"), "role": "viewer"}),
+                        ),
+                    )
+                    .await;
+                one("id", &r.json["id"])
+            }
+            "/settings/team/members/{user_id}" => {
+                let user = w.app.user("victim").await;
+                w.app.add_member(w.a.id, &user, Role::Member).await;
+                Some(Params::from([("user_id".to_owned(), user.id.to_string())]))
+            }
+            "/invitations/{token}/accept" => {
+                let r = w
+                    .api(
+                        "settings",
+                        w.as_a(post("/settings/team/invitations")).json(
+                            json!({"email": format!("{unique}@example.com"), "role": "viewer"}),
+                        ),
+                    )
+                    .await;
+                let url = r.json["accept_url"].as_str()?;
+                Some(Params::from([(
+                    "token".to_owned(),
+                    url.split('/').nth(4)?.to_owned(),
+                )]))
+            }
+            _ => None,
+        }
+    })
+}
+
+fn no_ids<'a>(_: &'a World, _: &'a str) -> Pin<Box<dyn Future<Output = Option<Params>> + 'a>> {
+    Box::pin(async { None })
+}
+
+/// Every HTTP function, once.
+fn functions() -> Vec<Function> {
+    vec![
+        Function {
+            name: "settings",
+            routes: settings::ROUTES,
+            router: |app: &TestApp| settings::router(app.core.clone()),
+            factory: settings_factory as Factory,
+            events_dir: "settings",
+        },
+        Function {
+            name: "api-docs",
+            routes: api_docs::ROUTES,
+            router: |app: &TestApp| {
+                api_docs::router(api_docs::DocsState {
+                    db: app.db.app.clone(),
+                })
+            },
+            factory: no_ids as Factory,
+            events_dir: "api-docs",
+        },
+    ]
+}
+
+fn document() -> Value {
+    serde_json::from_str(api_docs::OPENAPI_JSON).unwrap()
+}
+
+#[test]
+fn every_documented_operation_is_in_exactly_one_route_table() {
+    if let Err(problems) = join_tables(&document(), &functions()) {
+        panic!(
+            "route tables and openapi.json disagree:\n- {}",
+            problems.join("\n- ")
+        );
+    }
+}
+
+#[tokio::test]
+async fn tenant_isolation_sweep() {
+    let functions = functions();
+    let ops = join_tables(&document(), &functions).unwrap();
+    let world = World::new(&functions).await;
+    let report = isolation_sweep(&world, &functions, &ops).await;
+    record_figures(
+        "isolation",
+        json!({ "operations": ops.len(), "cross_tenant_calls": report.calls }),
+    );
+    report.assert_clean("tenant isolation sweep");
+    assert!(
+        report.calls > 10,
+        "the sweep made only {} calls",
+        report.calls
+    );
+}
+
+#[tokio::test]
+async fn role_sweep_matches_the_route_tables() {
+    let functions = functions();
+    let ops = join_tables(&document(), &functions).unwrap();
+    let world = World::new(&functions).await;
+    let report = role_sweep(&world, &functions, &ops).await;
+    record_figures("roles", json!({ "role_checks": report.calls }));
+    report.assert_clean("role sweep");
+    assert!(
+        report.calls > 20,
+        "the sweep made only {} role checks",
+        report.calls
+    );
+}
