@@ -62,12 +62,17 @@ pub struct Env {
 
 impl Env {
     pub fn from_process() -> Self {
-        Self { vars: std::env::vars().collect() }
+        Self {
+            vars: std::env::vars().collect(),
+        }
     }
 
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         Self {
-            vars: pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
         }
     }
 
@@ -77,7 +82,10 @@ impl Env {
     }
 
     pub fn optional(&self, name: &str) -> Option<String> {
-        self.vars.get(name).filter(|v| !v.trim().is_empty()).cloned()
+        self.vars
+            .get(name)
+            .filter(|v| !v.trim().is_empty())
+            .cloned()
     }
 
     /// An optional variable parsed into `T`, with a documented default when unset.
@@ -150,10 +158,16 @@ mod tests {
 
     #[test]
     fn missing_variable_is_named() {
-        let vars: Vec<_> = base().into_iter().filter(|(k, _)| *k != "JWT_AUDIENCE").collect();
+        let vars: Vec<_> = base()
+            .into_iter()
+            .filter(|(k, _)| *k != "JWT_AUDIENCE")
+            .collect();
         let err = Config::from(&Env::from_pairs(vars)).unwrap_err();
         assert_eq!(err, ConfigError::Missing("JWT_AUDIENCE"));
-        assert_eq!(err.to_string(), "environment variable JWT_AUDIENCE is not set");
+        assert_eq!(
+            err.to_string(),
+            "environment variable JWT_AUDIENCE is not set"
+        );
     }
 
     #[test]
@@ -170,6 +184,12 @@ mod tests {
         let mut vars = base();
         vars.push(("INVITATION_TTL_HOURS", "three days"));
         let err = Config::from(&Env::from_pairs(vars)).unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { name: "INVITATION_TTL_HOURS", .. }));
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                name: "INVITATION_TTL_HOURS",
+                ..
+            }
+        ));
     }
 }

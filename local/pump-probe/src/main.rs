@@ -52,7 +52,11 @@ async fn handle(mut redis: redis::aio::ConnectionManager, payload: Value) -> Res
                 batch_item_failures: failures,
                 ..Default::default()
             };
-            ("sqs", json!({ "records": bodies }), serde_json::to_value(response)?)
+            (
+                "sqs",
+                json!({ "records": bodies }),
+                serde_json::to_value(response)?,
+            )
         }
         "aws:s3" => {
             let event: S3Event = serde_json::from_value(payload)?;
@@ -72,7 +76,11 @@ async fn handle(mut redis: redis::aio::ConnectionManager, payload: Value) -> Res
         }
         _ => {
             let event: EventBridgeEvent<Value> = serde_json::from_value(payload)?;
-            let kind = if event.detail_type == "Scheduled Event" { "schedule" } else { "eventbridge" };
+            let kind = if event.detail_type == "Scheduled Event" {
+                "schedule"
+            } else {
+                "eventbridge"
+            };
             (
                 kind,
                 json!({
@@ -85,7 +93,9 @@ async fn handle(mut redis: redis::aio::ConnectionManager, payload: Value) -> Res
             )
         }
     };
-    let _: () = redis.rpush(format!("pump-probe:{kind}"), summary.to_string()).await?;
+    let _: () = redis
+        .rpush(format!("pump-probe:{kind}"), summary.to_string())
+        .await?;
     tracing::info!(kind, "recorded");
     Ok(response)
 }

@@ -55,7 +55,12 @@ impl JwtVerifier {
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_default();
-        Self { source: config.jwks.clone(), validation, http, keys: RwLock::new(None) }
+        Self {
+            source: config.jwks.clone(),
+            validation,
+            http,
+            keys: RwLock::new(None),
+        }
     }
 
     pub async fn verify(&self, token: &str) -> Result<Claims, JwtError> {
@@ -101,7 +106,10 @@ impl JwtVerifier {
                 DecodingKey::from_jwk(jwk).ok().map(|key| (kid, key))
             })
             .collect();
-        *guard = Some(Keys { by_kid, fetched: Instant::now() });
+        *guard = Some(Keys {
+            by_kid,
+            fetched: Instant::now(),
+        });
         Ok(())
     }
 
@@ -111,7 +119,8 @@ impl JwtVerifier {
                 let text = tokio::fs::read_to_string(path)
                     .await
                     .map_err(|e| JwtError::Keys(format!("reading {}: {e}", path.display())))?;
-                serde_json::from_str(&text).map_err(|e| JwtError::Keys(format!("parsing JWKS: {e}")))
+                serde_json::from_str(&text)
+                    .map_err(|e| JwtError::Keys(format!("parsing JWKS: {e}")))
             }
             JwksSource::Url(url) => {
                 let response = self
@@ -121,7 +130,10 @@ impl JwtVerifier {
                     .await
                     .and_then(reqwest::Response::error_for_status)
                     .map_err(|e| JwtError::Keys(format!("fetching JWKS: {e}")))?;
-                response.json().await.map_err(|e| JwtError::Keys(format!("parsing JWKS: {e}")))
+                response
+                    .json()
+                    .await
+                    .map_err(|e| JwtError::Keys(format!("parsing JWKS: {e}")))
             }
         }
     }

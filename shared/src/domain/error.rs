@@ -29,7 +29,10 @@ pub enum DomainError {
 
 impl DomainError {
     pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::Conflict { code, detail: detail.into() }
+        Self::Conflict {
+            code,
+            detail: detail.into(),
+        }
     }
 
     pub fn invalid(field: &str, code: &'static str, message: impl Into<String>) -> Self {

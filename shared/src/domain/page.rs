@@ -31,7 +31,10 @@ impl Cursor {
 
     pub fn parse(raw: &str) -> Result<Self, Issue> {
         if raw.is_empty() || raw.len() > MAX_CURSOR_LEN {
-            return Err(Issue::new("invalid_cursor", "is not a cursor this API returned"));
+            return Err(Issue::new(
+                "invalid_cursor",
+                "is not a cursor this API returned",
+            ));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -49,13 +52,19 @@ pub struct PageRequest<K> {
 }
 
 impl<K: DeserializeOwned> PageRequest<K> {
-    pub fn parse(limit: Option<u32>, cursor: Option<&str>) -> Result<Self, Vec<(&'static str, Issue)>> {
+    pub fn parse(
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<Self, Vec<(&'static str, Issue)>> {
         let mut issues = Vec::new();
         let limit = match limit {
             None => DEFAULT_LIMIT,
             Some(l) if (1..=MAX_LIMIT).contains(&l) => l,
             Some(_) => {
-                issues.push(("limit", Issue::new("out_of_range", format!("must be between 1 and {MAX_LIMIT}"))));
+                issues.push((
+                    "limit",
+                    Issue::new("out_of_range", format!("must be between 1 and {MAX_LIMIT}")),
+                ));
                 DEFAULT_LIMIT
             }
         };
@@ -67,7 +76,11 @@ impl<K: DeserializeOwned> PageRequest<K> {
                 None
             }
         };
-        if issues.is_empty() { Ok(Self { limit, after }) } else { Err(issues) }
+        if issues.is_empty() {
+            Ok(Self { limit, after })
+        } else {
+            Err(issues)
+        }
     }
 
     /// Rows to fetch: one more than the limit, to learn whether another page exists.
@@ -90,12 +103,22 @@ impl<T> Page<T> {
         let limit = limit as usize;
         let more = rows.len() > limit;
         rows.truncate(limit);
-        let next_cursor = if more { rows.last().map(|last| Cursor::encode(&key(last)).0) } else { None };
-        Self { items: rows, next_cursor }
+        let next_cursor = if more {
+            rows.last().map(|last| Cursor::encode(&key(last)).0)
+        } else {
+            None
+        };
+        Self {
+            items: rows,
+            next_cursor,
+        }
     }
 
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
-        Page { items: self.items.into_iter().map(f).collect(), next_cursor: self.next_cursor }
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            next_cursor: self.next_cursor,
+        }
     }
 }
 
@@ -122,7 +145,10 @@ mod tests {
     fn limit_is_bounded() {
         assert!(PageRequest::<i64>::parse(Some(0), None).is_err());
         assert!(PageRequest::<i64>::parse(Some(101), None).is_err());
-        assert_eq!(PageRequest::<i64>::parse(None, None).unwrap().limit, DEFAULT_LIMIT);
+        assert_eq!(
+            PageRequest::<i64>::parse(None, None).unwrap().limit,
+            DEFAULT_LIMIT
+        );
     }
 
     #[test]

@@ -77,7 +77,9 @@ mod tests {
 
     #[test]
     fn roles_rank_from_viewer_to_owner() {
-        assert!(Role::Viewer < Role::Member && Role::Member < Role::Admin && Role::Admin < Role::Owner);
+        assert!(
+            Role::Viewer < Role::Member && Role::Member < Role::Admin && Role::Admin < Role::Owner
+        );
     }
 
     #[test]

@@ -14,7 +14,11 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: &str, code: &str, message: impl Into<String>) -> Self {
-        Self { field: field.to_owned(), code: code.to_owned(), message: message.into() }
+        Self {
+            field: field.to_owned(),
+            code: code.to_owned(),
+            message: message.into(),
+        }
     }
 }
 
@@ -27,7 +31,10 @@ pub struct Issue {
 
 impl Issue {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -47,7 +54,8 @@ impl Validator {
         match parsed {
             Ok(v) => Some(v),
             Err(issue) => {
-                self.errors.push(FieldError::new(field, issue.code, issue.message));
+                self.errors
+                    .push(FieldError::new(field, issue.code, issue.message));
                 None
             }
         }
@@ -59,7 +67,11 @@ impl Validator {
 
     /// `Ok` only when no field had an issue.
     pub fn finish(self) -> Result<(), DomainError> {
-        if self.errors.is_empty() { Ok(()) } else { Err(DomainError::Invalid(self.errors)) }
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(DomainError::Invalid(self.errors))
+        }
     }
 }
 
@@ -80,10 +92,16 @@ impl Text {
             });
         }
         if len > max {
-            return Err(Issue::new("too_long", format!("must be at most {max} characters")));
+            return Err(Issue::new(
+                "too_long",
+                format!("must be at most {max} characters"),
+            ));
         }
         if value.chars().any(char::is_control) {
-            return Err(Issue::new("invalid_characters", "must not contain control characters"));
+            return Err(Issue::new(
+                "invalid_characters",
+                "must not contain control characters",
+            ));
         }
         Ok(Self(value.to_owned()))
     }
@@ -107,13 +125,21 @@ impl Email {
     pub const MAX_LEN: usize = 254;
 
     pub fn parse(raw: &str) -> Result<Self, Issue> {
-        let invalid = || Issue::new("invalid_email", "must be an email address like name@example.com");
+        let invalid = || {
+            Issue::new(
+                "invalid_email",
+                "must be an email address like name@example.com",
+            )
+        };
         let value = raw.trim();
         if value.is_empty() {
             return Err(Issue::new("required", "must not be empty"));
         }
         if value.len() > Self::MAX_LEN {
-            return Err(Issue::new("too_long", format!("must be at most {} characters", Self::MAX_LEN)));
+            return Err(Issue::new(
+                "too_long",
+                format!("must be at most {} characters", Self::MAX_LEN),
+            ));
         }
         let (local, domain) = value.split_once('@').ok_or_else(invalid)?;
         let local_ok = !local.is_empty()
@@ -121,7 +147,9 @@ impl Email {
             && !local.starts_with('.')
             && !local.ends_with('.')
             && !local.contains("..")
-            && local.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
+            && local
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
         let labels: Vec<&str> = domain.split('.').collect();
         let domain_ok = labels.len() >= 2
             && labels.iter().all(|l| {
@@ -153,13 +181,26 @@ mod tests {
 
     #[test]
     fn emails_people_type_are_accepted_and_normalised() {
-        assert_eq!(Email::parse(" Ann.Lee+crm@Example.COM ").unwrap().as_str(), "Ann.Lee+crm@example.com");
+        assert_eq!(
+            Email::parse(" Ann.Lee+crm@Example.COM ").unwrap().as_str(),
+            "Ann.Lee+crm@example.com"
+        );
         assert!(Email::parse("a@b.co").is_ok());
     }
 
     #[test]
     fn malformed_emails_are_refused() {
-        for bad in ["", "plain", "a@b", "@b.com", "a@@b.com", "a b@c.com", "a@-b.com", "a..b@c.com", "a@b..com"] {
+        for bad in [
+            "",
+            "plain",
+            "a@b",
+            "@b.com",
+            "a@@b.com",
+            "a b@c.com",
+            "a@-b.com",
+            "a..b@c.com",
+            "a@b..com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} was accepted");
         }
         let long = format!("{}@example.com", "a".repeat(250));
@@ -170,9 +211,15 @@ mod tests {
     fn text_is_trimmed_and_bounded_in_characters() {
         assert_eq!(Text::parse("  Acme  ", 1, 10).unwrap().as_str(), "Acme");
         assert_eq!(Text::parse("   ", 1, 10).unwrap_err().code, "required");
-        assert_eq!(Text::parse(&"é".repeat(11), 1, 10).unwrap_err().code, "too_long");
+        assert_eq!(
+            Text::parse(&"é".repeat(11), 1, 10).unwrap_err().code,
+            "too_long"
+        );
         assert!(Text::parse(&"é".repeat(10), 1, 10).is_ok());
-        assert_eq!(Text::parse("a\u{0}b", 1, 10).unwrap_err().code, "invalid_characters");
+        assert_eq!(
+            Text::parse("a\u{0}b", 1, 10).unwrap_err().code,
+            "invalid_characters"
+        );
     }
 
     #[test]

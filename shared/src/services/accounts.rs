@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use crate::adapters::pg;
 use crate::domain::{DomainError, Page, PageRequest, Role, Scope, Text, Validator};
-use crate::services::idempotency::{self, Created};
 use crate::services::audit;
+use crate::services::idempotency::{self, Created};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TenantSummary {
@@ -54,17 +54,25 @@ fn require_user(scope: &Scope) -> Result<Uuid, DomainError> {
 type ProfileRow = (Uuid, String, String, i32, DateTime<Utc>, DateTime<Utc>);
 
 fn profile((id, email, name, version, created_at, updated_at): ProfileRow) -> Profile {
-    Profile { id, email, name, version, created_at, updated_at }
+    Profile {
+        id,
+        email,
+        name,
+        version,
+        created_at,
+        updated_at,
+    }
 }
 
 pub async fn me(pool: &PgPool, scope: &Scope) -> Result<Profile, DomainError> {
     let user_id = require_user(scope)?;
     let mut tx = pg::begin(pool, scope).await?;
-    let row: Option<ProfileRow> =
-        sqlx::query_as("select id, email, name, version, created_at, updated_at from users where id = $1")
-            .bind(user_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let row: Option<ProfileRow> = sqlx::query_as(
+        "select id, email, name, version, created_at, updated_at from users where id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *tx)
+    .await?;
     tx.commit().await?;
     row.map(profile).ok_or(DomainError::NotFound)
 }
@@ -77,7 +85,10 @@ pub async fn update_me(
 ) -> Result<Profile, DomainError> {
     let user_id = require_user(scope)?;
     let mut v = Validator::new();
-    let name = input.name.as_deref().and_then(|n| v.field("name", Text::parse(n, 1, 100)));
+    let name = input
+        .name
+        .as_deref()
+        .and_then(|n| v.field("name", Text::parse(n, 1, 100)));
     v.finish()?;
     let mut tx = pg::begin(pool, scope).await?;
     let row: Option<ProfileRow> = sqlx::query_as(
@@ -169,12 +180,32 @@ pub async fn create_tenant(
         .bind(user_id)
         .execute(&mut *tx)
         .await?;
-    audit::record(&mut tx, scope, tenant_id, "tenant.created", "tenant", &tenant_id.to_string(), json!({ "name": name })).await?;
-    let tenant = TenantSummary { id: tenant_id, name: name.into_inner(), role: Role::Owner, created_at };
+    audit::record(
+        &mut tx,
+        scope,
+        tenant_id,
+        "tenant.created",
+        "tenant",
+        &tenant_id.to_string(),
+        json!({ "name": name }),
+    )
+    .await?;
+    let tenant = TenantSummary {
+        id: tenant_id,
+        name: name.into_inner(),
+        role: Role::Owner,
+        created_at,
+    };
     if let Some(key) = idem {
-        idempotency::store(&mut tx, scope, key, 201, &serde_json::to_value(&tenant).map_err(anyhow::Error::from)?).await?;
+        idempotency::store(
+            &mut tx,
+            scope,
+            key,
+            201,
+            &serde_json::to_value(&tenant).map_err(anyhow::Error::from)?,
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(Created::Fresh(tenant))
 }
-

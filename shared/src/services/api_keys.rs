@@ -12,7 +12,9 @@ use crate::services::audit;
 use crate::services::idempotency::{self, Created, IdempotencyKey};
 
 /// What a key may do. The key's role is the highest its scopes allow, capped by its creator's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyScope {
     /// Read everything the tenant can see (viewer).
@@ -22,7 +24,6 @@ pub enum KeyScope {
     /// Also manage the team and settings (admin).
     Admin,
 }
-
 
 impl KeyScope {
     pub fn role(self) -> Role {
@@ -76,7 +77,8 @@ pub struct NewApiKey {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "id, name, prefix, role, scopes, created_by, created_at, expires_at, last_used_at, revoked_at";
+const COLUMNS: &str =
+    "id, name, prefix, role, scopes, created_by, created_at, expires_at, last_used_at, revoked_at";
 
 pub async fn list(
     pool: &PgPool,
@@ -105,12 +107,18 @@ pub async fn create(
 ) -> Result<Created<CreatedApiKey>, DomainError> {
     let (tenant_id, my_role) = scope.tenant.ok_or(DomainError::NotFound)?;
     if scope.actor.user_id().is_none() {
-        return Err(DomainError::Forbidden("API keys are created by signed-in users, not by other keys".into()));
+        return Err(DomainError::Forbidden(
+            "API keys are created by signed-in users, not by other keys".into(),
+        ));
     }
     let mut v = Validator::new();
     let name = v.field("name", Text::parse(&input.name, 1, 100));
     if input.scopes.is_empty() {
-        v.error("scopes", "required", "name at least one scope: read, write or admin");
+        v.error(
+            "scopes",
+            "required",
+            "name at least one scope: read, write or admin",
+        );
     }
     if input.scopes.len() > 3 {
         v.error("scopes", "too_many", "at most 3 scopes");
@@ -118,9 +126,18 @@ pub async fn create(
     if input.expires_at.is_some_and(|e| e <= Utc::now()) {
         v.error("expires_at", "in_the_past", "must be in the future");
     }
-    let wanted = input.scopes.iter().map(|s| s.role()).max().unwrap_or(Role::Viewer);
+    let wanted = input
+        .scopes
+        .iter()
+        .map(|s| s.role())
+        .max()
+        .unwrap_or(Role::Viewer);
     if wanted > my_role {
-        v.error("scopes", "exceeds_role", format!("a {my_role} cannot create a key with {wanted} rights"));
+        v.error(
+            "scopes",
+            "exceeds_role",
+            format!("a {my_role} cannot create a key with {wanted} rights"),
+        );
     }
     v.finish()?;
     let name = name.ok_or(DomainError::NotFound)?;
@@ -152,13 +169,35 @@ pub async fn create(
     .bind(input.expires_at)
     .fetch_one(&mut *tx)
     .await?;
-    audit::record(&mut tx, scope, tenant_id, "api_key.created", "api_key", &key.id.to_string(), json!({ "name": key.name, "scopes": key.scopes })).await?;
+    audit::record(
+        &mut tx,
+        scope,
+        tenant_id,
+        "api_key.created",
+        "api_key",
+        &key.id.to_string(),
+        json!({ "name": key.name, "scopes": key.scopes }),
+    )
+    .await?;
     if let Some(idem) = idem {
-        let stored = CreatedApiKey { key: key.clone(), secret: None };
-        idempotency::store(&mut tx, scope, idem, 201, &serde_json::to_value(stored).map_err(anyhow::Error::from)?).await?;
+        let stored = CreatedApiKey {
+            key: key.clone(),
+            secret: None,
+        };
+        idempotency::store(
+            &mut tx,
+            scope,
+            idem,
+            201,
+            &serde_json::to_value(stored).map_err(anyhow::Error::from)?,
+        )
+        .await?;
     }
     tx.commit().await?;
-    Ok(Created::Fresh(CreatedApiKey { key, secret: Some(new.token) }))
+    Ok(Created::Fresh(CreatedApiKey {
+        key,
+        secret: Some(new.token),
+    }))
 }
 
 /// Revokes a key; it stops working at once. Revoking a revoked key changes nothing.
@@ -179,7 +218,16 @@ pub async fn revoke(pool: &PgPool, scope: &Scope, id: Uuid) -> Result<(), Domain
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    audit::record(&mut tx, scope, tenant_id, "api_key.revoked", "api_key", &id.to_string(), json!({})).await?;
+    audit::record(
+        &mut tx,
+        scope,
+        tenant_id,
+        "api_key.revoked",
+        "api_key",
+        &id.to_string(),
+        json!({}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -41,12 +41,22 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(config: &JwtConfig, pool: PgPool) -> Self {
-        Self { jwt: JwtVerifier::new(config), pool }
+        Self {
+            jwt: JwtVerifier::new(config),
+            pool,
+        }
     }
 
     /// `bearer` is the credential after `Bearer `; `tenant_header` the raw `X-Tenant-Id`.
-    pub async fn authenticate(&self, bearer: Option<&str>, tenant_header: Option<&str>) -> Result<Identity, AuthError> {
-        let bearer = bearer.map(str::trim).filter(|b| !b.is_empty()).ok_or(AuthError::Missing)?;
+    pub async fn authenticate(
+        &self,
+        bearer: Option<&str>,
+        tenant_header: Option<&str>,
+    ) -> Result<Identity, AuthError> {
+        let bearer = bearer
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+            .ok_or(AuthError::Missing)?;
         let requested = match tenant_header.map(str::trim).filter(|t| !t.is_empty()) {
             None => None,
             Some(raw) => match Uuid::parse_str(raw) {
@@ -71,19 +81,23 @@ impl Authenticator {
     }
 
     async fn api_key(&self, token: &str, requested: Option<Uuid>) -> Result<Identity, AuthError> {
-        let row: Option<(Uuid, Uuid, String, Vec<String>, Option<Uuid>)> =
-            sqlx::query_as("select key_id, tenant_id, role, scopes, created_by from app_auth_api_key($1)")
-                .bind(secret::sha256(token))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+        let row: Option<(Uuid, Uuid, String, Vec<String>, Option<Uuid>)> = sqlx::query_as(
+            "select key_id, tenant_id, role, scopes, created_by from app_auth_api_key($1)",
+        )
+        .bind(secret::sha256(token))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| AuthError::Unavailable(e.to_string()))?;
         let (key_id, tenant_id, role, _scopes, created_by) = row.ok_or(AuthError::Invalid)?;
         let role: Role = role.parse().map_err(|_| AuthError::Invalid)?;
         let tenant = match requested {
             Some(t) if t != tenant_id => TenantChoice::NotMember,
             _ => TenantChoice::Member { tenant_id, role },
         };
-        Ok(Identity { actor: Actor::ApiKey { key_id, created_by }, tenant })
+        Ok(Identity {
+            actor: Actor::ApiKey { key_id, created_by },
+            tenant,
+        })
     }
 
     async fn user(&self, token: &str, requested: Option<Uuid>) -> Result<Identity, AuthError> {
@@ -109,6 +123,9 @@ impl Authenticator {
             _ if requested.is_some() => TenantChoice::NotMember,
             _ => TenantChoice::NotChosen,
         };
-        Ok(Identity { actor: Actor::User { user_id, email }, tenant })
+        Ok(Identity {
+            actor: Actor::User { user_id, email },
+            tenant,
+        })
     }
 }

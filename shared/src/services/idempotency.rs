@@ -21,7 +21,8 @@ impl IdempotencyKey {
 
     /// `operation` names the route (method and path template); `body` is the raw request body.
     pub fn new(key: &str, operation: &str, body: &[u8]) -> Result<Self, DomainError> {
-        if key.is_empty() || key.len() > Self::MAX_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        if key.is_empty() || key.len() > Self::MAX_LEN || !key.bytes().all(|b| b.is_ascii_graphic())
+        {
             return Err(DomainError::invalid(
                 "Idempotency-Key",
                 "invalid_idempotency_key",
@@ -32,7 +33,10 @@ impl IdempotencyKey {
         hash.update(operation.as_bytes());
         hash.update([0]);
         hash.update(body);
-        Ok(Self { key: key.to_owned(), request_hash: hash.finalize().to_vec() })
+        Ok(Self {
+            key: key.to_owned(),
+            request_hash: hash.finalize().to_vec(),
+        })
     }
 }
 
@@ -45,7 +49,11 @@ pub struct Replay {
 
 /// Claims the key for this transaction. `Ok(None)`: go ahead and act, then [`store`].
 /// `Ok(Some(replay))`: answer with the stored response and do nothing else.
-pub async fn claim(tx: &mut Tx, scope: &Scope, key: &IdempotencyKey) -> Result<Option<Replay>, DomainError> {
+pub async fn claim(
+    tx: &mut Tx,
+    scope: &Scope,
+    key: &IdempotencyKey,
+) -> Result<Option<Replay>, DomainError> {
     let principal = scope.actor.principal();
     let inserted = sqlx::query(
         "insert into idempotency_keys (principal, key, tenant_id, request_hash) values ($1, $2, $3, $4) \
@@ -76,13 +84,25 @@ pub async fn claim(tx: &mut Tx, scope: &Scope, key: &IdempotencyKey) -> Result<O
         ));
     }
     match (status, body) {
-        (Some(status), Some(body)) => Ok(Some(Replay { status: u16::try_from(status).unwrap_or(200), body })),
-        _ => Err(DomainError::conflict("idempotency_in_progress", "a request with this Idempotency-Key is in progress")),
+        (Some(status), Some(body)) => Ok(Some(Replay {
+            status: u16::try_from(status).unwrap_or(200),
+            body,
+        })),
+        _ => Err(DomainError::conflict(
+            "idempotency_in_progress",
+            "a request with this Idempotency-Key is in progress",
+        )),
     }
 }
 
 /// Stores the response for replays, in the same transaction as the effects.
-pub async fn store(tx: &mut Tx, scope: &Scope, key: &IdempotencyKey, status: u16, body: &Value) -> Result<(), DomainError> {
+pub async fn store(
+    tx: &mut Tx,
+    scope: &Scope,
+    key: &IdempotencyKey,
+    status: u16,
+    body: &Value,
+) -> Result<(), DomainError> {
     sqlx::query("update idempotency_keys set status_code = $3, response = $4 where principal = $1 and key = $2")
         .bind(scope.actor.principal())
         .bind(&key.key)

@@ -91,7 +91,9 @@ pub async fn list_members(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Page::from_rows(rows, page.limit, |m| (m.joined_at, m.user_id)))
+    Ok(Page::from_rows(rows, page.limit, |m| {
+        (m.joined_at, m.user_id)
+    }))
 }
 
 /// Open invitations (not accepted, not revoked), newest first; expired ones included.
@@ -129,7 +131,11 @@ pub async fn invite(
     let mut v = Validator::new();
     let email = v.field("email", Email::parse(&input.email));
     if !my_role.can_manage(input.role) {
-        v.error("role", "role_not_allowed", format!("a {my_role} cannot invite a {}", input.role));
+        v.error(
+            "role",
+            "role_not_allowed",
+            format!("a {my_role} cannot invite a {}", input.role),
+        );
     }
     v.finish()?;
     let email = email.ok_or(DomainError::NotFound)?;
@@ -150,7 +156,10 @@ pub async fn invite(
     .fetch_one(&mut *tx)
     .await?;
     if already {
-        return Err(DomainError::conflict("already_member", "that address already belongs to a member"));
+        return Err(DomainError::conflict(
+            "already_member",
+            "that address already belongs to a member",
+        ));
     }
     sqlx::query(
         "update invitations set revoked_at = now() \
@@ -187,11 +196,24 @@ pub async fn invite(
     .await?;
     let accept_url = format!("{}/invitations/{token}/accept", policy.portal_base_url);
     if let Some(key) = idem {
-        let stored = CreatedInvitation { invitation: invitation.clone(), accept_url: None };
-        idempotency::store(&mut tx, scope, key, 201, &serde_json::to_value(stored).map_err(anyhow::Error::from)?).await?;
+        let stored = CreatedInvitation {
+            invitation: invitation.clone(),
+            accept_url: None,
+        };
+        idempotency::store(
+            &mut tx,
+            scope,
+            key,
+            201,
+            &serde_json::to_value(stored).map_err(anyhow::Error::from)?,
+        )
+        .await?;
     }
     tx.commit().await?;
-    Ok(Created::Fresh(CreatedInvitation { invitation, accept_url: Some(accept_url) }))
+    Ok(Created::Fresh(CreatedInvitation {
+        invitation,
+        accept_url: Some(accept_url),
+    }))
 }
 
 pub async fn revoke_invitation(pool: &PgPool, scope: &Scope, id: Uuid) -> Result<(), DomainError> {
@@ -207,7 +229,16 @@ pub async fn revoke_invitation(pool: &PgPool, scope: &Scope, id: Uuid) -> Result
     let Some(email) = email else {
         return Err(DomainError::NotFound);
     };
-    audit::record(&mut tx, scope, tenant_id, "team.invitation.revoked", "invitation", &id.to_string(), json!({ "email": email })).await?;
+    audit::record(
+        &mut tx,
+        scope,
+        tenant_id,
+        "team.invitation.revoked",
+        "invitation",
+        &id.to_string(),
+        json!({ "email": email }),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -215,10 +246,9 @@ pub async fn revoke_invitation(pool: &PgPool, scope: &Scope, id: Uuid) -> Result
 /// Accepts an invitation for the signed-in user whose email it was sent to. Single use:
 /// a second accept answers a conflict and changes nothing.
 pub async fn accept(pool: &PgPool, scope: &Scope, token: &str) -> Result<Joined, DomainError> {
-    let user_id = scope
-        .actor
-        .user_id()
-        .ok_or_else(|| DomainError::Forbidden("accepting an invitation needs a signed-in user".into()))?;
+    let user_id = scope.actor.user_id().ok_or_else(|| {
+        DomainError::Forbidden("accepting an invitation needs a signed-in user".into())
+    })?;
     let user_email = match &scope.actor {
         crate::domain::Actor::User { email, .. } => email.clone(),
         crate::domain::Actor::ApiKey { .. } => String::new(),
@@ -226,7 +256,15 @@ pub async fn accept(pool: &PgPool, scope: &Scope, token: &str) -> Result<Joined,
     if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(DomainError::NotFound);
     }
-    type Found = (Uuid, Uuid, String, String, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+    type Found = (
+        Uuid,
+        Uuid,
+        String,
+        String,
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+    );
     let mut tx = pg::begin(pool, scope).await?;
     let found: Option<Found> = sqlx::query_as(
         "select id, tenant_id, email, role, expires_at, accepted_at, revoked_at from app_find_invitation($1)",
@@ -241,14 +279,21 @@ pub async fn accept(pool: &PgPool, scope: &Scope, token: &str) -> Result<Joined,
         return Err(DomainError::Gone("this invitation was withdrawn".into()));
     }
     if accepted_at.is_some() {
-        return Err(DomainError::conflict("invitation_used", "this invitation has already been accepted"));
+        return Err(DomainError::conflict(
+            "invitation_used",
+            "this invitation has already been accepted",
+        ));
     }
     if expires_at <= Utc::now() {
-        return Err(DomainError::Gone("this invitation has expired; ask for a new one".into()));
+        return Err(DomainError::Gone(
+            "this invitation has expired; ask for a new one".into(),
+        ));
     }
     let invited = Email::parse(&email).map_err(|_| DomainError::NotFound)?;
     if !invited.same_as(&user_email) {
-        return Err(DomainError::Forbidden("this invitation was sent to another email address".into()));
+        return Err(DomainError::Forbidden(
+            "this invitation was sent to another email address".into(),
+        ));
     }
     let role: Role = role.parse().map_err(anyhow::Error::from)?;
     pg::set_tenant(&mut tx, tenant_id).await?;
@@ -262,7 +307,10 @@ pub async fn accept(pool: &PgPool, scope: &Scope, token: &str) -> Result<Joined,
     .await?
     .rows_affected();
     if used != 1 {
-        return Err(DomainError::conflict("invitation_used", "this invitation has already been accepted"));
+        return Err(DomainError::conflict(
+            "invitation_used",
+            "this invitation has already been accepted",
+        ));
     }
     let role: String = sqlx::query_scalar(
         "insert into memberships (tenant_id, user_id, role) values ($1, $2, $3) \
@@ -274,8 +322,20 @@ pub async fn accept(pool: &PgPool, scope: &Scope, token: &str) -> Result<Joined,
     .fetch_one(&mut *tx)
     .await?;
     let role: Role = role.parse().map_err(anyhow::Error::from)?;
-    let joined_scope = Scope { tenant: Some((tenant_id, role)), ..scope.clone() };
-    audit::record(&mut tx, &joined_scope, tenant_id, "team.invitation.accepted", "invitation", &id.to_string(), json!({ "user_id": user_id, "role": role })).await?;
+    let joined_scope = Scope {
+        tenant: Some((tenant_id, role)),
+        ..scope.clone()
+    };
+    audit::record(
+        &mut tx,
+        &joined_scope,
+        tenant_id,
+        "team.invitation.accepted",
+        "invitation",
+        &id.to_string(),
+        json!({ "user_id": user_id, "role": role }),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Joined { tenant_id, role })
 }
@@ -316,10 +376,16 @@ pub async fn change_role(
         return Err(DomainError::StaleVersion);
     }
     if !my_role.can_manage(current) || !my_role.can_manage(change.role) {
-        return Err(DomainError::Forbidden(format!("a {my_role} cannot change a {current} into a {}", change.role)));
+        return Err(DomainError::Forbidden(format!(
+            "a {my_role} cannot change a {current} into a {}",
+            change.role
+        )));
     }
     if current == Role::Owner && change.role != Role::Owner && owners <= 1 {
-        return Err(DomainError::conflict("last_owner", "a tenant needs at least one owner; make someone else owner first"));
+        return Err(DomainError::conflict(
+            "last_owner",
+            "a tenant needs at least one owner; make someone else owner first",
+        ));
     }
     let member: Member = sqlx::query_as(
         "with m as (update memberships set role = $2, version = version + 1, updated_at = now() \
@@ -339,7 +405,16 @@ pub async fn change_role(
     .bind(change.role.min(Role::Admin).as_str())
     .execute(&mut *tx)
     .await?;
-    audit::record(&mut tx, scope, tenant_id, "team.member.role_changed", "user", &user_id.to_string(), json!({ "from": current, "to": change.role })).await?;
+    audit::record(
+        &mut tx,
+        scope,
+        tenant_id,
+        "team.member.role_changed",
+        "user",
+        &user_id.to_string(),
+        json!({ "from": current, "to": change.role }),
+    )
+    .await?;
     tx.commit().await?;
     Ok(member)
 }
@@ -352,20 +427,36 @@ pub async fn remove_member(pool: &PgPool, scope: &Scope, user_id: Uuid) -> Resul
     let (current, _) = member_role_locked(&mut tx, user_id).await?;
     let leaving = scope.actor.user_id() == Some(user_id);
     if !leaving && !my_role.can_manage(current) {
-        return Err(DomainError::Forbidden(format!("a {my_role} cannot remove a {current}")));
+        return Err(DomainError::Forbidden(format!(
+            "a {my_role} cannot remove a {current}"
+        )));
     }
     if current == Role::Owner && owners <= 1 {
-        return Err(DomainError::conflict("last_owner", "the last owner cannot be removed; make someone else owner first"));
+        return Err(DomainError::conflict(
+            "last_owner",
+            "the last owner cannot be removed; make someone else owner first",
+        ));
     }
     sqlx::query("delete from memberships where tenant_id = app_current_tenant() and user_id = $1")
         .bind(user_id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("update api_keys set revoked_at = now() where created_by = $1 and revoked_at is null")
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-    audit::record(&mut tx, scope, tenant_id, "team.member.removed", "user", &user_id.to_string(), json!({ "role": current, "left": leaving })).await?;
+    sqlx::query(
+        "update api_keys set revoked_at = now() where created_by = $1 and revoked_at is null",
+    )
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?;
+    audit::record(
+        &mut tx,
+        scope,
+        tenant_id,
+        "team.member.removed",
+        "user",
+        &user_id.to_string(),
+        json!({ "role": current, "left": leaving }),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

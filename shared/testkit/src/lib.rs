@@ -29,8 +29,9 @@ const TEST_KEY_PEM: &[u8] = include_bytes!("../keys/test-key.pem");
 /// Where the test databases are created: an owner role with CREATEDB (the local stack makes
 /// `portal_owner`). Override with `TEST_OWNER_DATABASE_URL`.
 pub fn owner_url() -> String {
-    std::env::var("TEST_OWNER_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://portal_owner:portal_owner@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("TEST_OWNER_DATABASE_URL").unwrap_or_else(|_| {
+        "postgres://portal_owner:portal_owner@127.0.0.1:5432/postgres".to_owned()
+    })
 }
 
 pub fn app_password() -> String {
@@ -47,14 +48,17 @@ pub struct TestDb {
 
 async fn drop_stale_databases(admin: &PgPool) {
     let cutoff = chrono::Utc::now().timestamp() - 3 * 3600;
-    let names: Vec<String> = sqlx::query_scalar("select datname from pg_database where datname like 't\\_%'")
-        .fetch_all(admin)
-        .await
-        .unwrap_or_default();
+    let names: Vec<String> =
+        sqlx::query_scalar("select datname from pg_database where datname like 't\\_%'")
+            .fetch_all(admin)
+            .await
+            .unwrap_or_default();
     for name in names {
         let stamp = name.split('_').nth(1).and_then(|s| s.parse::<i64>().ok());
         if stamp.is_some_and(|s| s < cutoff) {
-            let _ = sqlx::query(&format!("drop database if exists \"{name}\" with (force)")).execute(admin).await;
+            let _ = sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
+                .execute(admin)
+                .await;
         }
     }
 }
@@ -75,8 +79,15 @@ impl TestDb {
         if clean {
             drop_stale_databases(&admin).await;
         }
-        let name = format!("t_{}_{}", chrono::Utc::now().timestamp(), Uuid::new_v4().simple());
-        sqlx::query(&format!("create database \"{name}\"")).execute(&admin).await.expect("create database");
+        let name = format!(
+            "t_{}_{}",
+            chrono::Utc::now().timestamp(),
+            Uuid::new_v4().simple()
+        );
+        sqlx::query(&format!("create database \"{name}\""))
+            .execute(&admin)
+            .await
+            .expect("create database");
         admin.close().await;
 
         let owner = PgPoolOptions::new()
@@ -85,8 +96,13 @@ impl TestDb {
             .await
             .expect("connect to the test database");
         MIGRATOR.run(&owner).await.expect("migrations apply");
-        let app_options = admin_options.username("portal_app").password(&app_password()).database(&name);
-        let app = PgPoolOptions::new().max_connections(4).connect_lazy_with(app_options);
+        let app_options = admin_options
+            .username("portal_app")
+            .password(&app_password())
+            .database(&name);
+        let app = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_lazy_with(app_options);
         Self { name, owner, app }
     }
 }
@@ -101,13 +117,27 @@ pub const DEMO_API_KEY: &str = "pk_demo0001_localdevsecretlocaldevsecret00";
 /// demo API key. Used by `portal-dev seed` and by tests that replay events/ files.
 pub async fn seed_demo(owner: &PgPool) -> Result<(), sqlx::Error> {
     let mut tx = owner.begin().await?;
-    sqlx::query("insert into tenants (id, name) values ($1::uuid, 'Demo Co') on conflict (id) do nothing")
-        .bind(DEMO_TENANT)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "insert into tenants (id, name) values ($1::uuid, 'Demo Co') on conflict (id) do nothing",
+    )
+    .bind(DEMO_TENANT)
+    .execute(&mut *tx)
+    .await?;
     for (id, subject, email, name, role) in [
-        (DEMO_OWNER, "dev-owner", "owner@demo.local", "Demo Owner", "owner"),
-        (DEMO_MEMBER, "dev-member", "member@demo.local", "Demo Member", "member"),
+        (
+            DEMO_OWNER,
+            "dev-owner",
+            "owner@demo.local",
+            "Demo Owner",
+            "owner",
+        ),
+        (
+            DEMO_MEMBER,
+            "dev-member",
+            "member@demo.local",
+            "Demo Member",
+            "member",
+        ),
     ] {
         sqlx::query("insert into users (id, subject, email, name) values ($1::uuid, $2, $3, $4) on conflict (subject) do nothing")
             .bind(id)
@@ -161,7 +191,9 @@ pub fn test_config(database_url: String) -> Config {
         jwt: JwtConfig {
             issuer: ISSUER.to_owned(),
             audience: AUDIENCE.to_owned(),
-            jwks: JwksSource::File(concat!(env!("CARGO_MANIFEST_DIR"), "/keys/test-jwks.json").into()),
+            jwks: JwksSource::File(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/keys/test-jwks.json").into(),
+            ),
         },
         portal_base_url: "http://portal.test".to_owned(),
         invitation_ttl_hours: 72,
@@ -175,7 +207,10 @@ impl TestApp {
         let config = test_config(String::new());
         let core = Core {
             db: db.app.clone(),
-            auth: Arc::new(shared::services::auth::Authenticator::new(&config.jwt, db.app.clone())),
+            auth: Arc::new(shared::services::auth::Authenticator::new(
+                &config.jwt,
+                db.app.clone(),
+            )),
             config: Arc::new(config),
         };
         Self { db, core }
@@ -185,15 +220,22 @@ impl TestApp {
     pub async fn user(&self, label: &str) -> TestUser {
         let subject = format!("{label}-{}", Uuid::new_v4().simple());
         let email = format!("{subject}@example.test");
-        let id: Uuid = sqlx::query_scalar("insert into users (subject, email, name) values ($1, $2, $3) returning id")
-            .bind(&subject)
-            .bind(&email)
-            .bind(label)
-            .fetch_one(&self.db.owner)
-            .await
-            .unwrap();
+        let id: Uuid = sqlx::query_scalar(
+            "insert into users (subject, email, name) values ($1, $2, $3) returning id",
+        )
+        .bind(&subject)
+        .bind(&email)
+        .bind(label)
+        .fetch_one(&self.db.owner)
+        .await
+        .unwrap();
         let token = token(&subject, &email, 3600);
-        TestUser { id, subject, email, token }
+        TestUser {
+            id,
+            subject,
+            email,
+            token,
+        }
     }
 
     /// A tenant with `owner` as its owner.
@@ -244,7 +286,10 @@ impl TestApp {
 
     /// Counts rows of a table as the owner (sees every tenant): to prove nothing changed.
     pub async fn count(&self, table: &str) -> i64 {
-        sqlx::query_scalar(&format!("select count(*) from {table}")).fetch_one(&self.db.owner).await.unwrap()
+        sqlx::query_scalar(&format!("select count(*) from {table}"))
+            .fetch_one(&self.db.owner)
+            .await
+            .unwrap()
     }
 }
 
@@ -278,7 +323,12 @@ pub struct Req {
 }
 
 pub fn req(method: Method, path: &str) -> Req {
-    Req { method, path: path.to_owned(), headers: Vec::new(), body: Vec::new() }
+    Req {
+        method,
+        path: path.to_owned(),
+        headers: Vec::new(),
+        body: Vec::new(),
+    }
 }
 pub fn get(path: &str) -> Req {
     req(Method::GET, path)
@@ -299,7 +349,11 @@ impl Req {
     }
     /// Appends a query string (`a=1&b=2`).
     pub fn query(mut self, query: &str) -> Self {
-        self.path = format!("{}{}{query}", self.path, if self.path.contains('?') { '&' } else { '?' });
+        self.path = format!(
+            "{}{}{query}",
+            self.path,
+            if self.path.contains('?') { '&' } else { '?' }
+        );
         self
     }
     pub fn tenant(self, tenant: Uuid) -> Self {
@@ -337,13 +391,21 @@ pub struct Resp {
 
 impl Resp {
     pub fn content_type(&self) -> &str {
-        self.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default()
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
     }
 
     /// Asserts an RFC 9457 problem with this status; returns it.
     pub fn problem(&self, status: u16) -> &Value {
         assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
-        assert_eq!(self.content_type(), "application/problem+json", "body: {}", self.text);
+        assert_eq!(
+            self.content_type(),
+            "application/problem+json",
+            "body: {}",
+            self.text
+        );
         assert_eq!(self.json["status"], status);
         assert!(self.json["type"].is_string() && self.json["title"].is_string());
         &self.json
@@ -352,7 +414,12 @@ impl Resp {
     /// The `field`s of a 422's errors.
     pub fn error_fields(&self) -> Vec<String> {
         self.problem(422);
-        self.json["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap().to_owned()).collect()
+        self.json["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap().to_owned())
+            .collect()
     }
 }
 
@@ -360,10 +427,17 @@ pub async fn send(router: &Router, request: Request<Body>) -> Resp {
     let response = router.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Resp { status, headers, text, json }
+    Resp {
+        status,
+        headers,
+        text,
+        json,
+    }
 }
 
 /// Loads an API Gateway HTTP API (v2) event file from `events/` (the same files
@@ -378,11 +452,16 @@ pub fn event_request(relative: &str) -> Request<Body> {
 /// The shared fixtures (real provider payloads) live beside the repo in CI; a user's clone may
 /// not have them. Returns the directory, or `None` after saying the test is skipped.
 pub fn shared_fixtures(sub: &str) -> Option<std::path::PathBuf> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures").join(sub);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures")
+        .join(sub);
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("SKIPPED: shared fixtures not found at {} (CI has them; a clone may not)", dir.display());
+        eprintln!(
+            "SKIPPED: shared fixtures not found at {} (CI has them; a clone may not)",
+            dir.display()
+        );
         None
     }
 }

@@ -5,7 +5,6 @@
 use anyhow::{Context, bail};
 use sqlx::postgres::PgPoolOptions;
 
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -13,18 +12,27 @@ async fn main() -> anyhow::Result<()> {
         Some("migrate") => migrate().await,
         Some("seed") => seed().await,
         Some("token") => token(&args[1..]),
-        _ => bail!("usage: portal-dev migrate | seed | token --key PEM --kid KID --iss ISS --aud AUD --sub SUB [--email E] [--name N] [--ttl-hours H]"),
+        _ => bail!(
+            "usage: portal-dev migrate | seed | token --key PEM --kid KID --iss ISS --aud AUD --sub SUB [--email E] [--name N] [--ttl-hours H]"
+        ),
     }
 }
 
 async fn owner_pool() -> anyhow::Result<sqlx::PgPool> {
     let url = std::env::var("OWNER_DATABASE_URL").context("OWNER_DATABASE_URL is not set")?;
-    PgPoolOptions::new().max_connections(1).connect(&url).await.context("connecting as the owner role")
+    PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .context("connecting as the owner role")
 }
 
 async fn migrate() -> anyhow::Result<()> {
     let pool = owner_pool().await?;
-    testkit::MIGRATOR.run(&pool).await.context("applying migrations")?;
+    testkit::MIGRATOR
+        .run(&pool)
+        .await
+        .context("applying migrations")?;
     println!("migrations applied");
     Ok(())
 }
@@ -41,13 +49,19 @@ async fn seed() -> anyhow::Result<()> {
 }
 
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
 }
 
 fn token(args: &[String]) -> anyhow::Result<()> {
     let need = |name: &str| flag(args, name).with_context(|| format!("{name} is required"));
     let pem = std::fs::read(need("--key")?).context("reading the signing key")?;
-    let ttl: i64 = flag(args, "--ttl-hours").unwrap_or("12").parse().context("--ttl-hours")?;
+    let ttl: i64 = flag(args, "--ttl-hours")
+        .unwrap_or("12")
+        .parse()
+        .context("--ttl-hours")?;
     let now = chrono::Utc::now().timestamp();
     let claims = serde_json::json!({
         "sub": need("--sub")?,
