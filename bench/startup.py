@@ -26,7 +26,7 @@ def api_event(path, headers):
 
 
 class RuntimeApi:
-    """Serves one invocation per process start and records when its response arrives."""
+    """Serves one invocation to one process start and records when its response arrives."""
 
     def __init__(self):
         self.event = None
@@ -79,12 +79,13 @@ class RuntimeApi:
                     "AWS_LAMBDA_FUNCTION_NAME": "bench", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
                     "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", "RUST_LOG": "warn"}
         t0 = time.perf_counter()
-        proc = subprocess.Popen([binary], env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen([binary], env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         ok = self.done.wait(30)
-        proc.kill(); proc.wait()
+        proc.kill()
+        _, err = proc.communicate()
         self.done.set()  # release a waiting /next
         if not ok:
-            raise RuntimeError(f"{binary} gave no response")
+            raise RuntimeError(f"{binary} gave no response: {err.decode(errors='replace')[-2000:]}")
         return (self.t_done - t0) * 1000, self.status
 
 
@@ -119,12 +120,16 @@ def main():
         ("settings: GET /settings/team with the demo key (auth + Postgres)", settings,
          api_event("/settings/team", {"authorization": f"Bearer {key}", "x-tenant-id": "00000000-0000-4000-8000-000000000001"})),
     ]
-    rt = RuntimeApi()
     results = {name: [] for name, _, _ in cases}
     statuses = {}
     for _ in range(args.samples):
         for name, binary, event in cases:
+            # A fresh Runtime API per sample: a killed process's late /next can never take the
+            # next sample's event.
+            rt = RuntimeApi()
             ms, status = rt.sample(binary, event, env)
+            rt.server.shutdown()
+            rt.server.server_close()
             results[name].append(ms)
             statuses[name] = status
     base = statistics.median(results[cases[0][0]])
