@@ -7,10 +7,13 @@ use axum::response::{IntoResponse, Response};
 
 use serde::Deserialize;
 use shared::domain::{Page, Role};
-use shared::http::docs::{AuthProblems, BodyProblems, ListProblems, TenantHeader, TenantProblems};
+use shared::http::docs::{
+    AuthProblems, BodyProblems, Conflict, Forbidden, Gone, ListProblems, NotFound, PreconditionFailed, TenantHeader,
+    TenantProblems,
+};
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{
-    ApiError, Authed, Body, Core, IfMatch, Json, PageParams, Params, PathId, Problem,
+    ApiError, Authed, Body, Core, IfMatch, Json, PageParams, Params, PathId,
     RawIdempotencyKey, TenantCtx, etag, min, replayed_or,
 };
 use shared::services::accounts::{self, NewTenant, Profile, TenantSummary, UpdateProfile};
@@ -103,7 +106,7 @@ fn invitation_policy(core: &Core) -> InvitationPolicy {
 
 /// The signed-in user's profile.
 #[utoipa::path(get, path = "/me", tag = TAG, security(("bearer" = [])),
-    responses((status = 200, body = Profile, headers(("ETag" = String))), (status = 403, body = Problem), AuthProblems))]
+    responses((status = 200, body = Profile, headers(("ETag" = String))), Forbidden, AuthProblems))]
 async fn get_me(State(core): State<Core>, auth: Authed) -> Result<Response, ApiError> {
     let profile = accounts::me(&core.db, &auth.scope).await?;
     Ok(([etag(profile.version)], Json(profile)).into_response())
@@ -112,8 +115,8 @@ async fn get_me(State(core): State<Core>, auth: Authed) -> Result<Response, ApiE
 /// Update the signed-in user's profile (`If-Match` optional; a stale ETag answers 412).
 #[utoipa::path(patch, path = "/me", tag = TAG, security(("bearer" = [])), request_body = UpdateProfile,
     params(("If-Match" = Option<String>, Header, description = "ETag from GET /me")),
-    responses((status = 200, body = Profile, headers(("ETag" = String))), (status = 403, body = Problem),
-        (status = 412, body = Problem), AuthProblems, BodyProblems))]
+    responses((status = 200, body = Profile, headers(("ETag" = String))), Forbidden,
+        PreconditionFailed, AuthProblems, BodyProblems))]
 async fn patch_me(
     State(core): State<Core>,
     auth: Authed,
@@ -140,7 +143,7 @@ async fn list_tenants(
 /// Create a tenant; the caller becomes its owner. Honours `Idempotency-Key`.
 #[utoipa::path(post, path = "/tenants", tag = TAG, security(("bearer" = [])), request_body = NewTenant,
     params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation")),
-    responses((status = 201, body = TenantSummary), (status = 403, body = Problem), (status = 409, body = Problem),
+    responses((status = 201, body = TenantSummary), Forbidden, Conflict,
         AuthProblems, BodyProblems))]
 async fn create_tenant(
     State(core): State<Core>,
@@ -185,7 +188,7 @@ async fn list_invitations(
 #[utoipa::path(post, path = "/settings/team/invitations", tag = TAG, security(("bearer" = [])),
     request_body = NewInvitation,
     params(TenantHeader, ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation")),
-    responses((status = 201, body = CreatedInvitation), (status = 409, body = Problem), TenantProblems, BodyProblems))]
+    responses((status = 201, body = CreatedInvitation), Conflict, TenantProblems, BodyProblems))]
 async fn create_invitation(
     State(core): State<Core>,
     ctx: TenantCtx<min::Admin>,
@@ -214,8 +217,8 @@ async fn revoke_invitation(
 /// Accept an invitation as the signed-in user it was sent to. Single use.
 #[utoipa::path(post, path = "/invitations/{token}/accept", tag = TAG, security(("bearer" = [])),
     params(("token" = String, Path, description = "The token from the invitation link")),
-    responses((status = 200, body = Joined), (status = 403, body = Problem), (status = 404, body = Problem),
-        (status = 409, body = Problem), (status = 410, body = Problem), AuthProblems))]
+    responses((status = 200, body = Joined), Forbidden, NotFound,
+        Conflict, Gone, AuthProblems))]
 async fn accept_invitation(
     State(core): State<Core>,
     auth: Authed,
@@ -228,8 +231,8 @@ async fn accept_invitation(
 #[utoipa::path(patch, path = "/settings/team/members/{user_id}", tag = TAG, security(("bearer" = [])),
     request_body = RoleChange,
     params(TenantHeader, ("user_id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The member's ETag")),
-    responses((status = 200, body = Member, headers(("ETag" = String))), (status = 409, body = Problem),
-        (status = 412, body = Problem), TenantProblems, BodyProblems))]
+    responses((status = 200, body = Member, headers(("ETag" = String))), Conflict,
+        PreconditionFailed, TenantProblems, BodyProblems))]
 async fn change_member_role(
     State(core): State<Core>,
     ctx: TenantCtx<min::Admin>,
@@ -244,7 +247,7 @@ async fn change_member_role(
 /// Remove a member (admin), or leave the tenant (yourself). The last owner stays.
 #[utoipa::path(delete, path = "/settings/team/members/{user_id}", tag = TAG, security(("bearer" = [])),
     params(TenantHeader, ("user_id" = Uuid, Path)),
-    responses((status = 204), (status = 409, body = Problem), TenantProblems))]
+    responses((status = 204), Conflict, TenantProblems))]
 async fn remove_member(
     State(core): State<Core>,
     ctx: TenantCtx<min::Viewer>,
@@ -270,7 +273,7 @@ async fn list_api_keys(
 /// Create an API key (admin, signed-in user). The secret is in this response only.
 #[utoipa::path(post, path = "/settings/api-keys", tag = TAG, security(("bearer" = [])), request_body = NewApiKey,
     params(TenantHeader, ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation")),
-    responses((status = 201, body = CreatedApiKey), (status = 409, body = Problem), TenantProblems, BodyProblems))]
+    responses((status = 201, body = CreatedApiKey), Conflict, TenantProblems, BodyProblems))]
 async fn create_api_key(
     State(core): State<Core>,
     ctx: TenantCtx<min::Admin>,

@@ -130,6 +130,15 @@ async fn profile_updates_with_optimistic_concurrency() {
     r.problem(412);
     let r = get("/me").bearer(&ann.token).send(&router).await;
     assert_eq!(r.json["name"], "Ann Lee");
+    // a malformed ETag is a field error, and a bad body is reported before a stale version
+    for tag in ["null", "", "2", "\"x\""] {
+        let r = patch("/me").bearer(&ann.token).header("if-match", tag).json(json!({"name": "X"})).send(&router).await;
+        assert_eq!(r.error_fields(), ["If-Match"], "{tag:?}");
+    }
+    let r = patch("/me").bearer(&ann.token).header("if-match", "\"1\"").send(&router).await;
+    r.problem(415);
+    let r = patch("/me").bearer(&ann.token).header("if-match", "W/\"2\"").json(json!({})).send(&router).await;
+    assert_eq!(r.status, 200, "a weak ETag of the current version matches: {}", r.text);
 }
 
 #[tokio::test]
@@ -887,6 +896,8 @@ async fn lists_paginate_with_cursors() {
         .send(&router)
         .await;
     assert_eq!(r.error_fields(), ["limit"]);
+    let r = get("/settings/api-keys?cursor=").bearer(&owner.token).send(&router).await;
+    assert_eq!(r.status, 200, "an empty cursor is the first page");
     let r = get("/settings/api-keys?cursor=garbage")
         .bearer(&owner.token)
         .send(&router)

@@ -37,10 +37,9 @@ async fn handle(mut redis: redis::aio::ConnectionManager, payload: Value) -> Res
             for record in &event.records {
                 let body = record.body.clone().unwrap_or_default();
                 if body.contains("fail") {
-                    failures.push(BatchItemFailure {
-                        item_identifier: record.message_id.clone().unwrap_or_default(),
-                        ..Default::default()
-                    });
+                    let mut failure = BatchItemFailure::default();
+                    failure.item_identifier = record.message_id.clone().unwrap_or_default();
+                    failures.push(failure);
                 }
                 bodies.push(json!({
                     "body": body,
@@ -48,10 +47,8 @@ async fn handle(mut redis: redis::aio::ConnectionManager, payload: Value) -> Res
                     "receive_count": record.attributes.get("ApproximateReceiveCount"),
                 }));
             }
-            let response = SqsBatchResponse {
-                batch_item_failures: failures,
-                ..Default::default()
-            };
+            let mut response = SqsBatchResponse::default();
+            response.batch_item_failures = failures;
             (
                 "sqs",
                 json!({ "records": bodies }),

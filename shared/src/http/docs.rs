@@ -107,3 +107,24 @@ pub struct TenantHeader {
     #[param(value_type = Option<uuid::Uuid>)]
     pub x_tenant_id: Option<String>,
 }
+
+problem_set!(
+    /// The caller may not do this (e.g. an API key where a user is needed).
+    Forbidden { "403" => "Not allowed for this caller" }
+);
+problem_set!(
+    /// The resource does not exist (or is not the caller's).
+    NotFound { "404" => "Not found" }
+);
+problem_set!(
+    /// The request conflicts with the current state.
+    Conflict { "409" => "Conflicts with the current state (duplicate, last owner, already used, in progress)" }
+);
+problem_set!(
+    /// The resource is no longer usable.
+    Gone { "410" => "No longer valid (expired or withdrawn)" }
+);
+problem_set!(
+    /// Optimistic concurrency.
+    PreconditionFailed { "412" => "The If-Match ETag is not the current version" }
+);

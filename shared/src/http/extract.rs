@@ -182,7 +182,9 @@ pub struct PageParams {
 
 impl PageParams {
     pub fn request<K: DeserializeOwned>(&self) -> Result<PageRequest<K>, ApiError> {
-        PageRequest::parse(self.limit, self.cursor.as_deref()).map_err(|issues| {
+        // An empty cursor is no cursor (`?cursor=` from a form or a naive client).
+        let cursor = self.cursor.as_deref().filter(|c| !c.is_empty());
+        PageRequest::parse(self.limit, cursor).map_err(|issues| {
             ApiError::validation(
                 issues
                     .into_iter()
@@ -193,9 +195,30 @@ impl PageParams {
     }
 }
 
-/// `If-Match: "<version>"` for optimistic concurrency (absent or `*`: no check). A value
-/// that is not one of our ETags can never match: 412.
+/// `If-Match: "<version>"` for optimistic concurrency (absent or `*`: no check). Only parsed
+/// here (a value not shaped like our ETags is a 422); whether it is current is the service's
+/// call (412), after the body has been validated.
 pub struct IfMatch(pub Option<i32>);
+
+impl IfMatch {
+    pub fn parse(raw: &str) -> Result<Option<i32>, FieldError> {
+        let raw = raw.trim();
+        if raw == "*" {
+            return Ok(None);
+        }
+        let tag = raw.strip_prefix("W/").unwrap_or(raw);
+        tag.strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .and_then(|t| t.parse::<i32>().ok())
+            .filter(|v| *v >= 0)
+            .map(Some)
+            .ok_or_else(invalid_etag)
+    }
+}
+
+fn invalid_etag() -> FieldError {
+    FieldError::new("If-Match", "invalid_etag", "must be an ETag this API returned, like \"3\"")
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
     type Rejection = ApiError;
@@ -204,14 +227,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
         let Some(raw) = parts.headers.get(IF_MATCH) else {
             return Ok(Self(None));
         };
-        let raw = raw.to_str().map_err(|_| DomainError::StaleVersion)?.trim();
-        if raw == "*" {
-            return Ok(Self(None));
-        }
-        let tag = raw.trim_start_matches("W/").trim_matches('"');
-        tag.parse::<i32>()
-            .map(|v| Self(Some(v)))
-            .map_err(|_| DomainError::StaleVersion.into())
+        let parsed = raw.to_str().map_err(|_| invalid_etag()).and_then(Self::parse);
+        parsed.map(Self).map_err(|e| ApiError::validation(vec![e]))
     }
 }
 
