@@ -69,10 +69,7 @@ impl Env {
 
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         Self {
-            vars: pairs
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
+            vars: pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
         }
     }
 
@@ -82,18 +79,11 @@ impl Env {
     }
 
     pub fn optional(&self, name: &str) -> Option<String> {
-        self.vars
-            .get(name)
-            .filter(|v| !v.trim().is_empty())
-            .cloned()
+        self.vars.get(name).filter(|v| !v.trim().is_empty()).cloned()
     }
 
     /// An optional variable parsed into `T`, with a documented default when unset.
-    pub fn parsed_or<T: std::str::FromStr>(
-        &self,
-        name: &'static str,
-        default: T,
-    ) -> Result<T, ConfigError>
+    pub fn parsed_or<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
     where
         T::Err: fmt::Display,
     {
@@ -158,16 +148,10 @@ mod tests {
 
     #[test]
     fn missing_variable_is_named() {
-        let vars: Vec<_> = base()
-            .into_iter()
-            .filter(|(k, _)| *k != "JWT_AUDIENCE")
-            .collect();
+        let vars: Vec<_> = base().into_iter().filter(|(k, _)| *k != "JWT_AUDIENCE").collect();
         let err = Config::from(&Env::from_pairs(vars)).unwrap_err();
         assert_eq!(err, ConfigError::Missing("JWT_AUDIENCE"));
-        assert_eq!(
-            err.to_string(),
-            "environment variable JWT_AUDIENCE is not set"
-        );
+        assert_eq!(err.to_string(), "environment variable JWT_AUDIENCE is not set");
     }
 
     #[test]

@@ -48,15 +48,84 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api().split_for_parts().1
 }
 
-/// Merges every function's document into the one the portal reads.
-pub fn whole_api(
-    parts: impl IntoIterator<Item = utoipa::openapi::OpenApi>,
-) -> utoipa::openapi::OpenApi {
+/// Merges every function's document into the one the portal reads, and adds the OpenAPI
+/// links that chain create -> use -> delete (what stateful contract testing follows).
+pub fn whole_api(parts: impl IntoIterator<Item = utoipa::openapi::OpenApi>) -> utoipa::openapi::OpenApi {
     let mut whole = shared::http::docs::base();
     for part in parts {
         whole.merge(part);
     }
+    for link in LINKS {
+        add_link(&mut whole, link);
+    }
     whole
+}
+
+/// A link from one operation's response to another operation, feeding a path parameter.
+pub struct Link {
+    pub from: (&'static str, &'static str, &'static str),
+    pub name: &'static str,
+    pub to_operation_id: &'static str,
+    pub parameter: &'static str,
+    pub expression: &'static str,
+}
+
+/// Create -> delete/update chains of the API.
+pub const LINKS: &[Link] = &[
+    Link {
+        from: ("post", "/settings/api-keys", "201"),
+        name: "RevokeApiKey",
+        to_operation_id: "revoke_api_key",
+        parameter: "id",
+        expression: "$response.body#/id",
+    },
+    Link {
+        from: ("post", "/settings/team/invitations", "201"),
+        name: "RevokeInvitation",
+        to_operation_id: "revoke_invitation",
+        parameter: "id",
+        expression: "$response.body#/id",
+    },
+    Link {
+        from: ("get", "/settings/team", "200"),
+        name: "ChangeMemberRole",
+        to_operation_id: "change_member_role",
+        parameter: "user_id",
+        expression: "$response.body#/items/0/user_id",
+    },
+    Link {
+        from: ("get", "/settings/team", "200"),
+        name: "RemoveMember",
+        to_operation_id: "remove_member",
+        parameter: "user_id",
+        expression: "$response.body#/items/0/user_id",
+    },
+];
+
+fn add_link(doc: &mut utoipa::openapi::OpenApi, link: &Link) {
+    let (method, path, status) = link.from;
+    let Some(item) = doc.paths.paths.get_mut(path) else {
+        return;
+    };
+    let operation = match method {
+        "get" => item.get.as_mut(),
+        "post" => item.post.as_mut(),
+        "patch" => item.patch.as_mut(),
+        "delete" => item.delete.as_mut(),
+        _ => None,
+    };
+    let Some(operation) = operation else {
+        return;
+    };
+    if let Some(utoipa::openapi::RefOr::T(response)) = operation.responses.responses.get_mut(status) {
+        let target = utoipa::openapi::link::LinkBuilder::new()
+            .operation_id(link.to_operation_id)
+            .parameter(link.parameter, link.expression)
+            .build();
+        response
+            .links
+            .insert(link.name.to_owned(), utoipa::openapi::RefOr::T(target));
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -72,11 +141,7 @@ pub struct Health {
 #[utoipa::path(get, path = "/health", tag = TAG,
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn health(State(state): State<DocsState>) -> Response {
-    let ping = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query("select 1").execute(&state.db),
-    )
-    .await;
+    let ping = tokio::time::timeout(Duration::from_secs(2), sqlx::query("select 1").execute(&state.db)).await;
     let ok = matches!(ping, Ok(Ok(_)));
     if !ok {
         tracing::warn!("health: database unavailable");
@@ -99,14 +164,12 @@ async fn health(State(state): State<DocsState>) -> Response {
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)))]
 async fn openapi_json() -> Response {
     let mut response = OPENAPI_JSON.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     response
 }
 

@@ -26,11 +26,7 @@ fn schema_name(schema: &Value) -> String {
     }
     let ty = match schema.get("type") {
         Some(Value::String(t)) => t.clone(),
-        Some(Value::Array(ts)) => ts
-            .iter()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(" | "),
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" | "),
         _ => "object".to_owned(),
     };
     match schema.get("format").and_then(Value::as_str) {
@@ -63,8 +59,7 @@ nav a{{margin-right:1rem}}</style></head><body><h1>{title}</h1><p>{}</p><p>Versi
         text(doc.pointer("/info/version")),
     );
 
-    let mut by_tag: std::collections::BTreeMap<String, Vec<(String, String, &Value)>> =
-        Default::default();
+    let mut by_tag: std::collections::BTreeMap<String, Vec<(String, String, &Value)>> = Default::default();
     if let Some(paths) = doc.get("paths").and_then(Value::as_object) {
         for (path, item) in paths {
             for (method, op) in item.as_object().into_iter().flatten() {
@@ -76,10 +71,7 @@ nav a{{margin-right:1rem}}</style></head><body><h1>{title}</h1><p>{}</p><p>Versi
                     .and_then(Value::as_str)
                     .unwrap_or("other")
                     .to_owned();
-                by_tag
-                    .entry(tag)
-                    .or_default()
-                    .push((method.clone(), path.clone(), op));
+                by_tag.entry(tag).or_default().push((method.clone(), path.clone(), op));
             }
         }
     }
@@ -99,11 +91,7 @@ nav a{{margin-right:1rem}}</style></head><body><h1>{title}</h1><p>{}</p><p>Versi
                 p = esc(path),
                 s = text(op.get("description").or_else(|| op.get("summary"))),
             );
-            if let Some(params) = op
-                .get("parameters")
-                .and_then(Value::as_array)
-                .filter(|p| !p.is_empty())
-            {
+            if let Some(params) = op.get("parameters").and_then(Value::as_array).filter(|p| !p.is_empty()) {
                 out.push_str("<table><tr><th>parameter</th><th>in</th><th>type</th><th>required</th><th></th></tr>");
                 for p in params {
                     let _ = write!(
@@ -126,12 +114,7 @@ nav a{{margin-right:1rem}}</style></head><body><h1>{title}</h1><p>{}</p><p>Versi
                 let _ = write!(out, "<p>Body: {}</p>", schema_name(body));
             }
             out.push_str("<table><tr><th>status</th><th>meaning</th><th>body</th></tr>");
-            for (status, resp) in op
-                .get("responses")
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-            {
+            for (status, resp) in op.get("responses").and_then(Value::as_object).into_iter().flatten() {
                 let body = resp
                     .get("content")
                     .and_then(Value::as_object)

@@ -1,10 +1,5 @@
 //! The committed OpenAPI document is the code's, and the docs routes serve it.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use serde_json::Value;
 use testkit::{TestDb, get};
@@ -41,22 +36,36 @@ fn the_document_is_openapi_3_1_and_describes_every_route_with_problems() {
     for (path, item) in paths {
         for (method, op) in item.as_object().unwrap() {
             let responses = op["responses"].as_object().unwrap();
-            assert!(
-                !responses.is_empty(),
-                "{method} {path} documents no response"
-            );
+            assert!(!responses.is_empty(), "{method} {path} documents no response");
             let public = ["/health", "/openapi.json", "/docs"].contains(&path.as_str());
             if !public {
-                assert!(
-                    responses.contains_key("401"),
-                    "{method} {path} must document 401"
-                );
-                assert!(
-                    op["security"].is_array(),
-                    "{method} {path} must declare its security"
-                );
+                assert!(responses.contains_key("401"), "{method} {path} must document 401");
+                assert!(op["security"].is_array(), "{method} {path} must declare its security");
             }
         }
+    }
+}
+
+#[test]
+fn every_link_joins_two_documented_operations() {
+    let doc: Value = serde_json::from_str(api_docs::OPENAPI_JSON).unwrap();
+    let ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    for link in api_docs::LINKS {
+        let (method, path, status) = link.from;
+        let placed = &doc["paths"][path][method]["responses"][status]["links"][link.name];
+        assert!(placed.is_object(), "link {} is not in the document", link.name);
+        assert!(
+            ids.contains(&link.to_operation_id),
+            "link {} targets unknown {}",
+            link.name,
+            link.to_operation_id
+        );
     }
 }
 

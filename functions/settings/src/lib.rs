@@ -13,15 +13,14 @@ use shared::http::docs::{
 };
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{
-    ApiError, Authed, Body, Core, IfMatch, Json, PageParams, Params, PathId,
-    RawIdempotencyKey, TenantCtx, etag, min, replayed_or,
+    ApiError, Authed, Body, Core, IfMatch, Json, PageParams, Params, PathId, RawIdempotencyKey, TenantCtx, etag, min,
+    replayed_or,
 };
 use shared::services::accounts::{self, NewTenant, Profile, TenantSummary, UpdateProfile};
 use shared::services::api_keys::{self, ApiKey, CreatedApiKey, NewApiKey};
 use shared::services::audit::{self, AuditEntry};
 use shared::services::team::{
-    self, CreatedInvitation, Invitation, InvitationPolicy, Joined, Member, NewInvitation,
-    RoleChange,
+    self, CreatedInvitation, Invitation, InvitationPolicy, Joined, Member, NewInvitation, RoleChange,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -36,27 +35,11 @@ pub const ROUTES: &[RouteSpec] = &[
     RouteSpec::new("GET", "/tenants", Access::User),
     RouteSpec::new("POST", "/tenants", Access::User),
     RouteSpec::new("GET", "/settings/team", Access::Tenant(Role::Viewer)),
-    RouteSpec::new(
-        "GET",
-        "/settings/team/invitations",
-        Access::Tenant(Role::Admin),
-    ),
-    RouteSpec::new(
-        "POST",
-        "/settings/team/invitations",
-        Access::Tenant(Role::Admin),
-    ),
-    RouteSpec::new(
-        "DELETE",
-        "/settings/team/invitations/{id}",
-        Access::Tenant(Role::Admin),
-    ),
+    RouteSpec::new("GET", "/settings/team/invitations", Access::Tenant(Role::Admin)),
+    RouteSpec::new("POST", "/settings/team/invitations", Access::Tenant(Role::Admin)),
+    RouteSpec::new("DELETE", "/settings/team/invitations/{id}", Access::Tenant(Role::Admin)),
     RouteSpec::new("POST", "/invitations/{token}/accept", Access::User),
-    RouteSpec::new(
-        "PATCH",
-        "/settings/team/members/{user_id}",
-        Access::Tenant(Role::Admin),
-    ),
+    RouteSpec::new("PATCH", "/settings/team/members/{user_id}", Access::Tenant(Role::Admin)),
     // Viewer: anyone may leave; removing someone else is checked by the team rules.
     RouteSpec::new(
         "DELETE",
@@ -65,11 +48,7 @@ pub const ROUTES: &[RouteSpec] = &[
     ),
     RouteSpec::new("GET", "/settings/api-keys", Access::Tenant(Role::Admin)),
     RouteSpec::new("POST", "/settings/api-keys", Access::Tenant(Role::Admin)),
-    RouteSpec::new(
-        "DELETE",
-        "/settings/api-keys/{id}",
-        Access::Tenant(Role::Admin),
-    ),
+    RouteSpec::new("DELETE", "/settings/api-keys/{id}", Access::Tenant(Role::Admin)),
     RouteSpec::new("GET", "/settings/audit-log", Access::Tenant(Role::Admin)),
 ];
 
@@ -165,9 +144,7 @@ async fn list_team(
     ctx: TenantCtx<min::Viewer>,
     Params(page): Params<PageParams>,
 ) -> Result<Json<Page<Member>>, ApiError> {
-    Ok(Json(
-        team::list_members(&core.db, &ctx.scope, &page.request()?).await?,
-    ))
+    Ok(Json(team::list_members(&core.db, &ctx.scope, &page.request()?).await?))
 }
 
 /// Open invitations (admin).
@@ -265,9 +242,7 @@ async fn list_api_keys(
     ctx: TenantCtx<min::Admin>,
     Params(page): Params<PageParams>,
 ) -> Result<Json<Page<ApiKey>>, ApiError> {
-    Ok(Json(
-        api_keys::list(&core.db, &ctx.scope, &page.request()?).await?,
-    ))
+    Ok(Json(api_keys::list(&core.db, &ctx.scope, &page.request()?).await?))
 }
 
 /// Create an API key (admin, signed-in user). The secret is in this response only.

@@ -1,11 +1,6 @@
 //! The events/ files (what `cargo lambda invoke --data-file` sends) drive the router with the
 //! seeded demo data, and each answers what the route promises for the demo API key.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use testkit::{TestApp, event_request, send};
 

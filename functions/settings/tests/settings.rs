@@ -1,10 +1,5 @@
 //! The settings routes against a real Postgres (a fresh database per test), driven in-process.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use serde_json::{Value, json};
 use shared::domain::Role;
@@ -63,8 +58,8 @@ async fn missing_expired_forged_and_misaddressed_tokens_answer_401() {
     let unsigned = {
         let parts: Vec<&str> = ann.token.split('.').collect();
         use base64::Engine;
-        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(br#"{"alg":"none","typ":"JWT","kid":"test-key"}"#);
+        let header =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT","kid":"test-key"}"#);
         format!("{header}.{}.", parts[1])
     };
     let cases = [
@@ -72,11 +67,7 @@ async fn missing_expired_forged_and_misaddressed_tokens_answer_401() {
         ("expired", Some(token(&ann.subject, &ann.email, -3600))),
         (
             "wrong issuer",
-            Some(sign(&claims(
-                "https://evil.test",
-                testkit::AUDIENCE,
-                now + 600,
-            ))),
+            Some(sign(&claims("https://evil.test", testkit::AUDIENCE, now + 600))),
         ),
         (
             "wrong audience",
@@ -100,10 +91,7 @@ async fn missing_expired_forged_and_misaddressed_tokens_answer_401() {
         r.problem(401);
         assert_eq!(r.headers["www-authenticate"], "Bearer", "{case}");
     }
-    let r = get("/me")
-        .header("authorization", "Basic YTpi")
-        .send(&router)
-        .await;
+    let r = get("/me").header("authorization", "Basic YTpi").send(&router).await;
     r.problem(401);
 }
 
@@ -132,12 +120,26 @@ async fn profile_updates_with_optimistic_concurrency() {
     assert_eq!(r.json["name"], "Ann Lee");
     // a malformed ETag is a field error, and a bad body is reported before a stale version
     for tag in ["null", "", "2", "\"x\""] {
-        let r = patch("/me").bearer(&ann.token).header("if-match", tag).json(json!({"name": "X"})).send(&router).await;
+        let r = patch("/me")
+            .bearer(&ann.token)
+            .header("if-match", tag)
+            .json(json!({"name": "X"}))
+            .send(&router)
+            .await;
         assert_eq!(r.error_fields(), ["If-Match"], "{tag:?}");
     }
-    let r = patch("/me").bearer(&ann.token).header("if-match", "\"1\"").send(&router).await;
+    let r = patch("/me")
+        .bearer(&ann.token)
+        .header("if-match", "\"1\"")
+        .send(&router)
+        .await;
     r.problem(415);
-    let r = patch("/me").bearer(&ann.token).header("if-match", "W/\"2\"").json(json!({})).send(&router).await;
+    let r = patch("/me")
+        .bearer(&ann.token)
+        .header("if-match", "W/\"2\"")
+        .json(json!({}))
+        .send(&router)
+        .await;
     assert_eq!(r.status, 200, "a weak ETag of the current version matches: {}", r.text);
 }
 
@@ -187,11 +189,7 @@ async fn bad_bodies_answer_problems_with_field_errors_and_change_nothing() {
         .send(&router)
         .await;
     assert_eq!(r.error_fields(), ["name"]);
-    let r = post("/tenants")
-        .bearer(&ann.token)
-        .json(json!({}))
-        .send(&router)
-        .await;
+    let r = post("/tenants").bearer(&ann.token).json(json!({})).send(&router).await;
     assert_eq!(r.error_fields(), ["name"]);
     assert_eq!(app.count("tenants").await, tenants);
 }
@@ -201,11 +199,7 @@ async fn unknown_routes_and_wrong_methods_are_problems() {
     let (app, router) = app().await;
     let ann = app.user("ann").await;
     app.tenant(&ann).await;
-    get("/nope")
-        .bearer(&ann.token)
-        .send(&router)
-        .await
-        .problem(404);
+    get("/nope").bearer(&ann.token).send(&router).await.problem(404);
     let r = testkit::req(http::Method::PUT, "/me")
         .bearer(&ann.token)
         .send(&router)
@@ -236,20 +230,13 @@ async fn creating_a_tenant_makes_the_caller_owner_and_is_idempotent() {
     assert_eq!(again.status, 201);
     assert_eq!(again.json["id"], first.json["id"]);
     assert_eq!(again.headers["idempotent-replayed"], "true");
-    assert_eq!(
-        app.count("tenants").await,
-        1,
-        "one tenant for two identical requests"
-    );
+    assert_eq!(app.count("tenants").await, 1, "one tenant for two identical requests");
     let reused = send("Other Ltd", "k-1").await;
     assert_eq!(reused.error_fields(), ["Idempotency-Key"]);
 
     let r = get("/tenants").bearer(&ann.token).send(&router).await;
     assert_eq!(ids(&r.json, "id"), [first.json["id"].as_str().unwrap()]);
-    let r = get("/settings/audit-log")
-        .bearer(&ann.token)
-        .send(&router)
-        .await;
+    let r = get("/settings/audit-log").bearer(&ann.token).send(&router).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["items"][0]["action"], "tenant.created");
 }
@@ -267,11 +254,7 @@ async fn the_tenant_is_chosen_per_request_among_memberships() {
     let r = get("/settings/team").bearer(&ann.token).send(&router).await;
     r.problem(400);
     for t in [a, b] {
-        let r = get("/settings/team")
-            .bearer(&ann.token)
-            .tenant(t)
-            .send(&router)
-            .await;
+        let r = get("/settings/team").bearer(&ann.token).tenant(t).send(&router).await;
         assert_eq!(r.status, 200);
     }
     // a tenant she does not belong to, or a malformed id: 404
@@ -377,11 +360,7 @@ async fn another_tenants_ids_answer_404_on_every_settings_resource() {
         .problem(404);
 
     // Lists as B never show A's ids.
-    let team = get("/settings/team")
-        .bearer(&bob.token)
-        .tenant(b)
-        .send(&router)
-        .await;
+    let team = get("/settings/team").bearer(&bob.token).tenant(b).send(&router).await;
     assert_eq!(ids(&team.json, "user_id"), [bob.id.to_string()]);
     let keys = get("/settings/api-keys")
         .bearer(&bob.token)
@@ -498,20 +477,16 @@ async fn an_api_key_works_until_revoked_and_its_secret_is_shown_once() {
     assert!(used.is_some(), "last-used time recorded");
 
     // never readable again: not in lists, not stored
-    let list = get("/settings/api-keys")
-        .bearer(&owner.token)
-        .send(&router)
-        .await;
+    let list = get("/settings/api-keys").bearer(&owner.token).send(&router).await;
     assert!(!list.text.contains(&secret));
     assert!(list.json["items"][0].get("secret").is_none());
-    let stored: i64 = sqlx::query_scalar(
-        "select count(*) from api_keys where position($1::bytea in secret_hash) > 0 or prefix = $2",
-    )
-    .bind(secret.as_bytes())
-    .bind(&secret)
-    .fetch_one(&app.db.owner)
-    .await
-    .unwrap();
+    let stored: i64 =
+        sqlx::query_scalar("select count(*) from api_keys where position($1::bytea in secret_hash) > 0 or prefix = $2")
+            .bind(secret.as_bytes())
+            .bind(&secret)
+            .fetch_one(&app.db.owner)
+            .await
+            .unwrap();
     assert_eq!(stored, 0, "only the hash is stored");
 
     // an API key cannot mint keys, nor act as a user
@@ -528,11 +503,7 @@ async fn an_api_key_works_until_revoked_and_its_secret_is_shown_once() {
         .send(&router)
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
-    get("/settings/team")
-        .bearer(&secret)
-        .send(&router)
-        .await
-        .problem(401);
+    get("/settings/team").bearer(&secret).send(&router).await.problem(401);
     // revoking again is harmless
     assert_eq!(
         delete(&format!("/settings/api-keys/{id}"))
@@ -542,10 +513,7 @@ async fn an_api_key_works_until_revoked_and_its_secret_is_shown_once() {
             .status,
         204
     );
-    let log = get("/settings/audit-log")
-        .bearer(&owner.token)
-        .send(&router)
-        .await;
+    let log = get("/settings/audit-log").bearer(&owner.token).send(&router).await;
     let actions: Vec<&str> = log.json["items"]
         .as_array()
         .unwrap()
@@ -567,11 +535,7 @@ async fn key_scopes_cap_the_role_and_cannot_exceed_the_creator() {
         .await;
     let ro = r.json["secret"].as_str().unwrap().to_owned();
     assert_eq!(r.json["role"], "viewer");
-    get("/settings/audit-log")
-        .bearer(&ro)
-        .send(&router)
-        .await
-        .problem(403);
+    get("/settings/audit-log").bearer(&ro).send(&router).await.problem(403);
     let admin = app.user("admin").await;
     app.add_member(t, &admin, Role::Admin).await;
     let r = post("/settings/api-keys")
@@ -742,11 +706,7 @@ async fn the_last_owner_can_be_neither_demoted_nor_removed() {
         .send(&router)
         .await
         .problem(409);
-    delete(&me)
-        .bearer(&owner.token)
-        .send(&router)
-        .await
-        .problem(409);
+    delete(&me).bearer(&owner.token).send(&router).await.problem(409);
 
     let second = app.user("second").await;
     app.add_member(t, &second, Role::Admin).await;
@@ -797,13 +757,11 @@ async fn the_last_owner_can_be_neither_demoted_nor_removed() {
     let mut statuses = [a.status.as_u16(), b.status.as_u16()];
     statuses.sort();
     assert_eq!(statuses, [200, 409]);
-    let owners: i64 = sqlx::query_scalar(
-        "select count(*) from memberships where tenant_id = $1 and role = 'owner'",
-    )
-    .bind(t)
-    .fetch_one(&app.db.owner)
-    .await
-    .unwrap();
+    let owners: i64 = sqlx::query_scalar("select count(*) from memberships where tenant_id = $1 and role = 'owner'")
+        .bind(t)
+        .fetch_one(&app.db.owner)
+        .await
+        .unwrap();
     assert_eq!(owners, 1);
 }
 
@@ -821,24 +779,13 @@ async fn removing_a_member_revokes_their_keys_and_members_may_leave() {
         .send(&router)
         .await;
     let key = r.json["secret"].as_str().unwrap().to_owned();
-    assert_eq!(
-        get("/settings/team")
-            .bearer(&key)
-            .send(&router)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(get("/settings/team").bearer(&key).send(&router).await.status, 200);
     let r = delete(&format!("/settings/team/members/{}", admin.id))
         .bearer(&owner.token)
         .send(&router)
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
-    get("/settings/team")
-        .bearer(&key)
-        .send(&router)
-        .await
-        .problem(401);
+    get("/settings/team").bearer(&key).send(&router).await.problem(401);
     get("/settings/team")
         .bearer(&admin.token)
         .tenant(t)
@@ -896,7 +843,10 @@ async fn lists_paginate_with_cursors() {
         .send(&router)
         .await;
     assert_eq!(r.error_fields(), ["limit"]);
-    let r = get("/settings/api-keys?cursor=").bearer(&owner.token).send(&router).await;
+    let r = get("/settings/api-keys?cursor=")
+        .bearer(&owner.token)
+        .send(&router)
+        .await;
     assert_eq!(r.status, 200, "an empty cursor is the first page");
     let r = get("/settings/api-keys?cursor=garbage")
         .bearer(&owner.token)
@@ -930,18 +880,12 @@ async fn row_level_security_holds_when_a_query_forgets_the_tenant() {
         tenant: Some((b, Role::Owner)),
         request_id: "t".into(),
     };
-    let mut tx = shared::adapters::pg::begin(&app.db.app, &scope)
-        .await
-        .unwrap();
+    let mut tx = shared::adapters::pg::begin(&app.db.app, &scope).await.unwrap();
     let visible: Vec<Uuid> = sqlx::query_scalar("select tenant_id from api_keys")
         .fetch_all(&mut *tx)
         .await
         .unwrap();
-    assert_eq!(
-        visible,
-        [b, b],
-        "only tenant B's keys, with no WHERE clause"
-    );
+    assert_eq!(visible, [b, b], "only tenant B's keys, with no WHERE clause");
     let memberships: Vec<Uuid> = sqlx::query_scalar("select tenant_id from memberships")
         .fetch_all(&mut *tx)
         .await
@@ -958,12 +902,12 @@ async fn row_level_security_holds_when_a_query_forgets_the_tenant() {
         .unwrap()
         .rows_affected();
     assert_eq!(touched, 2);
-    let forged = sqlx::query("insert into audit_log (tenant_id, action, target_type, target_id) values ($1, 'x', 'y', 'z')")
-        .bind(a).execute(&mut *tx).await;
-    assert!(
-        forged.is_err(),
-        "writing into another tenant is refused by the policy"
-    );
+    let forged =
+        sqlx::query("insert into audit_log (tenant_id, action, target_type, target_id) values ($1, 'x', 'y', 'z')")
+            .bind(a)
+            .execute(&mut *tx)
+            .await;
+    assert!(forged.is_err(), "writing into another tenant is refused by the policy");
     tx.rollback().await.unwrap();
 
     // No tenant set at all: nothing visible.
@@ -973,24 +917,16 @@ async fn row_level_security_holds_when_a_query_forgets_the_tenant() {
         .unwrap();
     assert_eq!(n, 0);
     // And the app role cannot switch RLS off or read the owner's way.
-    let off = sqlx::query("set row_security = off")
-        .execute(&app.db.app)
-        .await;
+    let off = sqlx::query("set row_security = off").execute(&app.db.app).await;
     let n: Result<i64, _> = sqlx::query_scalar("select count(*) from api_keys")
         .fetch_one(&app.db.app)
         .await;
     assert!(off.is_err() || n.is_err() || n.unwrap() == 0);
-    let bypass: bool =
-        sqlx::query_scalar("select rolbypassrls from pg_roles where rolname = current_user")
-            .fetch_one(&app.db.app)
-            .await
-            .unwrap();
+    let bypass: bool = sqlx::query_scalar("select rolbypassrls from pg_roles where rolname = current_user")
+        .fetch_one(&app.db.app)
+        .await
+        .unwrap();
     assert!(!bypass);
-    let audit_delete = sqlx::query("delete from audit_log")
-        .execute(&app.db.app)
-        .await;
-    assert!(
-        audit_delete.is_err(),
-        "the audit log is append-only for the app"
-    );
+    let audit_delete = sqlx::query("delete from audit_log").execute(&app.db.app).await;
+    assert!(audit_delete.is_err(), "the audit log is append-only for the app");
 }

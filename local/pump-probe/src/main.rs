@@ -49,11 +49,7 @@ async fn handle(mut redis: redis::aio::ConnectionManager, payload: Value) -> Res
             }
             let mut response = SqsBatchResponse::default();
             response.batch_item_failures = failures;
-            (
-                "sqs",
-                json!({ "records": bodies }),
-                serde_json::to_value(response)?,
-            )
+            ("sqs", json!({ "records": bodies }), serde_json::to_value(response)?)
         }
         "aws:s3" => {
             let event: S3Event = serde_json::from_value(payload)?;
@@ -90,9 +86,7 @@ async fn handle(mut redis: redis::aio::ConnectionManager, payload: Value) -> Res
             )
         }
     };
-    let _: () = redis
-        .rpush(format!("pump-probe:{kind}"), summary.to_string())
-        .await?;
+    let _: () = redis.rpush(format!("pump-probe:{kind}"), summary.to_string()).await?;
     tracing::info!(kind, "recorded");
     Ok(response)
 }

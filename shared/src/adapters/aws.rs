@@ -2,9 +2,7 @@
 //! standard `AWS_ENDPOINT_URL` (or a service-specific `AWS_ENDPOINT_URL_<SERVICE>`) points the
 //! same binary at the moto server locally and at AWS in the cloud.
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
 }
 
 /// Whether an endpoint override is configured (local S3-compatible stores need path-style).

@@ -119,8 +119,7 @@ impl JwtVerifier {
                 let text = tokio::fs::read_to_string(path)
                     .await
                     .map_err(|e| JwtError::Keys(format!("reading {}: {e}", path.display())))?;
-                serde_json::from_str(&text)
-                    .map_err(|e| JwtError::Keys(format!("parsing JWKS: {e}")))
+                serde_json::from_str(&text).map_err(|e| JwtError::Keys(format!("parsing JWKS: {e}")))
             }
             JwksSource::Url(url) => {
                 let response = self

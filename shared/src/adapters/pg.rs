@@ -27,11 +27,7 @@ pub fn pool(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
 pub async fn begin(pool: &PgPool, scope: &Scope) -> Result<Tx, DomainError> {
     let mut tx = pool.begin().await?;
     let tenant = scope.tenant_id().map(|t| t.to_string()).unwrap_or_default();
-    let user = scope
-        .actor
-        .user_id()
-        .map(|u| u.to_string())
-        .unwrap_or_default();
+    let user = scope.actor.user_id().map(|u| u.to_string()).unwrap_or_default();
     sqlx::query(
         "select set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true), \
          set_config('app.principal', $3, true)",

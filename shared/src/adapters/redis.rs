@@ -2,7 +2,6 @@
 pub type Redis = redis::aio::ConnectionManager;
 
 pub async fn connect(url: &str) -> anyhow::Result<Redis> {
-    let client =
-        redis::Client::open(url).map_err(|e| anyhow::anyhow!("REDIS_URL is invalid: {e}"))?;
+    let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("REDIS_URL is invalid: {e}"))?;
     Ok(redis::aio::ConnectionManager::new(client).await?)
 }

@@ -31,10 +31,7 @@ impl Cursor {
 
     pub fn parse(raw: &str) -> Result<Self, Issue> {
         if raw.is_empty() || raw.len() > MAX_CURSOR_LEN {
-            return Err(Issue::new(
-                "invalid_cursor",
-                "is not a cursor this API returned",
-            ));
+            return Err(Issue::new("invalid_cursor", "is not a cursor this API returned"));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -52,10 +49,7 @@ pub struct PageRequest<K> {
 }
 
 impl<K: DeserializeOwned> PageRequest<K> {
-    pub fn parse(
-        limit: Option<u32>,
-        cursor: Option<&str>,
-    ) -> Result<Self, Vec<(&'static str, Issue)>> {
+    pub fn parse(limit: Option<u32>, cursor: Option<&str>) -> Result<Self, Vec<(&'static str, Issue)>> {
         let mut issues = Vec::new();
         let limit = match limit {
             None => DEFAULT_LIMIT,
@@ -145,10 +139,7 @@ mod tests {
     fn limit_is_bounded() {
         assert!(PageRequest::<i64>::parse(Some(0), None).is_err());
         assert!(PageRequest::<i64>::parse(Some(101), None).is_err());
-        assert_eq!(
-            PageRequest::<i64>::parse(None, None).unwrap().limit,
-            DEFAULT_LIMIT
-        );
+        assert_eq!(PageRequest::<i64>::parse(None, None).unwrap().limit, DEFAULT_LIMIT);
     }
 
     #[test]

@@ -4,18 +4,7 @@ use std::str::FromStr;
 
 /// A member's role in a tenant, least to most powerful (the derived order is the rank).
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-    sqlx::Type,
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema, sqlx::Type,
 )]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
@@ -77,9 +66,7 @@ mod tests {
 
     #[test]
     fn roles_rank_from_viewer_to_owner() {
-        assert!(
-            Role::Viewer < Role::Member && Role::Member < Role::Admin && Role::Admin < Role::Owner
-        );
+        assert!(Role::Viewer < Role::Member && Role::Member < Role::Admin && Role::Admin < Role::Owner);
     }
 
     #[test]

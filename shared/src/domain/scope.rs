@@ -4,14 +4,8 @@ use uuid::Uuid;
 /// Who is acting: a signed-in user, or an API key of one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
-    User {
-        user_id: Uuid,
-        email: String,
-    },
-    ApiKey {
-        key_id: Uuid,
-        created_by: Option<Uuid>,
-    },
+    User { user_id: Uuid, email: String },
+    ApiKey { key_id: Uuid, created_by: Option<Uuid> },
 }
 
 impl Actor {

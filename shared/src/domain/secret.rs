@@ -25,20 +25,12 @@ pub fn new_api_key() -> anyhow::Result<NewApiKey> {
     let prefix = random_hex(4)?;
     let token = format!("pk_{prefix}_{}", random_hex(16)?);
     let hash = sha256(&token);
-    Ok(NewApiKey {
-        token,
-        prefix,
-        hash,
-    })
+    Ok(NewApiKey { token, prefix, hash })
 }
 
 /// Whether a bearer credential is shaped like an API key (rather than a JWT).
 pub fn looks_like_api_key(bearer: &str) -> bool {
-    bearer.starts_with("pk_")
-        && bearer.len() <= 128
-        && bearer
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    bearer.starts_with("pk_") && bearer.len() <= 128 && bearer.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// An invitation token (URL-safe hex, 256 bits) and its hash.

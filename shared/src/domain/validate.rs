@@ -54,8 +54,7 @@ impl Validator {
         match parsed {
             Ok(v) => Some(v),
             Err(issue) => {
-                self.errors
-                    .push(FieldError::new(field, issue.code, issue.message));
+                self.errors.push(FieldError::new(field, issue.code, issue.message));
                 None
             }
         }
@@ -92,16 +91,10 @@ impl Text {
             });
         }
         if len > max {
-            return Err(Issue::new(
-                "too_long",
-                format!("must be at most {max} characters"),
-            ));
+            return Err(Issue::new("too_long", format!("must be at most {max} characters")));
         }
         if value.chars().any(char::is_control) {
-            return Err(Issue::new(
-                "invalid_characters",
-                "must not contain control characters",
-            ));
+            return Err(Issue::new("invalid_characters", "must not contain control characters"));
         }
         Ok(Self(value.to_owned()))
     }
@@ -125,12 +118,7 @@ impl Email {
     pub const MAX_LEN: usize = 254;
 
     pub fn parse(raw: &str) -> Result<Self, Issue> {
-        let invalid = || {
-            Issue::new(
-                "invalid_email",
-                "must be an email address like name@example.com",
-            )
-        };
+        let invalid = || Issue::new("invalid_email", "must be an email address like name@example.com");
         let value = raw.trim();
         if value.is_empty() {
             return Err(Issue::new("required", "must not be empty"));
@@ -211,15 +199,9 @@ mod tests {
     fn text_is_trimmed_and_bounded_in_characters() {
         assert_eq!(Text::parse("  Acme  ", 1, 10).unwrap().as_str(), "Acme");
         assert_eq!(Text::parse("   ", 1, 10).unwrap_err().code, "required");
-        assert_eq!(
-            Text::parse(&"é".repeat(11), 1, 10).unwrap_err().code,
-            "too_long"
-        );
+        assert_eq!(Text::parse(&"é".repeat(11), 1, 10).unwrap_err().code, "too_long");
         assert!(Text::parse(&"é".repeat(10), 1, 10).is_ok());
-        assert_eq!(
-            Text::parse("a\u{0}b", 1, 10).unwrap_err().code,
-            "invalid_characters"
-        );
+        assert_eq!(Text::parse("a\u{0}b", 1, 10).unwrap_err().code, "invalid_characters");
     }
 
     #[test]

@@ -51,28 +51,19 @@ fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
         .map_err(|_| ApiError::Unauthorized("the Authorization header is not valid"))?;
     match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token)),
-        _ => Err(ApiError::Unauthorized(
-            "use Authorization: Bearer <token or API key>",
-        )),
+        _ => Err(ApiError::Unauthorized("use Authorization: Bearer <token or API key>")),
     }
 }
 
 async fn identify(parts: &Parts, core: &Core) -> Result<(Scope, TenantChoice), ApiError> {
-    let tenant_header = parts
-        .headers
-        .get(TENANT_HEADER)
-        .and_then(|v| v.to_str().ok());
+    let tenant_header = parts.headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok());
     let identity = core
         .auth
         .authenticate(bearer(parts)?, tenant_header)
         .await
         .map_err(|e| match e {
-            AuthError::Missing => {
-                ApiError::Unauthorized("send Authorization: Bearer <token or API key>")
-            }
-            AuthError::Invalid => {
-                ApiError::Unauthorized("the token or API key is not valid or has expired")
-            }
+            AuthError::Missing => ApiError::Unauthorized("send Authorization: Bearer <token or API key>"),
+            AuthError::Invalid => ApiError::Unauthorized("the token or API key is not valid or has expired"),
             AuthError::Unavailable(reason) => ApiError::Unavailable(reason),
         })?;
     let request_id = parts
@@ -163,11 +154,9 @@ where
                 role,
                 _min: PhantomData,
             }),
-            TenantChoice::Member { role, .. } => Err(DomainError::Forbidden(format!(
-                "this needs the {} role or higher; you are {role}",
-                R::ROLE
-            ))
-            .into()),
+            TenantChoice::Member { role, .. } => {
+                Err(DomainError::Forbidden(format!("this needs the {} role or higher; you are {role}", R::ROLE)).into())
+            }
             TenantChoice::NotMember => Err(DomainError::NotFound.into()),
             TenantChoice::NotChosen => Err(ApiError::BadRequest {
                 slug: "tenant-required",

@@ -75,65 +75,54 @@ impl ApiError {
 
     pub fn problem(&self) -> Problem {
         let status = self.status();
-        let (slug, title, detail, errors): (&str, &str, Option<String>, Vec<FieldError>) =
-            match self {
-                ApiError::Unauthorized(why) => (
-                    "unauthorized",
-                    "Authentication required",
-                    Some((*why).to_owned()),
+        let (slug, title, detail, errors): (&str, &str, Option<String>, Vec<FieldError>) = match self {
+            ApiError::Unauthorized(why) => (
+                "unauthorized",
+                "Authentication required",
+                Some((*why).to_owned()),
+                vec![],
+            ),
+            ApiError::BadRequest { slug, detail } => (slug, "Bad request", Some(detail.clone()), vec![]),
+            ApiError::UnsupportedMediaType => (
+                "unsupported-media-type",
+                "Unsupported media type",
+                Some("send the body as application/json".into()),
+                vec![],
+            ),
+            ApiError::PayloadTooLarge => ("payload-too-large", "Payload too large", None, vec![]),
+            ApiError::MethodNotAllowed => ("method-not-allowed", "Method not allowed", None, vec![]),
+            ApiError::PreconditionRequired => (
+                "precondition-required",
+                "Precondition required",
+                Some("send If-Match with the resource's ETag".into()),
+                vec![],
+            ),
+            ApiError::Unavailable(_) => (
+                "unavailable",
+                "Service unavailable",
+                Some("try again shortly".into()),
+                vec![],
+            ),
+            ApiError::Domain(d) => match d {
+                DomainError::NotFound => ("not-found", "Not found", None, vec![]),
+                DomainError::Forbidden(why) => ("forbidden", "Forbidden", Some(why.clone()), vec![]),
+                DomainError::Conflict { code, detail } => (code, "Conflict", Some(detail.clone()), vec![]),
+                DomainError::Gone(why) => ("gone", "Gone", Some(why.clone()), vec![]),
+                DomainError::StaleVersion => (
+                    "stale-version",
+                    "Precondition failed",
+                    Some("the resource changed since you read it; reload and retry".into()),
                     vec![],
                 ),
-                ApiError::BadRequest { slug, detail } => {
-                    (slug, "Bad request", Some(detail.clone()), vec![])
-                }
-                ApiError::UnsupportedMediaType => (
-                    "unsupported-media-type",
-                    "Unsupported media type",
-                    Some("send the body as application/json".into()),
-                    vec![],
+                DomainError::Invalid(errors) => (
+                    "validation",
+                    "Your request is not valid",
+                    Some("see errors for each field".into()),
+                    errors.clone(),
                 ),
-                ApiError::PayloadTooLarge => {
-                    ("payload-too-large", "Payload too large", None, vec![])
-                }
-                ApiError::MethodNotAllowed => {
-                    ("method-not-allowed", "Method not allowed", None, vec![])
-                }
-                ApiError::PreconditionRequired => (
-                    "precondition-required",
-                    "Precondition required",
-                    Some("send If-Match with the resource's ETag".into()),
-                    vec![],
-                ),
-                ApiError::Unavailable(_) => (
-                    "unavailable",
-                    "Service unavailable",
-                    Some("try again shortly".into()),
-                    vec![],
-                ),
-                ApiError::Domain(d) => match d {
-                    DomainError::NotFound => ("not-found", "Not found", None, vec![]),
-                    DomainError::Forbidden(why) => {
-                        ("forbidden", "Forbidden", Some(why.clone()), vec![])
-                    }
-                    DomainError::Conflict { code, detail } => {
-                        (code, "Conflict", Some(detail.clone()), vec![])
-                    }
-                    DomainError::Gone(why) => ("gone", "Gone", Some(why.clone()), vec![]),
-                    DomainError::StaleVersion => (
-                        "stale-version",
-                        "Precondition failed",
-                        Some("the resource changed since you read it; reload and retry".into()),
-                        vec![],
-                    ),
-                    DomainError::Invalid(errors) => (
-                        "validation",
-                        "Your request is not valid",
-                        Some("see errors for each field".into()),
-                        errors.clone(),
-                    ),
-                    DomainError::Internal(_) => ("internal", "Internal server error", None, vec![]),
-                },
-            };
+                DomainError::Internal(_) => ("internal", "Internal server error", None, vec![]),
+            },
+        };
         Problem {
             kind: format!("/problems/{}", slug.replace('_', "-")),
             title: title.to_owned(),

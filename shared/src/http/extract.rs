@@ -30,24 +30,14 @@ fn is_json(content_type: Option<&HeaderValue>) -> bool {
     let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Parses JSON bytes into `T`, or the field errors that say why not.
 pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Vec<FieldError>> {
     if raw.iter().all(u8::is_ascii_whitespace) {
-        return Err(vec![FieldError::new(
-            "",
-            "required",
-            "a JSON body is required",
-        )]);
+        return Err(vec![FieldError::new("", "required", "a JSON body is required")]);
     }
     let mut de = serde_json::Deserializer::from_slice(raw);
     let value = serde_path_to_error::deserialize(&mut de);
@@ -61,21 +51,13 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Vec<FieldError>>
     value.map_err(|err| {
         let inner = err.inner();
         let message = inner.to_string();
-        let message = message
-            .split(" at line ")
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let message = message.split(" at line ").next().unwrap_or_default().to_owned();
         let path = err.path().to_string();
         let path = if path == "." { String::new() } else { path };
         let (field, code) = if let Some(rest) = message.strip_prefix("unknown field `") {
             // The path already ends at the unknown field.
             let name = rest.split('`').next().unwrap_or_default();
-            let field = if path.is_empty() {
-                name.to_owned()
-            } else {
-                path
-            };
+            let field = if path.is_empty() { name.to_owned() } else { path };
             (field, "unknown_field")
         } else if message.starts_with("missing field `") {
             let name = message
@@ -217,7 +199,11 @@ impl IfMatch {
 }
 
 fn invalid_etag() -> FieldError {
-    FieldError::new("If-Match", "invalid_etag", "must be an ETag this API returned, like \"3\"")
+    FieldError::new(
+        "If-Match",
+        "invalid_etag",
+        "must be an ETag this API returned, like \"3\"",
+    )
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
@@ -242,11 +228,7 @@ pub struct RawIdempotencyKey(pub Option<String>);
 
 impl RawIdempotencyKey {
     /// The key with this request's fingerprint (`operation` names the route).
-    pub fn with_request(
-        &self,
-        operation: &str,
-        body: &[u8],
-    ) -> Result<Option<IdempotencyKey>, ApiError> {
+    pub fn with_request(&self, operation: &str, body: &[u8]) -> Result<Option<IdempotencyKey>, ApiError> {
         self.0
             .as_deref()
             .map(|k| IdempotencyKey::new(k, operation, body))

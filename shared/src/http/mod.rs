@@ -10,7 +10,6 @@ pub mod routes;
 pub use ctx::{Authed, Core, TenantCtx, min};
 pub use error::{ApiError, Problem};
 pub use extract::{
-    Body, IfMatch, Json, PageParams, Params, PathId, RawIdempotencyKey, created, etag, parse_json,
-    replayed_or,
+    Body, IfMatch, Json, PageParams, Params, PathId, RawIdempotencyKey, created, etag, parse_json, replayed_or,
 };
 pub use router::{RequestId, finish, run};

@@ -17,8 +17,7 @@ pub struct RequestId(pub String);
 
 fn sane_client_id(value: &HeaderValue) -> Option<String> {
     let s = value.to_str().ok()?;
-    (!s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-        .then(|| s.to_owned())
+    (!s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')).then(|| s.to_owned())
 }
 
 async fn request_frame(mut req: Request, next: Next) -> Response {
@@ -61,9 +60,7 @@ async fn request_frame(mut req: Request, next: Next) -> Response {
 
 fn function_name() -> &'static str {
     static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NAME.get_or_init(|| {
-        std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "local".to_owned())
-    })
+    NAME.get_or_init(|| std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "local".to_owned()))
 }
 
 async fn not_found() -> Response {

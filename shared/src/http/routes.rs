@@ -25,10 +25,6 @@ pub struct RouteSpec {
 
 impl RouteSpec {
     pub const fn new(method: &'static str, path: &'static str, access: Access) -> Self {
-        Self {
-            method,
-            path,
-            access,
-        }
+        Self { method, path, access }
     }
 }

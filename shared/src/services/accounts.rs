@@ -67,12 +67,11 @@ fn profile((id, email, name, version, created_at, updated_at): ProfileRow) -> Pr
 pub async fn me(pool: &PgPool, scope: &Scope) -> Result<Profile, DomainError> {
     let user_id = require_user(scope)?;
     let mut tx = pg::begin(pool, scope).await?;
-    let row: Option<ProfileRow> = sqlx::query_as(
-        "select id, email, name, version, created_at, updated_at from users where id = $1",
-    )
-    .bind(user_id)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let row: Option<ProfileRow> =
+        sqlx::query_as("select id, email, name, version, created_at, updated_at from users where id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
     tx.commit().await?;
     row.map(profile).ok_or(DomainError::NotFound)
 }

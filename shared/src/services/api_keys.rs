@@ -12,9 +12,7 @@ use crate::services::audit;
 use crate::services::idempotency::{self, Created, IdempotencyKey};
 
 /// What a key may do. The key's role is the highest its scopes allow, capped by its creator's.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyScope {
     /// Read everything the tenant can see (viewer).
@@ -77,8 +75,7 @@ pub struct NewApiKey {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str =
-    "id, name, prefix, role, scopes, created_by, created_at, expires_at, last_used_at, revoked_at";
+const COLUMNS: &str = "id, name, prefix, role, scopes, created_by, created_at, expires_at, last_used_at, revoked_at";
 
 pub async fn list(
     pool: &PgPool,
@@ -114,11 +111,7 @@ pub async fn create(
     let mut v = Validator::new();
     let name = v.field("name", Text::parse(&input.name, 1, 100));
     if input.scopes.is_empty() {
-        v.error(
-            "scopes",
-            "required",
-            "name at least one scope: read, write or admin",
-        );
+        v.error("scopes", "required", "name at least one scope: read, write or admin");
     }
     if input.scopes.len() > 3 {
         v.error("scopes", "too_many", "at most 3 scopes");
@@ -126,12 +119,7 @@ pub async fn create(
     if input.expires_at.is_some_and(|e| e <= Utc::now()) {
         v.error("expires_at", "in_the_past", "must be in the future");
     }
-    let wanted = input
-        .scopes
-        .iter()
-        .map(|s| s.role())
-        .max()
-        .unwrap_or(Role::Viewer);
+    let wanted = input.scopes.iter().map(|s| s.role()).max().unwrap_or(Role::Viewer);
     if wanted > my_role {
         v.error(
             "scopes",

@@ -48,11 +48,7 @@ impl Authenticator {
     }
 
     /// `bearer` is the credential after `Bearer `; `tenant_header` the raw `X-Tenant-Id`.
-    pub async fn authenticate(
-        &self,
-        bearer: Option<&str>,
-        tenant_header: Option<&str>,
-    ) -> Result<Identity, AuthError> {
+    pub async fn authenticate(&self, bearer: Option<&str>, tenant_header: Option<&str>) -> Result<Identity, AuthError> {
         let bearer = bearer
             .map(str::trim)
             .filter(|b| !b.is_empty())
@@ -81,13 +77,12 @@ impl Authenticator {
     }
 
     async fn api_key(&self, token: &str, requested: Option<Uuid>) -> Result<Identity, AuthError> {
-        let row: Option<(Uuid, Uuid, String, Vec<String>, Option<Uuid>)> = sqlx::query_as(
-            "select key_id, tenant_id, role, scopes, created_by from app_auth_api_key($1)",
-        )
-        .bind(secret::sha256(token))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+        let row: Option<(Uuid, Uuid, String, Vec<String>, Option<Uuid>)> =
+            sqlx::query_as("select key_id, tenant_id, role, scopes, created_by from app_auth_api_key($1)")
+                .bind(secret::sha256(token))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| AuthError::Unavailable(e.to_string()))?;
         let (key_id, tenant_id, role, _scopes, created_by) = row.ok_or(AuthError::Invalid)?;
         let role: Role = role.parse().map_err(|_| AuthError::Invalid)?;
         let tenant = match requested {

@@ -21,8 +21,7 @@ impl IdempotencyKey {
 
     /// `operation` names the route (method and path template); `body` is the raw request body.
     pub fn new(key: &str, operation: &str, body: &[u8]) -> Result<Self, DomainError> {
-        if key.is_empty() || key.len() > Self::MAX_LEN || !key.bytes().all(|b| b.is_ascii_graphic())
-        {
+        if key.is_empty() || key.len() > Self::MAX_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(DomainError::invalid(
                 "Idempotency-Key",
                 "invalid_idempotency_key",
@@ -49,11 +48,7 @@ pub struct Replay {
 
 /// Claims the key for this transaction. `Ok(None)`: go ahead and act, then [`store`].
 /// `Ok(Some(replay))`: answer with the stored response and do nothing else.
-pub async fn claim(
-    tx: &mut Tx,
-    scope: &Scope,
-    key: &IdempotencyKey,
-) -> Result<Option<Replay>, DomainError> {
+pub async fn claim(tx: &mut Tx, scope: &Scope, key: &IdempotencyKey) -> Result<Option<Replay>, DomainError> {
     let principal = scope.actor.principal();
     let inserted = sqlx::query(
         "insert into idempotency_keys (principal, key, tenant_id, request_hash) values ($1, $2, $3, $4) \

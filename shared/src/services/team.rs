@@ -91,9 +91,7 @@ pub async fn list_members(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Page::from_rows(rows, page.limit, |m| {
-        (m.joined_at, m.user_id)
-    }))
+    Ok(Page::from_rows(rows, page.limit, |m| (m.joined_at, m.user_id)))
 }
 
 /// Open invitations (not accepted, not revoked), newest first; expired ones included.
@@ -246,9 +244,10 @@ pub async fn revoke_invitation(pool: &PgPool, scope: &Scope, id: Uuid) -> Result
 /// Accepts an invitation for the signed-in user whose email it was sent to. Single use:
 /// a second accept answers a conflict and changes nothing.
 pub async fn accept(pool: &PgPool, scope: &Scope, token: &str) -> Result<Joined, DomainError> {
-    let user_id = scope.actor.user_id().ok_or_else(|| {
-        DomainError::Forbidden("accepting an invitation needs a signed-in user".into())
-    })?;
+    let user_id = scope
+        .actor
+        .user_id()
+        .ok_or_else(|| DomainError::Forbidden("accepting an invitation needs a signed-in user".into()))?;
     let user_email = match &scope.actor {
         crate::domain::Actor::User { email, .. } => email.clone(),
         crate::domain::Actor::ApiKey { .. } => String::new(),
@@ -427,9 +426,7 @@ pub async fn remove_member(pool: &PgPool, scope: &Scope, user_id: Uuid) -> Resul
     let (current, _) = member_role_locked(&mut tx, user_id).await?;
     let leaving = scope.actor.user_id() == Some(user_id);
     if !leaving && !my_role.can_manage(current) {
-        return Err(DomainError::Forbidden(format!(
-            "a {my_role} cannot remove a {current}"
-        )));
+        return Err(DomainError::Forbidden(format!("a {my_role} cannot remove a {current}")));
     }
     if current == Role::Owner && owners <= 1 {
         return Err(DomainError::conflict(
@@ -441,12 +438,10 @@ pub async fn remove_member(pool: &PgPool, scope: &Scope, user_id: Uuid) -> Resul
         .bind(user_id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "update api_keys set revoked_at = now() where created_by = $1 and revoked_at is null",
-    )
-    .bind(user_id)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query("update api_keys set revoked_at = now() where created_by = $1 and revoked_at is null")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
     audit::record(
         &mut tx,
         scope,

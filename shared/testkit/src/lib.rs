@@ -29,9 +29,8 @@ const TEST_KEY_PEM: &[u8] = include_bytes!("../keys/test-key.pem");
 /// Where the test databases are created: an owner role with CREATEDB (the local stack makes
 /// `portal_owner`). Override with `TEST_OWNER_DATABASE_URL`.
 pub fn owner_url() -> String {
-    std::env::var("TEST_OWNER_DATABASE_URL").unwrap_or_else(|_| {
-        "postgres://portal_owner:portal_owner@127.0.0.1:5432/postgres".to_owned()
-    })
+    std::env::var("TEST_OWNER_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://portal_owner:portal_owner@127.0.0.1:5432/postgres".to_owned())
 }
 
 pub fn app_password() -> String {
@@ -48,11 +47,10 @@ pub struct TestDb {
 
 async fn drop_stale_databases(admin: &PgPool) {
     let cutoff = chrono::Utc::now().timestamp() - 3 * 3600;
-    let names: Vec<String> =
-        sqlx::query_scalar("select datname from pg_database where datname like 't\\_%'")
-            .fetch_all(admin)
-            .await
-            .unwrap_or_default();
+    let names: Vec<String> = sqlx::query_scalar("select datname from pg_database where datname like 't\\_%'")
+        .fetch_all(admin)
+        .await
+        .unwrap_or_default();
     for name in names {
         let stamp = name.split('_').nth(1).and_then(|s| s.parse::<i64>().ok());
         if stamp.is_some_and(|s| s < cutoff) {
@@ -79,11 +77,7 @@ impl TestDb {
         if clean {
             drop_stale_databases(&admin).await;
         }
-        let name = format!(
-            "t_{}_{}",
-            chrono::Utc::now().timestamp(),
-            Uuid::new_v4().simple()
-        );
+        let name = format!("t_{}_{}", chrono::Utc::now().timestamp(), Uuid::new_v4().simple());
         sqlx::query(&format!("create database \"{name}\""))
             .execute(&admin)
             .await
@@ -100,9 +94,7 @@ impl TestDb {
             .username("portal_app")
             .password(&app_password())
             .database(&name);
-        let app = PgPoolOptions::new()
-            .max_connections(4)
-            .connect_lazy_with(app_options);
+        let app = PgPoolOptions::new().max_connections(4).connect_lazy_with(app_options);
         Self { name, owner, app }
     }
 }
@@ -117,27 +109,13 @@ pub const DEMO_API_KEY: &str = "pk_demo0001_localdevsecretlocaldevsecret00";
 /// demo API key. Used by `portal-dev seed` and by tests that replay events/ files.
 pub async fn seed_demo(owner: &PgPool) -> Result<(), sqlx::Error> {
     let mut tx = owner.begin().await?;
-    sqlx::query(
-        "insert into tenants (id, name) values ($1::uuid, 'Demo Co') on conflict (id) do nothing",
-    )
-    .bind(DEMO_TENANT)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query("insert into tenants (id, name) values ($1::uuid, 'Demo Co') on conflict (id) do nothing")
+        .bind(DEMO_TENANT)
+        .execute(&mut *tx)
+        .await?;
     for (id, subject, email, name, role) in [
-        (
-            DEMO_OWNER,
-            "dev-owner",
-            "owner@demo.local",
-            "Demo Owner",
-            "owner",
-        ),
-        (
-            DEMO_MEMBER,
-            "dev-member",
-            "member@demo.local",
-            "Demo Member",
-            "member",
-        ),
+        (DEMO_OWNER, "dev-owner", "owner@demo.local", "Demo Owner", "owner"),
+        (DEMO_MEMBER, "dev-member", "member@demo.local", "Demo Member", "member"),
     ] {
         sqlx::query("insert into users (id, subject, email, name) values ($1::uuid, $2, $3, $4) on conflict (subject) do nothing")
             .bind(id)
@@ -191,9 +169,7 @@ pub fn test_config(database_url: String) -> Config {
         jwt: JwtConfig {
             issuer: ISSUER.to_owned(),
             audience: AUDIENCE.to_owned(),
-            jwks: JwksSource::File(
-                concat!(env!("CARGO_MANIFEST_DIR"), "/keys/test-jwks.json").into(),
-            ),
+            jwks: JwksSource::File(concat!(env!("CARGO_MANIFEST_DIR"), "/keys/test-jwks.json").into()),
         },
         portal_base_url: "http://portal.test".to_owned(),
         invitation_ttl_hours: 72,
@@ -207,10 +183,7 @@ impl TestApp {
         let config = test_config(String::new());
         let core = Core {
             db: db.app.clone(),
-            auth: Arc::new(shared::services::auth::Authenticator::new(
-                &config.jwt,
-                db.app.clone(),
-            )),
+            auth: Arc::new(shared::services::auth::Authenticator::new(&config.jwt, db.app.clone())),
             config: Arc::new(config),
         };
         Self { db, core }
@@ -220,15 +193,13 @@ impl TestApp {
     pub async fn user(&self, label: &str) -> TestUser {
         let subject = format!("{label}-{}", Uuid::new_v4().simple());
         let email = format!("{subject}@example.test");
-        let id: Uuid = sqlx::query_scalar(
-            "insert into users (subject, email, name) values ($1, $2, $3) returning id",
-        )
-        .bind(&subject)
-        .bind(&email)
-        .bind(label)
-        .fetch_one(&self.db.owner)
-        .await
-        .unwrap();
+        let id: Uuid = sqlx::query_scalar("insert into users (subject, email, name) values ($1, $2, $3) returning id")
+            .bind(&subject)
+            .bind(&email)
+            .bind(label)
+            .fetch_one(&self.db.owner)
+            .await
+            .unwrap();
         let token = token(&subject, &email, 3600);
         TestUser {
             id,
@@ -400,12 +371,7 @@ impl Resp {
     /// Asserts an RFC 9457 problem with this status; returns it.
     pub fn problem(&self, status: u16) -> &Value {
         assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
-        assert_eq!(
-            self.content_type(),
-            "application/problem+json",
-            "body: {}",
-            self.text
-        );
+        assert_eq!(self.content_type(), "application/problem+json", "body: {}", self.text);
         assert_eq!(self.json["status"], status);
         assert!(self.json["type"].is_string() && self.json["title"].is_string());
         &self.json
@@ -427,9 +393,7 @@ pub async fn send(router: &Router, request: Request<Body>) -> Resp {
     let response = router.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     Resp {

@@ -8,12 +8,7 @@
 //!   lets the others through the role gate.
 //!
 //! A new route without a factory or a table entry fails with a message saying what to add.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use axum::Router;
 use http::Method;
@@ -31,8 +26,7 @@ pub type Params = BTreeMap<String, String>;
 
 /// Makes a resource of tenant A for `(method, path template)` and returns its path parameters;
 /// `None` when the route group has no factory for that path (the sweep then says what to add).
-pub type Factory =
-    for<'a> fn(&'a World, &'a str) -> Pin<Box<dyn Future<Output = Option<Params>> + 'a>>;
+pub type Factory = for<'a> fn(&'a World, &'a str) -> Pin<Box<dyn Future<Output = Option<Params>> + 'a>>;
 
 /// One HTTP function under the gates.
 pub struct Function {
@@ -97,27 +91,14 @@ impl World {
         let names = functions.iter().map(|f| f.name).collect();
         Self {
             app,
-            a: Tenant {
-                id: a,
-                owner: owner_a,
-            },
-            b: Tenant {
-                id: b,
-                owner: owner_b,
-            },
+            a: Tenant { id: a, owner: owner_a },
+            b: Tenant { id: b, owner: owner_b },
             routers,
             names,
         }
     }
 
-    pub async fn call(
-        &self,
-        op: &Operation,
-        path: &str,
-        who: &TestUser,
-        tenant: Uuid,
-        body: Option<&Value>,
-    ) -> Resp {
+    pub async fn call(&self, op: &Operation, path: &str, who: &TestUser, tenant: Uuid, body: Option<&Value>) -> Resp {
         let mut req = testkit::req(op.method.parse::<Method>().unwrap(), path)
             .bearer(&who.token)
             .tenant(tenant);
@@ -164,10 +145,7 @@ impl World {
             out.insert(table, digest.unwrap_or_default());
         }
         for (name, sql) in [
-            (
-                "tenants",
-                "select md5(t::text) from tenants t where id = $1",
-            ),
+            ("tenants", "select md5(t::text) from tenants t where id = $1"),
             (
                 "users",
                 "select md5(coalesce(string_agg(u::text, '|' order by u::text), '')) from users u \
@@ -192,11 +170,7 @@ pub fn operations(doc: &Value) -> Vec<(String, String, bool)> {
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, op) in item.as_object().expect("path item") {
             if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
-                ops.push((
-                    method.to_uppercase(),
-                    path.clone(),
-                    op.get("requestBody").is_some(),
-                ));
+                ops.push((method.to_uppercase(), path.clone(), op.get("requestBody").is_some()));
             }
         }
     }
@@ -232,11 +206,7 @@ pub fn join_tables(doc: &Value, functions: &[Function]) -> Result<Vec<Operation>
             }
         }
     }
-    if problems.is_empty() {
-        Ok(ops)
-    } else {
-        Err(problems)
-    }
+    if problems.is_empty() { Ok(ops) } else { Err(problems) }
 }
 
 /// The sample body of an operation: the `body` of its events/ file (the same files
@@ -249,11 +219,7 @@ pub fn sample_body(function: &Function, op: &Operation) -> Result<Option<Value>,
         .path
         .trim_start_matches('/')
         .split('/')
-        .map(|s| {
-            s.trim_start_matches('{')
-                .trim_end_matches('}')
-                .replace(['_', '.'], "-")
-        })
+        .map(|s| s.trim_start_matches('{').trim_end_matches('}').replace(['_', '.'], "-"))
         .collect::<Vec<_>>()
         .join("-");
     let file = format!(
@@ -262,16 +228,10 @@ pub fn sample_body(function: &Function, op: &Operation) -> Result<Option<Value>,
         function.events_dir,
         op.method.to_lowercase()
     );
-    let text = std::fs::read_to_string(&file).map_err(|_| {
-        format!(
-            "{} {} takes a body: add a sample event {file}",
-            op.method, op.path
-        )
-    })?;
+    let text = std::fs::read_to_string(&file)
+        .map_err(|_| format!("{} {} takes a body: add a sample event {file}", op.method, op.path))?;
     let event: Value = serde_json::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
-    let body = event["body"]
-        .as_str()
-        .ok_or_else(|| format!("{file} has no body"))?;
+    let body = event["body"].as_str().ok_or_else(|| format!("{file} has no body"))?;
     serde_json::from_str(body)
         .map(Some)
         .map_err(|e| format!("{file}: body is not JSON: {e}"))
@@ -316,9 +276,10 @@ fn is_role_refusal(r: &Resp) -> bool {
 pub async fn isolation_sweep(world: &World, functions: &[Function], ops: &[Operation]) -> Report {
     let mut report = Report::default();
     let mut a_ids: Vec<String> = vec![world.a.id.to_string(), world.a.owner.id.to_string()];
-    for op in ops.iter().filter(|o| {
-        !o.params().is_empty() && o.access != Access::Public && o.access != Access::Signed
-    }) {
+    for op in ops
+        .iter()
+        .filter(|o| !o.params().is_empty() && o.access != Access::Public && o.access != Access::Signed)
+    {
         let params = match make(world, functions, op).await {
             Ok(p) => p,
             Err(e) => {
@@ -338,9 +299,7 @@ pub async fn isolation_sweep(world: &World, functions: &[Function], ops: &[Opera
         let before = world.fingerprint(world.a.id).await;
         // As B in B's own tenant, and as B naming A's tenant.
         for tenant in [world.b.id, world.a.id] {
-            let r = world
-                .call(op, &path, &world.b.owner, tenant, body.as_ref())
-                .await;
+            let r = world.call(op, &path, &world.b.owner, tenant, body.as_ref()).await;
             report.calls += 1;
             let ok = match op.access {
                 Access::Tenant(_) => r.status == 404,
@@ -355,21 +314,17 @@ pub async fn isolation_sweep(world: &World, functions: &[Function], ops: &[Opera
             }
         }
         if world.fingerprint(world.a.id).await != before {
-            report.failures.push(format!(
-                "{} {path} as tenant B changed tenant A's data",
-                op.method
-            ));
+            report
+                .failures
+                .push(format!("{} {path} as tenant B changed tenant A's data", op.method));
         }
     }
     // Lists (and searches, exports) as B never contain A's ids.
-    for op in ops.iter().filter(|o| {
-        o.method == "GET"
-            && o.params().is_empty()
-            && matches!(o.access, Access::Tenant(_) | Access::User)
-    }) {
-        let r = world
-            .call(op, &op.path, &world.b.owner, world.b.id, None)
-            .await;
+    for op in ops
+        .iter()
+        .filter(|o| o.method == "GET" && o.params().is_empty() && matches!(o.access, Access::Tenant(_) | Access::User))
+    {
+        let r = world.call(op, &op.path, &world.b.owner, world.b.id, None).await;
         report.calls += 1;
         if r.status.is_server_error() {
             report
@@ -378,10 +333,9 @@ pub async fn isolation_sweep(world: &World, functions: &[Function], ops: &[Opera
         }
         for id in &a_ids {
             if r.text.contains(id.as_str()) {
-                report.failures.push(format!(
-                    "GET {} as tenant B shows tenant A's id {id}",
-                    op.path
-                ));
+                report
+                    .failures
+                    .push(format!("GET {} as tenant B shows tenant A's id {id}", op.path));
             }
         }
     }
@@ -431,9 +385,7 @@ pub async fn role_sweep(world: &World, functions: &[Function], ops: &[Operation]
                 }
             };
             let path = op.concrete(&params);
-            let r = world
-                .call(op, &path, &members[&role], world.a.id, body.as_ref())
-                .await;
+            let r = world.call(op, &path, &members[&role], world.a.id, body.as_ref()).await;
             report.calls += 1;
             if role < min && !is_role_refusal(&r) {
                 report.failures.push(format!(

@@ -9,11 +9,17 @@ use std::process::Command;
 const DENIED: &[&str] = &["unwrap_used", "expect_used", "panic", "indexing_slicing"];
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn workspace() -> toml::Table {
-    std::fs::read_to_string(root().join("Cargo.toml")).unwrap().parse().unwrap()
+    std::fs::read_to_string(root().join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -22,7 +28,11 @@ fn release_builds_abort_on_panic_and_the_lints_are_denied() {
     assert_eq!(ws["profile"]["release"]["panic"].as_str(), Some("abort"));
     let clippy = ws["workspace"]["lints"]["clippy"].as_table().unwrap();
     for lint in DENIED {
-        assert_eq!(clippy.get(*lint).and_then(|v| v.as_str()), Some("deny"), "clippy::{lint} must be denied");
+        assert_eq!(
+            clippy.get(*lint).and_then(|v| v.as_str()),
+            Some("deny"),
+            "clippy::{lint} must be denied"
+        );
     }
 }
 
@@ -34,8 +44,16 @@ fn every_function_and_shared_crate_inherits_the_workspace_lints() {
     }
     for manifest in manifests {
         let table: toml::Table = std::fs::read_to_string(&manifest).unwrap().parse().unwrap();
-        let inherits = table.get("lints").and_then(|l| l.get("workspace")).and_then(|w| w.as_bool());
-        assert_eq!(inherits, Some(true), "{} needs `[lints] workspace = true`", manifest.display());
+        let inherits = table
+            .get("lints")
+            .and_then(|l| l.get("workspace"))
+            .and_then(|w| w.as_bool());
+        assert_eq!(
+            inherits,
+            Some(true),
+            "{} needs `[lints] workspace = true`",
+            manifest.display()
+        );
     }
 }
 
@@ -75,7 +93,10 @@ fn the_lints_fail_a_panicky_handler_and_pass_its_fix() {
          #[cfg(test)]\nmod tests {\n    #[test]\n    fn t() { assert_eq!(super::first_word(\"0\", &[\"a\"]), \"1\".parse::<usize>().unwrap()); }\n}\n",
     );
     assert!(!ok, "clippy accepted an unwrap and an index on a request path");
-    assert!(text.contains("unwrap_used") && text.contains("indexing_slicing"), "{text}");
+    assert!(
+        text.contains("unwrap_used") && text.contains("indexing_slicing"),
+        "{text}"
+    );
 
     let (ok, text) = clippy_on(
         "pub fn first_word(input: &str, words: &[&str]) -> Option<usize> {\n    let n: usize = input.parse().ok()?;\n    words.get(n).map(|w| w.len())\n}\n\

@@ -1,12 +1,7 @@
 //! The gates catch what they are for: a deliberately broken route (a query that leaks another
 //! tenant's rows, a role table that promises more than the handler enforces) fails its sweep,
 //! and the fixed route passes.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use axum::Router;
 use axum::extract::{FromRef, State};
@@ -48,10 +43,7 @@ async fn leaky_get(
         .ok_or_else(|| shared::domain::DomainError::NotFound.into())
 }
 
-async fn leaky_list(
-    State(d): State<Demo>,
-    _ctx: TenantCtx<min::Viewer>,
-) -> Result<Json<Value>, ApiError> {
+async fn leaky_list(State(d): State<Demo>, _ctx: TenantCtx<min::Viewer>) -> Result<Json<Value>, ApiError> {
     let ids: Vec<Uuid> = sqlx::query_scalar("select id from api_keys")
         .fetch_all(&d.owner)
         .await?;
@@ -73,10 +65,7 @@ async fn fixed_get(
         .ok_or_else(|| shared::domain::DomainError::NotFound.into())
 }
 
-async fn fixed_list(
-    State(d): State<Demo>,
-    ctx: TenantCtx<min::Viewer>,
-) -> Result<Json<Value>, ApiError> {
+async fn fixed_list(State(d): State<Demo>, ctx: TenantCtx<min::Viewer>) -> Result<Json<Value>, ApiError> {
     let mut tx = shared::adapters::pg::begin(&d.core.db, &ctx.scope).await?;
     let ids: Vec<Uuid> = sqlx::query_scalar("select id from api_keys")
         .fetch_all(&mut *tx)
@@ -123,13 +112,12 @@ fn factory<'a>(w: &'a World, path: &'a str) -> Pin<Box<dyn Future<Output = Optio
         match path {
             "/demo/{id}" => {
                 w.app.api_key(w.a.id, Role::Viewer).await;
-                let id: Uuid = sqlx::query_scalar(
-                    "select id from api_keys where tenant_id = $1 order by created_at desc limit 1",
-                )
-                .bind(w.a.id)
-                .fetch_one(&w.app.db.owner)
-                .await
-                .unwrap();
+                let id: Uuid =
+                    sqlx::query_scalar("select id from api_keys where tenant_id = $1 order by created_at desc limit 1")
+                        .bind(w.a.id)
+                        .fetch_one(&w.app.db.owner)
+                        .await
+                        .unwrap();
                 Some(Params::from([("id".to_owned(), id.to_string())]))
             }
             _ => None,
@@ -196,7 +184,10 @@ async fn the_role_sweep_catches_a_weaker_guard_than_declared_and_passes_the_fix(
     let world = World::new(&broken).await;
     let report = role_sweep(&world, &broken, &ops).await;
     assert!(
-        report.failures.iter().any(|f| f.contains("GET /demo-admin declares minimum role admin but a viewer got 200")),
+        report
+            .failures
+            .iter()
+            .any(|f| f.contains("GET /demo-admin declares minimum role admin but a viewer got 200")),
         "{:?}",
         report.failures
     );
@@ -220,11 +211,7 @@ fn a_route_missing_from_the_tables_or_without_a_factory_says_what_to_add() {
 
 #[tokio::test]
 async fn an_operation_without_a_factory_fails_the_sweep_with_what_to_add() {
-    const MORE: &[RouteSpec] = &[RouteSpec::new(
-        "DELETE",
-        "/demo/{id}",
-        Access::Tenant(Role::Admin),
-    )];
+    const MORE: &[RouteSpec] = &[RouteSpec::new("DELETE", "/demo/{id}", Access::Tenant(Role::Admin))];
     let f = Function {
         routes: MORE,
         ..function(false)

@@ -1,16 +1,9 @@
 //! The gates over the real API: every function registers here with its router, its ROUTES
 //! table and a factory for each path with an id. A new function or route that is not covered
 //! fails these tests with a message saying what to add.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use gates::{
-    Factory, Function, Params, World, isolation_sweep, join_tables, record_figures, role_sweep,
-};
+use gates::{Factory, Function, Params, World, isolation_sweep, join_tables, record_figures, role_sweep};
 use serde_json::{Value, json};
 use shared::domain::Role;
 use std::future::Future;
@@ -18,16 +11,10 @@ use std::pin::Pin;
 use testkit::{TestApp, post};
 
 fn one(name: &str, value: &Value) -> Option<Params> {
-    Some(Params::from([(
-        name.to_owned(),
-        value.as_str()?.to_owned(),
-    )]))
+    Some(Params::from([(name.to_owned(), value.as_str()?.to_owned())]))
 }
 
-fn settings_factory<'a>(
-    w: &'a World,
-    path: &'a str,
-) -> Pin<Box<dyn Future<Output = Option<Params>> + 'a>> {
+fn settings_factory<'a>(w: &'a World, path: &'a str) -> Pin<Box<dyn Future<Output = Option<Params>> + 'a>> {
     Box::pin(async move {
         let unique = uuid::Uuid::new_v4().simple().to_string();
         match path {
@@ -45,9 +32,8 @@ fn settings_factory<'a>(
                 let r = w
                     .api(
                         "settings",
-                        w.as_a(post("/settings/team/invitations")).json(
-                            json!({"email": format!("{unique}@example.com"), "role": "viewer"}),
-                        ),
+                        w.as_a(post("/settings/team/invitations"))
+                            .json(json!({"email": format!("{unique}@example.com"), "role": "viewer"})),
                     )
                     .await;
                 one("id", &r.json["id"])
@@ -61,16 +47,12 @@ fn settings_factory<'a>(
                 let r = w
                     .api(
                         "settings",
-                        w.as_a(post("/settings/team/invitations")).json(
-                            json!({"email": format!("{unique}@example.com"), "role": "viewer"}),
-                        ),
+                        w.as_a(post("/settings/team/invitations"))
+                            .json(json!({"email": format!("{unique}@example.com"), "role": "viewer"})),
                     )
                     .await;
                 let url = r.json["accept_url"].as_str()?;
-                Some(Params::from([(
-                    "token".to_owned(),
-                    url.split('/').nth(4)?.to_owned(),
-                )]))
+                Some(Params::from([("token".to_owned(), url.split('/').nth(4)?.to_owned())]))
             }
             _ => None,
         }
@@ -94,11 +76,7 @@ fn functions() -> Vec<Function> {
         Function {
             name: "api-docs",
             routes: api_docs::ROUTES,
-            router: |app: &TestApp| {
-                api_docs::router(api_docs::DocsState {
-                    db: app.db.app.clone(),
-                })
-            },
+            router: |app: &TestApp| api_docs::router(api_docs::DocsState { db: app.db.app.clone() }),
             factory: no_ids as Factory,
             events_dir: "api-docs",
         },
@@ -112,10 +90,7 @@ fn document() -> Value {
 #[test]
 fn every_documented_operation_is_in_exactly_one_route_table() {
     if let Err(problems) = join_tables(&document(), &functions()) {
-        panic!(
-            "route tables and openapi.json disagree:\n- {}",
-            problems.join("\n- ")
-        );
+        panic!("route tables and openapi.json disagree:\n- {}", problems.join("\n- "));
     }
 }
 
@@ -130,11 +105,7 @@ async fn tenant_isolation_sweep() {
         json!({ "operations": ops.len(), "cross_tenant_calls": report.calls }),
     );
     report.assert_clean("tenant isolation sweep");
-    assert!(
-        report.calls > 10,
-        "the sweep made only {} calls",
-        report.calls
-    );
+    assert!(report.calls > 10, "the sweep made only {} calls", report.calls);
 }
 
 #[tokio::test]
@@ -145,9 +116,5 @@ async fn role_sweep_matches_the_route_tables() {
     let report = role_sweep(&world, &functions, &ops).await;
     record_figures("roles", json!({ "role_checks": report.calls }));
     report.assert_clean("role sweep");
-    assert!(
-        report.calls > 20,
-        "the sweep made only {} role checks",
-        report.calls
-    );
+    assert!(report.calls > 20, "the sweep made only {} role checks", report.calls);
 }

@@ -29,10 +29,7 @@ async fn owner_pool() -> anyhow::Result<sqlx::PgPool> {
 
 async fn migrate() -> anyhow::Result<()> {
     let pool = owner_pool().await?;
-    testkit::MIGRATOR
-        .run(&pool)
-        .await
-        .context("applying migrations")?;
+    testkit::MIGRATOR.run(&pool).await.context("applying migrations")?;
     println!("migrations applied");
     Ok(())
 }
