@@ -429,8 +429,41 @@ class Pump:
         self.cleanup_actions: list[Callable[[], None]] = []
         self._stack = None
         self._lock = threading.Lock()
+        self._watch_up = True  # assumed until checked; the first check logs only a failure
+        self._watch_checked = -1e9
 
     # -- plumbing ------------------------------------------------------------------------------
+
+    def watch_answers(self) -> bool:
+        """True if `cargo lambda watch` answers HTTP (checked at most every 2 s; transitions logged)."""
+        with self._lock:
+            if time.monotonic() - self._watch_checked < 2.0:
+                return self._watch_up
+        try:
+            urllib.request.urlopen(self.args.invoke_url.rstrip("/") + "/", timeout=3).close()
+            up = True
+        except urllib.error.HTTPError:
+            up = True  # any HTTP answer: the watch is up
+        except (urllib.error.URLError, OSError):
+            up = False
+        with self._lock:
+            changed = up != self._watch_up
+            self._watch_up, self._watch_checked = up, time.monotonic()
+        if changed and not up:
+            self.log(f"pump: {self.args.invoke_url} does not answer (is cargo lambda watch running?); "
+                     "queues are not polled and schedules are skipped until it does")
+        elif changed:
+            self.log(f"pump: {self.args.invoke_url} answers")
+        return up
+
+    def wait_for_watch(self) -> bool:
+        """Block while the watch does not answer, so that queued messages do not use up their
+        receive count (and land in a DLQ) just because it is down. False when stopping."""
+        while not self.stop.is_set():
+            if self.watch_answers():
+                return True
+            self.stop.wait(2)
+        return False
 
     def log(self, line: str) -> None:
         with self._lock:
@@ -470,6 +503,9 @@ class Pump:
     # -- setup ---------------------------------------------------------------------------------
 
     def start(self) -> None:
+        # Create the boto3 clients before any thread starts (client creation is not thread-safe).
+        for service in ("sqs", "events", "s3"):
+            self.client(service)
         s3_by_bucket: dict[str, list[EventSpec]] = {}
         for spec in self.specs:
             if not is_enabled(spec):
@@ -516,6 +552,8 @@ class Pump:
                 if self.stop.wait(self.clock.real_seconds_until(due)):
                     return
                 last = due
+                if not self.watch_answers():
+                    continue  # logged by watch_answers; a missed tick is not made up later
                 fired = due if self.args.time_scale == 1 else utcnow()
                 if raw_input is not None:
                     payload = json.loads(raw_input) if isinstance(raw_input, str) else raw_input
@@ -588,6 +626,8 @@ class Pump:
         def loop() -> None:
             url = self.queue_url_from_arn(arn)
             while not self.stop.is_set():
+                if not self.wait_for_watch():
+                    return
                 messages = self.receive(url, batch_size, self.args.poll_wait)
                 if not messages:
                     continue
@@ -651,7 +691,9 @@ class Pump:
     # -- forwarding queues (EventBridge, S3) ---------------------------------------------------
 
     def ensure_pump_queue(self, name: str) -> tuple[str, str]:
-        url, _ = self.stack.ensure_queue(name, {"VisibilityTimeout": str(max(30, int(self.args.invoke_timeout)))})
+        # One thread polls each pump queue, so a long invocation (a first compile) cannot cause a
+        # second delivery; a short visibility lets a restarted pump pick up an in-flight event soon.
+        url, _ = self.stack.ensure_queue(name, {"VisibilityTimeout": "60"})
         arn = self.stack.queue_arn(url)
         if self.args.cleanup:
             self.cleanup_actions.append(lambda: self.stack.delete_queue(name))
@@ -661,6 +703,8 @@ class Pump:
                      to_payload: Callable[[dict, EventSpec], Any]) -> Callable[[], None]:
         def loop() -> None:
             while not self.stop.is_set():
+                if not self.wait_for_watch():
+                    return
                 for m in self.receive(url, 10, self.args.poll_wait):
                     if self.stop.is_set():
                         return
