@@ -91,6 +91,16 @@ def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
 
 CfnLoader.add_multi_constructor("!", _cfn_tag)
 
+# YAML 1.2 booleans only: PyYAML's YAML 1.1 rules would turn names such as `On`, `Off`, `Yes` or
+# `No` (an event called `Off`, say) into booleans.
+CfnLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+CfnLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
 
 def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=CfnLoader)  # noqa: S506 - CfnLoader is a SafeLoader

@@ -59,6 +59,18 @@ def test_loader_turns_short_tags_into_long_form():
     assert doc["G"] == {"Fn::Select": [0, {"Fn::Split": [",", "a,b"]}]}
 
 
+def test_only_true_and_false_are_booleans():
+    doc = st.load_yaml("{Off: x, On: y, a: yes, b: no, c: true, d: False, e: TRUE}")
+    assert doc == {"Off": "x", "On": "y", "a": "yes", "b": "no", "c": True, "d": False, "e": True}
+    assert yaml_safe_still_yaml11()
+
+
+def yaml_safe_still_yaml11() -> bool:
+    import yaml
+
+    return yaml.safe_load("a: yes") == {"a": True}  # the global SafeLoader is left alone
+
+
 def test_pump_template_names_resolve_from_the_stack_name():
     tpl = st.Template.from_file(PUMP_TEMPLATE, stack_name="pt-abc123", account="000000000000")
     assert tpl.physical_name("ProbeBucket") == "pt-abc123-uploads"
