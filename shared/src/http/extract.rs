@@ -39,42 +39,49 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Vec<FieldError>>
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err(vec![FieldError::new("", "required", "a JSON body is required")]);
     }
-    let mut de = serde_json::Deserializer::from_slice(raw);
-    let value = serde_path_to_error::deserialize(&mut de);
-    if value.is_ok() && de.end().is_err() {
+    // Syntax first, so a shape error below is never mistaken for malformed JSON.
+    if let Err(err) = serde_json::from_slice::<serde::de::IgnoredAny>(raw) {
+        let message = err.to_string();
+        let message = message.split(" at line ").next().unwrap_or_default().to_owned();
+        return Err(vec![FieldError::new("", "malformed_json", message)]);
+    }
+    // Every body of this API is an object; serde would also read a struct from an array, by
+    // position, where no member names exist for `deny_unknown_fields` to check.
+    if raw.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(vec![FieldError::new(
             "",
-            "malformed_json",
-            "trailing characters after the JSON value",
+            "invalid_value",
+            "the body must be a JSON object",
         )]);
     }
-    value.map_err(|err| {
-        let inner = err.inner();
-        let message = inner.to_string();
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let message = err.inner().to_string();
         let message = message.split(" at line ").next().unwrap_or_default().to_owned();
         let path = err.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        let (field, code) = if let Some(rest) = message.strip_prefix("unknown field `") {
-            // The path already ends at the unknown field.
-            let name = rest.split('`').next().unwrap_or_default();
-            let field = if path.is_empty() { name.to_owned() } else { path };
-            (field, "unknown_field")
-        } else if message.starts_with("missing field `") {
-            let name = message
-                .trim_start_matches("missing field `")
-                .split('`')
-                .next()
-                .unwrap_or_default();
-            let field = if path.is_empty() {
-                name.to_owned()
+        let named = |prefix: &str| {
+            message
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.split('`').next())
+                .map(str::to_owned)
+        };
+        let child = |name: String| {
+            if path.is_empty() {
+                name
             } else {
                 format!("{path}.{name}")
-            };
-            (field, "required")
-        } else if inner.is_syntax() || inner.is_eof() {
-            (String::new(), "malformed_json")
+            }
+        };
+        let (field, code) = if let Some(name) = named("unknown field `") {
+            // The path already ends at the unknown field.
+            (if path.is_empty() { name } else { path.clone() }, "unknown_field")
+        } else if let Some(name) = named("missing field `") {
+            (child(name), "required")
+        } else if let Some(name) = named("duplicate field `") {
+            (child(name), "invalid_value")
         } else {
-            (path, "invalid_value")
+            (path.clone(), "invalid_value")
         };
         vec![FieldError::new(&field, code, message)]
     })
@@ -191,8 +198,9 @@ impl IfMatch {
         let tag = raw.strip_prefix("W/").unwrap_or(raw);
         tag.strip_prefix('"')
             .and_then(|t| t.strip_suffix('"'))
+            // Only the digits we write: no sign, no leading zero.
+            .filter(|t| t.bytes().all(|b| b.is_ascii_digit()) && (t.len() == 1 || !t.starts_with('0')))
             .and_then(|t| t.parse::<i32>().ok())
-            .filter(|v| *v >= 0)
             .map(Some)
             .ok_or_else(invalid_etag)
     }

@@ -126,7 +126,7 @@ pub async fn seed_demo(owner: &PgPool) -> Result<(), sqlx::Error> {
             .await?;
         sqlx::query(
             "insert into memberships (tenant_id, user_id, role) select $1::uuid, id, $3 from users where subject = $2 \
-             on conflict (tenant_id, user_id) do nothing",
+             on conflict (tenant_id, user_id) do update set role = excluded.role",
         )
         .bind(DEMO_TENANT)
         .bind(subject)
