@@ -37,7 +37,13 @@ def main():
     os.makedirs(args.report_dir, exist_ok=True)
     for old in glob.glob(os.path.join(args.report_dir, "*.json")):
         os.remove(old)
-    env = {**os.environ, "CONTRACT_BASE_URL": args.url, "CONTRACT_TOKEN": token}
+    env = {
+        **os.environ,
+        "CONTRACT_BASE_URL": args.url,
+        "CONTRACT_TOKEN": token,
+        "CONTRACT_TENANT": DEMO_TENANT,
+        "SCHEMATHESIS_HOOKS": os.path.join(HERE, "contract_hooks.py"),
+    }
     cmd = [
         "st", "--config-file", args.config, "run", args.schema,
         "--checks", "all", "--exclude-checks", "positive_data_acceptance",

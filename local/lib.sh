@@ -170,6 +170,25 @@ load_env() {
 # --- cargo lambda watch -------------------------------------------------------------------------
 
 # Start `cargo lambda watch` on 127.0.0.1:9000 unless something already answers there.
+# Sends one request to every function of the router (Cargo.toml), so each is compiled and started
+# before anything times out on its first request.
+warm_functions() {
+  local path
+  while read -r path; do
+    curl -s -o /dev/null -m "${WATCH_START_TIMEOUT:-300}" "$WATCH_URL$path" || true
+  done < <(python3 - "$ROOT/Cargo.toml" <<'PY'
+import re, sys, tomllib
+router = tomllib.load(open(sys.argv[1], "rb"))["workspace"]["metadata"]["lambda"]["watch"]["router"]
+seen = set()
+for path, target in router.items():
+    fns = {target} if isinstance(target, str) else {t["function"] for t in target}
+    if not fns <= seen:
+        seen |= fns
+        print(re.sub(r"{[^}]+}", "warm-up", path))
+PY
+)
+}
+
 start_watch() {
   if watch_ready; then
     note "cargo lambda watch: already answering on $WATCH_URL (reused)"
@@ -177,7 +196,10 @@ start_watch() {
   fi
   if port_open "$WATCH_ADDR" "$WATCH_PORT"; then die "port $WATCH_PORT is taken by something that does not answer HTTP"; fi
   [[ -f $ENV_FILE ]] || die "$ENV_FILE is missing: run local/up --services-only first"
-  (cd "$ROOT" && start_bg watch "$LOGS/watch.log" cargo lambda watch -A "$WATCH_ADDR" -P "$WATCH_PORT" --env-file "$ENV_FILE")
+  # WATCH_EXTRA_ARGS: local/test passes --ignore-changes, so files written during a test run
+  # never restart a function mid-request.
+  # shellcheck disable=SC2086
+  (cd "$ROOT" && start_bg watch "$LOGS/watch.log" cargo lambda watch -A "$WATCH_ADDR" -P "$WATCH_PORT" --env-file "$ENV_FILE" ${WATCH_EXTRA_ARGS:-})
   local pid
   read -r _ pid _ <"$PIDS/watch.pid"
   note "cargo lambda watch: started (pid $pid, log $LOGS/watch.log)"
