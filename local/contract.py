@@ -26,6 +26,7 @@ def main():
     ap.add_argument("--token", default=None, help="bearer credential (default: local/.state/token)")
     ap.add_argument("--config", default=os.path.join(HERE, "schemathesis.toml"))
     ap.add_argument("--report-dir", default=os.path.join(ROOT, "target", "contract"))
+    ap.add_argument("--figures", default=os.path.join(ROOT, "target", "gates", "contract.json"))
     args = ap.parse_args()
 
     token = args.token
@@ -63,9 +64,8 @@ def main():
             unique_failures=report["test_cases"]["unique_failures"],
             errors=sum(e.get("count", 1) for e in report.get("errors", [])),
         )
-    gates = os.path.join(ROOT, "target", "gates")
-    os.makedirs(gates, exist_ok=True)
-    with open(os.path.join(gates, "contract.json"), "w") as f:
+    os.makedirs(os.path.dirname(args.figures), exist_ok=True)
+    with open(args.figures, "w") as f:
         json.dump(figures, f)
     print("contract gate:", json.dumps(figures))
     return rc

@@ -64,17 +64,13 @@ pub fn document_json(parts: impl IntoIterator<Item = utoipa::openapi::OpenApi>) 
     let mut doc = serde_json::to_value(whole_api(parts)).unwrap_or_default();
     for link in LINKS {
         let (method, path, status) = link.from;
-        if let Some(response) = doc.pointer_mut(&format!(
-            "/paths/{}/{method}/responses/{status}",
-            path.replace('/', "~1")
-        )) {
-            if let Some(response) = response.as_object_mut() {
-                let links = response.entry("links").or_insert_with(|| serde_json::json!({}));
-                links[link.name] = serde_json::json!({
-                    "operationId": link.to_operation_id,
-                    "parameters": { link.parameter: link.expression },
-                });
-            }
+        let pointer = format!("/paths/{}/{method}/responses/{status}", path.replace('/', "~1"));
+        if let Some(response) = doc.pointer_mut(&pointer).and_then(|r| r.as_object_mut()) {
+            let links = response.entry("links").or_insert_with(|| serde_json::json!({}));
+            links[link.name] = serde_json::json!({
+                "operationId": link.to_operation_id,
+                "parameters": { link.parameter: link.expression },
+            });
         }
     }
     serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"

@@ -92,10 +92,10 @@ impl JwtVerifier {
 
     async fn refresh(&self) -> Result<(), JwtError> {
         let mut guard = self.keys.write().await;
-        if let Some(keys) = guard.as_ref() {
-            if keys.fetched.elapsed() < REFRESH_COOLDOWN {
-                return Ok(());
-            }
+        if let Some(keys) = guard.as_ref()
+            && keys.fetched.elapsed() < REFRESH_COOLDOWN
+        {
+            return Ok(());
         }
         let set = self.load().await?;
         let by_kid = set

@@ -66,11 +66,14 @@ pub fn violated_constraint(err: &sqlx::Error) -> Option<&str> {
 
 /// Maps a violation of one of `known` constraints to its domain error; anything else is
 /// internal. Lets services turn `users_email_key` into a 409 without string-matching messages.
-pub fn map_constraint(err: sqlx::Error, known: &[(&str, fn() -> DomainError)]) -> DomainError {
-    if let Some(name) = violated_constraint(&err) {
-        if let Some((_, make)) = known.iter().find(|(c, _)| *c == name) {
-            return make();
-        }
+pub fn map_constraint(err: sqlx::Error, known: &[KnownConstraint]) -> DomainError {
+    if let Some(name) = violated_constraint(&err)
+        && let Some((_, make)) = known.iter().find(|(c, _)| *c == name)
+    {
+        return make();
     }
     err.into()
 }
+
+/// A constraint name and the domain error its violation means.
+pub type KnownConstraint = (&'static str, fn() -> DomainError);

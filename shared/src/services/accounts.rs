@@ -159,13 +159,10 @@ pub async fn create_tenant(
     v.finish()?;
     let name = name.ok_or(DomainError::NotFound)?;
 
-    let mut tx = pg::begin(pool, scope).await?;
-    if let Some(key) = idem {
-        if let Some(replay) = idempotency::claim(&mut tx, scope, key).await? {
-            tx.commit().await?;
-            return Ok(Created::Replayed(replay));
-        }
-    }
+    let mut tx = match idempotency::begin(pool, scope, idem).await? {
+        Ok(tx) => tx,
+        Err(replay) => return Ok(Created::Replayed(replay)),
+    };
     let tenant_id = Uuid::now_v7();
     pg::set_tenant(&mut tx, tenant_id).await?;
     let created_at: DateTime<Utc> =
@@ -195,16 +192,7 @@ pub async fn create_tenant(
         role: Role::Owner,
         created_at,
     };
-    if let Some(key) = idem {
-        idempotency::store(
-            &mut tx,
-            scope,
-            key,
-            201,
-            &serde_json::to_value(&tenant).map_err(anyhow::Error::from)?,
-        )
-        .await?;
-    }
+    idempotency::store(&mut tx, scope, idem, 201, &tenant).await?;
     tx.commit().await?;
     Ok(Created::Fresh(tenant))
 }

@@ -134,13 +134,10 @@ pub async fn create(
     scopes.dedup();
     let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
 
-    let mut tx = pg::begin(pool, scope).await?;
-    if let Some(key) = idem {
-        if let Some(replay) = idempotency::claim(&mut tx, scope, key).await? {
-            tx.commit().await?;
-            return Ok(Created::Replayed(replay));
-        }
-    }
+    let mut tx = match idempotency::begin(pool, scope, idem).await? {
+        Ok(tx) => tx,
+        Err(replay) => return Ok(Created::Replayed(replay)),
+    };
     let new = secret::new_api_key()?;
     let key: ApiKey = sqlx::query_as(&format!(
         "insert into api_keys (id, tenant_id, name, prefix, secret_hash, role, scopes, created_by, expires_at) \
@@ -167,20 +164,11 @@ pub async fn create(
         json!({ "name": key.name, "scopes": key.scopes }),
     )
     .await?;
-    if let Some(idem) = idem {
-        let stored = CreatedApiKey {
-            key: key.clone(),
-            secret: None,
-        };
-        idempotency::store(
-            &mut tx,
-            scope,
-            idem,
-            201,
-            &serde_json::to_value(stored).map_err(anyhow::Error::from)?,
-        )
-        .await?;
-    }
+    let stored = CreatedApiKey {
+        key: key.clone(),
+        secret: None,
+    };
+    idempotency::store(&mut tx, scope, idem, 201, &stored).await?;
     tx.commit().await?;
     Ok(Created::Fresh(CreatedApiKey {
         key,

@@ -34,6 +34,9 @@ pub struct Identity {
     pub tenant: TenantChoice,
 }
 
+/// key id, tenant, role, scopes, creator.
+type KeyRow = (Uuid, Uuid, String, Vec<String>, Option<Uuid>);
+
 pub struct Authenticator {
     jwt: JwtVerifier,
     pool: PgPool,
@@ -77,7 +80,7 @@ impl Authenticator {
     }
 
     async fn api_key(&self, token: &str, requested: Option<Uuid>) -> Result<Identity, AuthError> {
-        let row: Option<(Uuid, Uuid, String, Vec<String>, Option<Uuid>)> =
+        let row: Option<KeyRow> =
             sqlx::query_as("select key_id, tenant_id, role, scopes, created_by from app_auth_api_key($1)")
                 .bind(secret::sha256(token))
                 .fetch_optional(&self.pool)

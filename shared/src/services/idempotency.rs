@@ -6,7 +6,9 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::adapters::pg::Tx;
+use sqlx::PgPool;
+
+use crate::adapters::pg::{self, Tx};
 use crate::domain::{DomainError, Scope};
 
 /// A client's key plus a fingerprint of the request it came with.
@@ -90,14 +92,35 @@ pub async fn claim(tx: &mut Tx, scope: &Scope, key: &IdempotencyKey) -> Result<O
     }
 }
 
-/// Stores the response for replays, in the same transaction as the effects.
+/// Begins a creating call's transaction. With a key, claims it first: an earlier identical
+/// request's stored answer comes back as `Err(replay)` (answer it and do nothing else).
+pub async fn begin(
+    pool: &PgPool,
+    scope: &Scope,
+    key: Option<&IdempotencyKey>,
+) -> Result<Result<Tx, Replay>, DomainError> {
+    let mut tx = pg::begin(pool, scope).await?;
+    if let Some(key) = key
+        && let Some(replay) = claim(&mut tx, scope, key).await?
+    {
+        tx.commit().await?;
+        return Ok(Err(replay));
+    }
+    Ok(Ok(tx))
+}
+
+/// Stores the response for replays, in the same transaction as the effects (no key: nothing).
 pub async fn store(
     tx: &mut Tx,
     scope: &Scope,
-    key: &IdempotencyKey,
+    key: Option<&IdempotencyKey>,
     status: u16,
-    body: &Value,
+    body: &impl serde::Serialize,
 ) -> Result<(), DomainError> {
+    let Some(key) = key else {
+        return Ok(());
+    };
+    let body = serde_json::to_value(body).map_err(anyhow::Error::from)?;
     sqlx::query("update idempotency_keys set status_code = $3, response = $4 where principal = $1 and key = $2")
         .bind(scope.actor.principal())
         .bind(&key.key)

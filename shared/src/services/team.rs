@@ -138,13 +138,10 @@ pub async fn invite(
     v.finish()?;
     let email = email.ok_or(DomainError::NotFound)?;
 
-    let mut tx = pg::begin(pool, scope).await?;
-    if let Some(key) = idem {
-        if let Some(replay) = idempotency::claim(&mut tx, scope, key).await? {
-            tx.commit().await?;
-            return Ok(Created::Replayed(replay));
-        }
-    }
+    let mut tx = match idempotency::begin(pool, scope, idem).await? {
+        Ok(tx) => tx,
+        Err(replay) => return Ok(Created::Replayed(replay)),
+    };
     let already: bool = sqlx::query_scalar(
         "select exists (select 1 from memberships m join users u on u.id = m.user_id \
          where m.tenant_id = $1 and lower(u.email) = lower($2))",
@@ -193,20 +190,11 @@ pub async fn invite(
     )
     .await?;
     let accept_url = format!("{}/invitations/{token}/accept", policy.portal_base_url);
-    if let Some(key) = idem {
-        let stored = CreatedInvitation {
-            invitation: invitation.clone(),
-            accept_url: None,
-        };
-        idempotency::store(
-            &mut tx,
-            scope,
-            key,
-            201,
-            &serde_json::to_value(stored).map_err(anyhow::Error::from)?,
-        )
-        .await?;
-    }
+    let stored = CreatedInvitation {
+        invitation: invitation.clone(),
+        accept_url: None,
+    };
+    idempotency::store(&mut tx, scope, idem, 201, &stored).await?;
     tx.commit().await?;
     Ok(Created::Fresh(CreatedInvitation {
         invitation,
