@@ -117,7 +117,7 @@ pub async fn seed_demo(owner: &PgPool) -> Result<(), sqlx::Error> {
         (DEMO_OWNER, "dev-owner", "owner@demo.local", "Demo Owner", "owner"),
         (DEMO_MEMBER, "dev-member", "member@demo.local", "Demo Member", "member"),
     ] {
-        sqlx::query("insert into users (id, subject, email, name) values ($1::uuid, $2, $3, $4) on conflict (subject) do nothing")
+        sqlx::query("insert into users (id, subject, email, name) values ($1::uuid, $2, $3, $4) on conflict (subject) do update set email = excluded.email, name = excluded.name")
             .bind(id)
             .bind(subject)
             .bind(email)
