@@ -1364,3 +1364,59 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 8. Webhook signature headers (Stripe-Signature)
+// ---------------------------------------------------------------------------------------------
+
+mod stripe_signature {
+    use super::*;
+    use shared::domain::signature::stripe::{SignatureError, parse, sign, verify};
+
+    fn secret() -> impl Strategy<Value = String> {
+        "whsec_[A-Za-z0-9]{8,40}"
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Any header text: parsed or refused, never a panic; a refusal of verify is one of the
+        /// four known kinds.
+        #[test]
+        fn any_header_is_parsed_or_refused(header in "[ -~]{0,200}", body in vec(any::<u8>(), 0..64)) {
+            let _ = parse(&header);
+            match verify(&header, &body, &["whsec_x"], 1_000, 300) {
+                Ok(_) | Err(SignatureError::Malformed | SignatureError::NoV1 | SignatureError::Timestamp | SignatureError::Mismatch) => {}
+            }
+        }
+
+        /// What we sign verifies for any secret, body and time inside the tolerance, in either
+        /// direction; outside it, it is refused as stale or early.
+        #[test]
+        fn signed_bodies_verify_within_tolerance(s in secret(), body in vec(any::<u8>(), 0..512), t in 0i64..4_000_000_000, skew in -600i64..600) {
+            let header = sign(&s, t, &body);
+            let result = verify(&header, &body, &[s.as_str()], t + skew, 300);
+            if skew.abs() <= 300 {
+                prop_assert_eq!(result, Ok(t));
+            } else {
+                prop_assert_eq!(result, Err(SignatureError::Timestamp));
+            }
+        }
+
+        /// Changing one byte of the body, or verifying with another secret, never verifies;
+        /// adding the right signature among wrong ones (rotation) does.
+        #[test]
+        fn a_changed_body_or_secret_is_refused(s in secret(), other in secret(), body in vec(any::<u8>(), 1..256), at in any::<prop::sample::Index>(), flip in 1u8..=255) {
+            let header = sign(&s, 1_000, &body);
+            let mut changed = body.clone();
+            let i = at.index(changed.len());
+            changed[i] ^= flip;
+            prop_assert_eq!(verify(&header, &changed, &[s.as_str()], 1_000, 300), Err(SignatureError::Mismatch));
+            if other != s {
+                prop_assert_eq!(verify(&header, &body, &[other.as_str()], 1_000, 300), Err(SignatureError::Mismatch));
+                let rotated = format!("{},{}", sign(&other, 1_000, &body), header.split(',').nth(1).unwrap());
+                prop_assert_eq!(verify(&rotated, &body, &[s.as_str()], 1_000, 300), Ok(1_000));
+            }
+        }
+    }
+}

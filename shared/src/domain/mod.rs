@@ -4,6 +4,7 @@ pub mod page;
 mod role;
 mod scope;
 pub mod secret;
+pub mod signature;
 pub mod validate;
 
 pub use error::DomainError;
