@@ -10,7 +10,11 @@ pub fn random_hex(n: usize) -> anyhow::Result<String> {
 }
 
 pub fn sha256(value: &str) -> Vec<u8> {
-    Sha256::digest(value.as_bytes()).to_vec()
+    sha256_bytes(value.as_bytes())
+}
+
+pub fn sha256_bytes(value: &[u8]) -> Vec<u8> {
+    Sha256::digest(value).to_vec()
 }
 
 /// A new API key: `pk_<8-hex prefix>_<32-hex secret>`. The prefix is shown in lists so people

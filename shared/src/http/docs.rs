@@ -128,3 +128,10 @@ problem_set!(
     /// Optimistic concurrency.
     PreconditionFailed { "412" => "The If-Match ETag is not the current version" }
 );
+problem_set!(
+    /// A signed webhook: the signature is checked before anything is recorded.
+    SignatureProblems {
+        "400" => "Missing, malformed, stale or forged signature: nothing was recorded",
+        "503" => "The event could not be recorded or handed on: retry",
+    }
+);

@@ -5,4 +5,6 @@ pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod idempotency;
+#[cfg(all(feature = "dynamodb", feature = "sqs"))]
+pub mod stripe_inbox;
 pub mod team;

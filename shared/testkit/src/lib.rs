@@ -429,3 +429,17 @@ pub fn shared_fixtures(sub: &str) -> Option<std::path::PathBuf> {
         None
     }
 }
+
+/// The AWS SDK configuration for the moto server of the local stack (`TEST_AWS_ENDPOINT`,
+/// default http://127.0.0.1:5000; credentials test/test, us-east-1). Tests create their own
+/// uniquely named tables, queues and buckets in it.
+#[cfg(feature = "aws")]
+pub async fn moto() -> aws_config::SdkConfig {
+    let endpoint = std::env::var("TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .test_credentials()
+        .load()
+        .await
+}

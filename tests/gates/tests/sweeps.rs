@@ -63,6 +63,34 @@ fn no_ids<'a>(_: &'a World, _: &'a str) -> Pin<Box<dyn Future<Output = Option<Pa
     Box::pin(async { None })
 }
 
+/// stripe-webhook's router with clients that are never called: the sweeps only read its ROUTES
+/// (signed routes are not tenant routes); its behaviour is tested against moto in its own crate.
+fn stripe_webhook_router(_: &TestApp) -> axum::Router {
+    let region = aws_sdk_dynamodb::config::Region::new("us-east-1");
+    let dynamo = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(region.clone())
+            .build(),
+    );
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .build(),
+    );
+    let config = shared::services::stripe_inbox::InboxConfig {
+        secrets: vec!["whsec_gates".to_owned()],
+        tolerance_secs: 300,
+        table: "unused".to_owned(),
+        queue_url: "unused".to_owned(),
+    };
+    let inbox = shared::services::stripe_inbox::StripeInbox::new(config, dynamo, sqs);
+    stripe_webhook::router(stripe_webhook::WebhookState {
+        inbox: std::sync::Arc::new(inbox),
+    })
+}
+
 /// Every HTTP function, once.
 fn functions() -> Vec<Function> {
     vec![
@@ -79,6 +107,13 @@ fn functions() -> Vec<Function> {
             router: |app: &TestApp| api_docs::router(api_docs::DocsState { db: app.db.app.clone() }),
             factory: no_ids as Factory,
             events_dir: "api-docs",
+        },
+        Function {
+            name: "stripe-webhook",
+            routes: stripe_webhook::ROUTES,
+            router: stripe_webhook_router,
+            factory: no_ids as Factory,
+            events_dir: "stripe-webhook",
         },
     ]
 }

@@ -1,0 +1,225 @@
+//! The Stripe webhook inbox: verify the signature on the exact raw bytes, record the event
+//! durably (a DynamoDB conditional write on its id, with the raw body and headers) before
+//! anything else, hand it on to the billing queue (SQS), and only then acknowledge.
+//!
+//! A crash or retry at any point loses nothing and applies nothing twice: a duplicate delivery
+//! finds the record; if the record was never marked forwarded (the hand-off failed or the
+//! sandbox died after the write), it is handed on again — the consumer is idempotent on the
+//! event id — and only then acknowledged.
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::Deserialize;
+use std::time::Duration;
+
+use crate::domain::signature::stripe::{self, SignatureError};
+
+/// How long a received event is kept in the inbox table (DynamoDB TTL).
+const RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+
+#[derive(Debug, Clone)]
+pub struct InboxConfig {
+    /// Every active endpoint secret (`whsec_...`); more than one during a rotation.
+    pub secrets: Vec<String>,
+    pub tolerance_secs: i64,
+    pub table: String,
+    pub queue_url: String,
+}
+
+/// The envelope of a Stripe event: just what the inbox needs, read leniently.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Envelope {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(default)]
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub created: Option<i64>,
+    #[serde(default)]
+    pub livemode: Option<bool>,
+}
+
+impl Envelope {
+    /// `None` when the body is not a Stripe event envelope (no string id and type).
+    pub fn parse(body: &[u8]) -> Option<Self> {
+        serde_json::from_slice::<Envelope>(body).ok().filter(|e| {
+            e.id.starts_with("evt_") && e.id.len() <= 255 && !e.event_type.is_empty() && e.event_type.len() <= 255
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// Recorded and handed on now.
+    Accepted { event_id: String },
+    /// Already recorded and handed on: nothing more happened.
+    Duplicate { event_id: String },
+    /// Signed, but not an event we can read: kept for inspection, not handed on.
+    Unreadable { key: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// The record or the hand-off failed: answer 5xx so Stripe retries.
+    #[error("the event could not be recorded or handed on: {0}")]
+    Unavailable(String),
+}
+
+pub struct StripeInbox {
+    config: InboxConfig,
+    dynamo: aws_sdk_dynamodb::Client,
+    sqs: aws_sdk_sqs::Client,
+}
+
+enum Record {
+    New,
+    Exists { forwarded: bool },
+}
+
+fn unavailable(e: impl std::fmt::Display) -> InboxError {
+    InboxError::Unavailable(e.to_string())
+}
+
+impl StripeInbox {
+    pub fn new(config: InboxConfig, dynamo: aws_sdk_dynamodb::Client, sqs: aws_sdk_sqs::Client) -> Self {
+        Self { config, dynamo, sqs }
+    }
+
+    /// Handles one delivery. `signature` is the `Stripe-Signature` header; `now` Unix seconds.
+    #[tracing::instrument(skip_all)]
+    pub async fn receive(&self, signature: Option<&str>, body: &[u8], now: i64) -> Result<Received, InboxError> {
+        let secrets: Vec<&str> = self.config.secrets.iter().map(String::as_str).collect();
+        stripe::verify(
+            signature.ok_or(SignatureError::Malformed)?,
+            body,
+            &secrets,
+            now,
+            self.config.tolerance_secs,
+        )?;
+        let Some(envelope) = Envelope::parse(body) else {
+            let key = format!("unreadable:{}", hex::encode(crate::domain::secret::sha256_bytes(body)));
+            tracing::error!(alert = "stripe_unreadable_event", key = %key, bytes = body.len(), "signed Stripe delivery is not a readable event; kept for inspection");
+            self.record(&key, "unreadable", None, body, signature, now).await?;
+            return Ok(Received::Unreadable { key });
+        };
+        let event_id = envelope.id.clone();
+        tracing::Span::current().record("event_id", event_id.as_str());
+        match self
+            .record(&event_id, &envelope.event_type, Some(&envelope), body, signature, now)
+            .await?
+        {
+            Record::Exists { forwarded: true } => {
+                tracing::info!(event_id = %event_id, event_type = %envelope.event_type, "duplicate delivery");
+                Ok(Received::Duplicate { event_id })
+            }
+            Record::New | Record::Exists { forwarded: false } => {
+                self.hand_off(&envelope).await?;
+                self.mark_forwarded(&event_id).await?;
+                tracing::info!(event_id = %event_id, event_type = %envelope.event_type, "recorded and handed on");
+                Ok(Received::Accepted { event_id })
+            }
+        }
+    }
+
+    async fn record(
+        &self,
+        key: &str,
+        event_type: &str,
+        envelope: Option<&Envelope>,
+        body: &[u8],
+        signature: Option<&str>,
+        now: i64,
+    ) -> Result<Record, InboxError> {
+        let expires = now.saturating_add(i64::try_from(RETENTION.as_secs()).unwrap_or(i64::MAX));
+        let mut put = self
+            .dynamo
+            .put_item()
+            .table_name(&self.config.table)
+            .item("event_id", AttributeValue::S(key.to_owned()))
+            .item("type", AttributeValue::S(event_type.to_owned()))
+            .item("raw_body", AttributeValue::B(Blob::new(body.to_vec())))
+            .item(
+                "stripe_signature",
+                AttributeValue::S(signature.unwrap_or_default().to_owned()),
+            )
+            .item("received_at", AttributeValue::N(now.to_string()))
+            .item("expires_at", AttributeValue::N(expires.to_string()))
+            .item(
+                "status",
+                AttributeValue::S(if envelope.is_some() { "received" } else { "unreadable" }.to_owned()),
+            )
+            .condition_expression("attribute_not_exists(event_id)");
+        if let Some(e) = envelope {
+            if let Some(v) = &e.api_version {
+                put = put.item("api_version", AttributeValue::S(v.clone()));
+            }
+            if let Some(c) = e.created {
+                put = put.item("created", AttributeValue::N(c.to_string()));
+            }
+            if let Some(l) = e.livemode {
+                put = put.item("livemode", AttributeValue::Bool(l));
+            }
+        }
+        match put.send().await {
+            Ok(_) => Ok(Record::New),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                let item = self
+                    .dynamo
+                    .get_item()
+                    .table_name(&self.config.table)
+                    .key("event_id", AttributeValue::S(key.to_owned()))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                let status = item
+                    .item()
+                    .and_then(|i| i.get("status"))
+                    .and_then(|s| s.as_s().ok())
+                    .cloned();
+                Ok(Record::Exists {
+                    forwarded: status.as_deref() != Some("received"),
+                })
+            }
+            Err(err) => Err(unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(err))),
+        }
+    }
+
+    async fn hand_off(&self, envelope: &Envelope) -> Result<(), InboxError> {
+        let message = serde_json::json!({ "event_id": envelope.id, "type": envelope.event_type });
+        let attribute = aws_sdk_sqs::types::MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(&envelope.event_type)
+            .build()
+            .map_err(unavailable)?;
+        self.sqs
+            .send_message()
+            .queue_url(&self.config.queue_url)
+            .message_body(message.to_string())
+            .message_attributes("event_type", attribute)
+            .send()
+            .await
+            .map_err(|e| unavailable(aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+        Ok(())
+    }
+
+    async fn mark_forwarded(&self, key: &str) -> Result<(), InboxError> {
+        self.dynamo
+            .update_item()
+            .table_name(&self.config.table)
+            .key("event_id", AttributeValue::S(key.to_owned()))
+            .update_expression("SET #s = :f")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":f", AttributeValue::S("forwarded".to_owned()))
+            .send()
+            .await
+            .map_err(|e| unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+        Ok(())
+    }
+}
