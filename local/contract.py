@@ -36,7 +36,7 @@ def main():
             sys.exit("no dev token at local/.state/token: run local/up --services-only first")
         token = open(path).read().strip()
     os.makedirs(args.report_dir, exist_ok=True)
-    for old in glob.glob(os.path.join(args.report_dir, "*.json")):
+    for old in glob.glob(os.path.join(args.report_dir, "*.json")) + glob.glob(os.path.join(args.report_dir, "*.txt")):
         os.remove(old)
     env = {
         **os.environ,
@@ -44,6 +44,7 @@ def main():
         "CONTRACT_TOKEN": token,
         "CONTRACT_TENANT": DEMO_TENANT,
         "SCHEMATHESIS_HOOKS": os.path.join(HERE, "contract_hooks.py"),
+        "CONTRACT_EMULATOR_LOG": os.path.join(args.report_dir, "emulator-500s.txt"),
     }
     cmd = [
         "st", "--config-file", args.config, "run", args.schema,
@@ -55,6 +56,12 @@ def main():
     rc = subprocess.call(cmd, env=env, cwd=ROOT)
     reports = sorted(glob.glob(os.path.join(args.report_dir, "json-*.json")))
     figures = {"exit_code": rc, "seconds": round(time.monotonic() - started)}
+    emulator_log = env["CONTRACT_EMULATOR_LOG"]
+    if os.path.exists(emulator_log):
+        dropped = open(emulator_log, encoding="utf-8").read().splitlines()
+        figures["emulator_500s_dropped"] = len(dropped)
+        for line in dropped[:10]:
+            print(f"contract gate: the local emulator (not the API) answered its own 500 to {line}")
     if reports:
         report = json.load(open(reports[-1]))
         figures.update(

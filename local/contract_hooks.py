@@ -1,17 +1,22 @@
 """schemathesis hooks for the contract gate (loaded by local/contract.py via SCHEMATHESIS_HOOKS).
 
-About one thing only: request bodies that are not UTF-8. API Gateway hands such a body to the
-function base64-encoded (`isBase64Encoded`), and the Body extractor answers 415/422; but the
-local emulator (`cargo lambda watch`) cannot carry one to the function at all and answers its
-own 500 page before the function runs. So:
+About the local emulator (`cargo lambda watch`) only, never about the functions:
 
-- generated cases with such a body are not sent (`filter_case`);
-- a 500 that is the emulator's own page, for a request whose body is not UTF-8 (the checks that
-  send other media types build those bodies themselves), is not the API's failure
-  (`filter_failure`). A 500 from the functions is never dropped: theirs are problem+json.
-
-The functions' handling of arbitrary bytes is covered by shared/tests/properties.rs.
+- Request bodies that are not UTF-8: API Gateway hands such a body to the function
+  base64-encoded (`isBase64Encoded`) and the Body extractor answers 415/422, but the emulator
+  cannot carry one to the function at all. Generated cases with such a body are not sent
+  (`filter_case`); the functions' handling of arbitrary bytes is covered by
+  shared/tests/properties.rs.
+- The emulator's own 500 page (`{"type":"https://httpstatuses.com/500",...}`, text/plain): it
+  answers it when it cannot carry a request or a response between HTTP and the function (seen
+  for non-UTF-8 bodies, and rarely for a response the function logged as 200). A function's
+  own failure never looks like it: ours are problem+json with a `/problems/...` type, and a
+  function error or panic comes back as `{"errorType":...,"errorMessage":...}`. Such failures
+  are dropped (`filter_failure`) and counted in CONTRACT_EMULATOR_LOG, which local/contract.py
+  prints with its figures.
 """
+import os
+
 import schemathesis
 
 # What cargo-lambda's emulator answers when it cannot turn a request into a Lambda event.
@@ -40,5 +45,9 @@ def filter_case(context, case) -> bool:
 @schemathesis.hook
 def filter_failure(context, failure, case, response) -> bool:
     emulator_page = response.status_code == 500 and response.content.strip() == EMULATOR_500
-    sent = getattr(response.request, "body", None)
-    return not (emulator_page and not _is_utf8(sent))
+    if emulator_page:
+        log = os.environ.get("CONTRACT_EMULATOR_LOG")
+        if log:
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(f"{response.request.method} {response.request.url}\n")
+    return not emulator_page
