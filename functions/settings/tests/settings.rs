@@ -754,9 +754,11 @@ async fn the_last_owner_can_be_neither_demoted_nor_removed() {
             .json(json!({"role": "admin"}))
             .send(&router)
     );
+    // The loser is refused either as the last owner (409) or, when it is authorised after the
+    // winner committed, as an admin touching an owner (403).
     let mut statuses = [a.status.as_u16(), b.status.as_u16()];
     statuses.sort();
-    assert_eq!(statuses, [200, 409]);
+    assert!(statuses == [200, 409] || statuses == [200, 403], "{statuses:?}");
     let owners: i64 = sqlx::query_scalar("select count(*) from memberships where tenant_id = $1 and role = 'owner'")
         .bind(t)
         .fetch_one(&app.db.owner)

@@ -5,7 +5,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::domain::{DomainError, Scope};
+use crate::domain::{DomainError, Page, PageRequest, Scope};
 
 pub type Tx = Transaction<'static, Postgres>;
 
@@ -77,3 +77,30 @@ pub fn map_constraint(err: sqlx::Error, known: &[KnownConstraint]) -> DomainErro
 
 /// A constraint name and the domain error its violation means.
 pub type KnownConstraint = (&'static str, fn() -> DomainError);
+
+/// The sort key of lists ordered by a timestamp and an id (newest or oldest first).
+pub type TimeKey = (chrono::DateTime<chrono::Utc>, uuid::Uuid);
+
+/// One page of a keyset-paginated list, read in the request's tenant transaction. `sql` takes
+/// the cursor's timestamp and id as `$1` and `$2` (both null on the first page) and the row count
+/// as `$3`; `key` gives a row's sort key for the next cursor.
+pub async fn page_by_time<T>(
+    pool: &PgPool,
+    scope: &Scope,
+    sql: &str,
+    page: &PageRequest<TimeKey>,
+    key: impl Fn(&T) -> TimeKey,
+) -> Result<Page<T>, DomainError>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let mut tx = begin(pool, scope).await?;
+    let rows: Vec<T> = sqlx::query_as(sql)
+        .bind(page.after.map(|a| a.0))
+        .bind(page.after.map(|a| a.1))
+        .bind(page.fetch())
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Page::from_rows(rows, page.limit, key))
+}

@@ -82,18 +82,11 @@ pub async fn list(
     scope: &Scope,
     page: &PageRequest<(DateTime<Utc>, Uuid)>,
 ) -> Result<Page<ApiKey>, DomainError> {
-    let mut tx = pg::begin(pool, scope).await?;
-    let rows: Vec<ApiKey> = sqlx::query_as(&format!(
+    let sql = format!(
         "select {COLUMNS} from api_keys where ($1::timestamptz is null or (created_at, id) < ($1, $2)) \
          order by created_at desc, id desc limit $3"
-    ))
-    .bind(page.after.map(|a| a.0))
-    .bind(page.after.map(|a| a.1))
-    .bind(page.fetch())
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Page::from_rows(rows, page.limit, |k| (k.created_at, k.id)))
+    );
+    pg::page_by_time(pool, scope, &sql, page, |k: &ApiKey| (k.created_at, k.id)).await
 }
 
 pub async fn create(

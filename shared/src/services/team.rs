@@ -77,21 +77,12 @@ pub async fn list_members(
     scope: &Scope,
     page: &PageRequest<(DateTime<Utc>, Uuid)>,
 ) -> Result<Page<Member>, DomainError> {
-    let mut tx = pg::begin(pool, scope).await?;
-    let rows: Vec<Member> = sqlx::query_as(
-        "select m.user_id, u.email, u.name, m.role, m.created_at as joined_at, m.version \
-         from memberships m join users u on u.id = m.user_id \
-         where m.tenant_id = app_current_tenant() \
-           and ($1::timestamptz is null or (m.created_at, m.user_id) > ($1, $2)) \
-         order by m.created_at, m.user_id limit $3",
-    )
-    .bind(page.after.map(|a| a.0))
-    .bind(page.after.map(|a| a.1))
-    .bind(page.fetch())
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Page::from_rows(rows, page.limit, |m| (m.joined_at, m.user_id)))
+    let sql = "select m.user_id, u.email, u.name, m.role, m.created_at as joined_at, m.version \
+               from memberships m join users u on u.id = m.user_id \
+               where m.tenant_id = app_current_tenant() \
+                 and ($1::timestamptz is null or (m.created_at, m.user_id) > ($1, $2)) \
+               order by m.created_at, m.user_id limit $3";
+    pg::page_by_time(pool, scope, sql, page, |m: &Member| (m.joined_at, m.user_id)).await
 }
 
 /// Open invitations (not accepted, not revoked), newest first; expired ones included.
@@ -100,20 +91,11 @@ pub async fn list_invitations(
     scope: &Scope,
     page: &PageRequest<(DateTime<Utc>, Uuid)>,
 ) -> Result<Page<Invitation>, DomainError> {
-    let mut tx = pg::begin(pool, scope).await?;
-    let rows: Vec<Invitation> = sqlx::query_as(
-        "select id, email, role, invited_by, created_at, expires_at from invitations \
-         where accepted_at is null and revoked_at is null \
-           and ($1::timestamptz is null or (created_at, id) < ($1, $2)) \
-         order by created_at desc, id desc limit $3",
-    )
-    .bind(page.after.map(|a| a.0))
-    .bind(page.after.map(|a| a.1))
-    .bind(page.fetch())
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Page::from_rows(rows, page.limit, |i| (i.created_at, i.id)))
+    let sql = "select id, email, role, invited_by, created_at, expires_at from invitations \
+               where accepted_at is null and revoked_at is null \
+                 and ($1::timestamptz is null or (created_at, id) < ($1, $2)) \
+               order by created_at desc, id desc limit $3";
+    pg::page_by_time(pool, scope, sql, page, |i: &Invitation| (i.created_at, i.id)).await
 }
 
 /// Invites an address with a role. A newer invitation for the same address replaces the open
@@ -337,15 +319,33 @@ async fn owners_locked(tx: &mut Tx) -> Result<usize, DomainError> {
     Ok(owners.len())
 }
 
-async fn member_role_locked(tx: &mut Tx, user_id: Uuid) -> Result<(Role, i32), DomainError> {
-    let row: Option<(String, i32)> = sqlx::query_as(
-        "select role, version from memberships where tenant_id = app_current_tenant() and user_id = $1 for update",
+/// Locks the target's membership row, and the acting user's, in one statement ordered by id (so
+/// two admins acting on each other cannot deadlock), and returns the target's role and version
+/// and the actor's role as it is now (it may have changed since the request was authorised).
+async fn lock_target_and_actor(tx: &mut Tx, scope: &Scope, target: Uuid) -> Result<((Role, i32), Role), DomainError> {
+    let actor = scope.actor.user_id();
+    let ids: Vec<Uuid> = std::iter::once(target).chain(actor).collect();
+    let rows: Vec<(Uuid, String, i32)> = sqlx::query_as(
+        "select user_id, role, version from memberships where tenant_id = app_current_tenant() \
+         and user_id = any($1) order by user_id for update",
     )
-    .bind(user_id)
-    .fetch_optional(&mut **tx)
+    .bind(&ids)
+    .fetch_all(&mut **tx)
     .await?;
-    let (role, version) = row.ok_or(DomainError::NotFound)?;
-    Ok((role.parse().map_err(anyhow::Error::from)?, version))
+    let role_of = |id: Uuid| -> Result<Option<(Role, i32)>, DomainError> {
+        rows.iter()
+            .find(|(u, _, _)| *u == id)
+            .map(|(_, r, v)| Ok((r.parse::<Role>().map_err(anyhow::Error::from)?, *v)))
+            .transpose()
+    };
+    let target_row = role_of(target)?.ok_or(DomainError::NotFound)?;
+    let actor_role = match actor {
+        // A user acting: their role now, under the lock (a removed actor finds nothing).
+        Some(me) => role_of(me)?.ok_or(DomainError::NotFound)?.0,
+        // An API key acts with its own role.
+        None => scope.role().ok_or(DomainError::NotFound)?,
+    };
+    Ok((target_row, actor_role))
 }
 
 pub async fn change_role(
@@ -355,10 +355,10 @@ pub async fn change_role(
     change: RoleChange,
     if_match: Option<i32>,
 ) -> Result<Member, DomainError> {
-    let (tenant_id, my_role) = tenant(scope)?;
+    let (tenant_id, _) = tenant(scope)?;
     let mut tx = pg::begin(pool, scope).await?;
     let owners = owners_locked(&mut tx).await?;
-    let (current, version) = member_role_locked(&mut tx, user_id).await?;
+    let ((current, version), my_role) = lock_target_and_actor(&mut tx, scope, user_id).await?;
     if if_match.is_some_and(|v| v != version) {
         return Err(DomainError::StaleVersion);
     }
@@ -408,10 +408,10 @@ pub async fn change_role(
 
 /// Removes a member (an admin removing someone, or anyone leaving). Their API keys are revoked.
 pub async fn remove_member(pool: &PgPool, scope: &Scope, user_id: Uuid) -> Result<(), DomainError> {
-    let (tenant_id, my_role) = tenant(scope)?;
+    let (tenant_id, _) = tenant(scope)?;
     let mut tx = pg::begin(pool, scope).await?;
     let owners = owners_locked(&mut tx).await?;
-    let (current, _) = member_role_locked(&mut tx, user_id).await?;
+    let ((current, _), my_role) = lock_target_and_actor(&mut tx, scope, user_id).await?;
     let leaving = scope.actor.user_id() == Some(user_id);
     if !leaving && !my_role.can_manage(current) {
         return Err(DomainError::Forbidden(format!("a {my_role} cannot remove a {current}")));
