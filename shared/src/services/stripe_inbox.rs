@@ -162,6 +162,9 @@ impl StripeInbox {
                 put = put.item("livemode", AttributeValue::Bool(l));
             }
         }
+        let put = put.return_values_on_condition_check_failure(
+            aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+        );
         match put.send().await {
             Ok(_) => Ok(Record::New),
             Err(err)
@@ -169,20 +172,32 @@ impl StripeInbox {
                     .as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
-                let item = self
-                    .dynamo
-                    .get_item()
-                    .table_name(&self.config.table)
-                    .key("event_id", AttributeValue::S(key.to_owned()))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(unavailable)?;
-                let status = item
-                    .item()
-                    .and_then(|i| i.get("status"))
-                    .and_then(|s| s.as_s().ok())
-                    .cloned();
+                // The existing record comes back with the refusal (one round trip); read it
+                // when the store does not send it.
+                let returned = match err.as_service_error() {
+                    Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(e)) => e
+                        .item()
+                        .and_then(|i| i.get("status"))
+                        .and_then(|s| s.as_s().ok())
+                        .cloned(),
+                    _ => None,
+                };
+                let status = match returned {
+                    Some(status) => Some(status),
+                    None => self
+                        .dynamo
+                        .get_item()
+                        .table_name(&self.config.table)
+                        .key("event_id", AttributeValue::S(key.to_owned()))
+                        .consistent_read(true)
+                        .send()
+                        .await
+                        .map_err(unavailable)?
+                        .item()
+                        .and_then(|i| i.get("status"))
+                        .and_then(|s| s.as_s().ok())
+                        .cloned(),
+                };
                 Ok(Record::Exists {
                     forwarded: status.as_deref() != Some("received"),
                 })

@@ -1,0 +1,194 @@
+//! Stripe webhook pipeline benchmark, one run, against the AWS endpoint of the local stack
+//! (moto at AWS_ENDPOINT_URL, default http://127.0.0.1:5000):
+//!
+//! - baseline: one bare DynamoDB PutItem per event (the floor any durable record costs);
+//! - inbox: `StripeInbox::receive` — signature verify, conditional record, SQS hand-off, mark
+//!   forwarded — for new events, and for duplicate deliveries;
+//! - verify alone, in process.
+//!
+//! Prints p50/p99 latency, events/s (sequential and with 8 in flight) and ratios to the baseline.
+//! Usage: cargo run --release -p bench-webhook [-- EVENTS]
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use shared::domain::signature::stripe;
+use shared::services::stripe_inbox::{InboxConfig, StripeInbox};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "whsec_bench";
+
+fn body(i: usize, run: &str) -> Vec<u8> {
+    format!(
+        r#"{{"id":"evt_{run}_{i}","object":"event","type":"invoice.paid","api_version":"2025-04-30.basil","created":1750000000,"livemode":false,"data":{{"object":{{"id":"in_{i}","object":"invoice","amount_paid":4900,"currency":"usd"}}}}}}"#
+    )
+    .into_bytes()
+}
+
+fn stats(name: &str, mut samples: Vec<Duration>, wall: Duration, baseline_p50: Option<f64>) -> f64 {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let p50 = ms(samples[samples.len() / 2]);
+    let p99 = ms(samples[(samples.len() * 99 / 100).min(samples.len() - 1)]);
+    let rate = samples.len() as f64 / wall.as_secs_f64();
+    let ratio = baseline_p50
+        .map(|b| format!("  p50 ratio {:5.2}x", p50 / b))
+        .unwrap_or_default();
+    println!("  {name:44} p50 {p50:8.3} ms  p99 {p99:8.3} ms  {rate:8.1} events/s{ratio}");
+    p50
+}
+
+#[tokio::main]
+async fn main() {
+    let events: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(300);
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .test_credentials()
+        .load()
+        .await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let table = format!("bench-stripe-events-{run}");
+    dynamo
+        .create_table()
+        .table_name(&table)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("event_id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("event_id")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("the moto server answers: run local/up --services-only first");
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(format!("bench-billing-{run}"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
+    let inbox = Arc::new(StripeInbox::new(
+        InboxConfig {
+            secrets: vec![SECRET.to_owned()],
+            tolerance_secs: 300,
+            table: table.clone(),
+            queue_url,
+        },
+        dynamo.clone(),
+        sqs,
+    ));
+    println!("Stripe webhook pipeline, {events} events each, against {endpoint}:");
+
+    // Baseline: one bare PutItem per event.
+    let mut samples = Vec::new();
+    let wall = Instant::now();
+    for i in 0..events {
+        let t = Instant::now();
+        dynamo
+            .put_item()
+            .table_name(&table)
+            .item("event_id", AttributeValue::S(format!("baseline_{i}")))
+            .item("raw_body", AttributeValue::B(body(i, &run).into()))
+            .send()
+            .await
+            .unwrap();
+        samples.push(t.elapsed());
+    }
+    let base = stats("baseline: one DynamoDB PutItem", samples, wall.elapsed(), None);
+
+    let now = chrono::Utc::now().timestamp();
+    let deliveries: Vec<(Vec<u8>, String)> = (0..events)
+        .map(|i| {
+            let b = body(i, &run);
+            let h = stripe::sign(SECRET, now, &b);
+            (b, h)
+        })
+        .collect();
+
+    // Verify alone, in process.
+    let mut samples = Vec::new();
+    let wall = Instant::now();
+    for (b, h) in &deliveries {
+        let t = Instant::now();
+        stripe::verify(h, b, &[SECRET], now, 300).unwrap();
+        samples.push(t.elapsed());
+    }
+    stats("verify only (in process)", samples, wall.elapsed(), Some(base));
+
+    // New events, one at a time.
+    let mut samples = Vec::new();
+    let wall = Instant::now();
+    for (b, h) in &deliveries {
+        let t = Instant::now();
+        inbox.receive(Some(h), b, now).await.unwrap();
+        samples.push(t.elapsed());
+    }
+    stats(
+        "inbox: verify + record + hand-off (new)",
+        samples,
+        wall.elapsed(),
+        Some(base),
+    );
+
+    // The same deliveries again: duplicates.
+    let mut samples = Vec::new();
+    let wall = Instant::now();
+    for (b, h) in &deliveries {
+        let t = Instant::now();
+        inbox.receive(Some(h), b, now).await.unwrap();
+        samples.push(t.elapsed());
+    }
+    stats("inbox: duplicate delivery", samples, wall.elapsed(), Some(base));
+
+    // New events, 8 in flight.
+    let fresh: Vec<(Vec<u8>, String)> = (0..events)
+        .map(|i| {
+            let b = body(i + events, &run);
+            let h = stripe::sign(SECRET, now, &b);
+            (b, h)
+        })
+        .collect();
+    let wall = Instant::now();
+    let mut handles = Vec::new();
+    for chunk in fresh.chunks(fresh.len().div_ceil(8)) {
+        let inbox = inbox.clone();
+        let chunk = chunk.to_vec();
+        handles.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            for (b, h) in chunk {
+                let t = Instant::now();
+                inbox.receive(Some(&h), &b, now).await.unwrap();
+                samples.push(t.elapsed());
+            }
+            samples
+        }));
+    }
+    let mut samples = Vec::new();
+    for h in handles {
+        samples.extend(h.await.unwrap());
+    }
+    stats("inbox: new, 8 in flight", samples, wall.elapsed(), Some(base));
+    let _ = dynamo.delete_table().table_name(&table).send().await;
+}
