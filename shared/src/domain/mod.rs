@@ -5,6 +5,7 @@ mod role;
 mod scope;
 pub mod secret;
 pub mod signature;
+pub mod stripe_objects;
 pub mod validate;
 
 pub use error::DomainError;
