@@ -1,5 +1,5 @@
 //! Stripe webhook pipeline benchmark, one run, against the AWS endpoint of the local stack
-//! (moto at AWS_ENDPOINT_URL, default http://127.0.0.1:5000):
+//! (moto at TEST_AWS_ENDPOINT, default http://127.0.0.1:5000):
 //!
 //! - baseline: one bare DynamoDB PutItem per event (the floor any durable record costs);
 //! - inbox: `StripeInbox::receive` — signature verify, conditional record, SQS hand-off, mark
@@ -15,9 +15,7 @@
     clippy::indexing_slicing
 )]
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use shared::domain::signature::stripe;
 use shared::services::stripe_inbox::{InboxConfig, StripeInbox};
 use std::sync::Arc;
@@ -48,47 +46,12 @@ fn stats(name: &str, mut samples: Vec<Duration>, wall: Duration, baseline_p50: O
 #[tokio::main]
 async fn main() {
     let events: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(300);
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
-    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .test_credentials()
-        .load()
-        .await;
+    let endpoint = std::env::var("TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
+    let aws = testkit::moto().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let run = uuid::Uuid::new_v4().simple().to_string();
-    let table = format!("bench-stripe-events-{run}");
-    dynamo
-        .create_table()
-        .table_name(&table)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("event_id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("event_id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("the moto server answers: run local/up --services-only first");
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(format!("bench-billing-{run}"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_owned();
+    let (table, queue_url) = testkit::stripe_inbox_resources(&aws, "bench").await;
     let inbox = Arc::new(StripeInbox::new(
         InboxConfig {
             secrets: vec![SECRET.to_owned()],

@@ -2,9 +2,7 @@
 //! with its own table and queue — and the real Stripe payloads of ../shared/fixtures/stripe.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 use shared::domain::signature::stripe::sign;
 use shared::services::stripe_inbox::{InboxConfig, StripeInbox};
@@ -26,36 +24,7 @@ async fn stack_with_queue(queue_url: Option<String>) -> Stack {
     let aws = testkit::moto().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
     let sqs = aws_sdk_sqs::Client::new(&aws);
-    let unique = uuid::Uuid::new_v4().simple().to_string();
-    let table = format!("stripe-events-{unique}");
-    dynamo
-        .create_table()
-        .table_name(&table)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("event_id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("event_id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("moto answers: run local/up --services-only first");
-    let created = sqs
-        .create_queue()
-        .queue_name(format!("billing-events-{unique}"))
-        .send()
-        .await
-        .unwrap();
-    let real_queue = created.queue_url().unwrap().to_owned();
+    let (table, real_queue) = testkit::stripe_inbox_resources(&aws, "test").await;
     let config = InboxConfig {
         secrets: vec![SECRET.to_owned(), OLD_SECRET.to_owned()],
         tolerance_secs: 300,

@@ -443,3 +443,40 @@ pub async fn moto() -> aws_config::SdkConfig {
         .load()
         .await
 }
+
+/// A uniquely named Stripe inbox in moto, shaped like template.yaml's `StripeEventsTable` (hash
+/// key `event_id`) and `BillingEventsQueue`: returns the table name and the queue URL.
+#[cfg(feature = "aws")]
+pub async fn stripe_inbox_resources(aws: &aws_config::SdkConfig, prefix: &str) -> (String, String) {
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+    let unique = Uuid::new_v4().simple().to_string();
+    let table = format!("{prefix}-stripe-events-{unique}");
+    aws_sdk_dynamodb::Client::new(aws)
+        .create_table()
+        .table_name(&table)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("event_id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("event_id")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("the moto server answers: run local/up --services-only first");
+    let queue = aws_sdk_sqs::Client::new(aws)
+        .create_queue()
+        .queue_name(format!("{prefix}-billing-events-{unique}"))
+        .send()
+        .await
+        .unwrap();
+    (table, queue.queue_url().unwrap().to_owned())
+}

@@ -14,6 +14,14 @@ fn one(name: &str, value: &Value) -> Option<Params> {
     Some(Params::from([(name.to_owned(), value.as_str()?.to_owned())]))
 }
 
+/// An invitation of tenant A, as its owner makes it.
+async fn invite(w: &World, unique: &str) -> Value {
+    let body = json!({"email": format!("{unique}@example.com"), "role": "viewer"});
+    w.api("settings", w.as_a(post("/settings/team/invitations")).json(body))
+        .await
+        .json
+}
+
 fn settings_factory<'a>(w: &'a World, path: &'a str) -> Pin<Box<dyn Future<Output = Option<Params>> + 'a>> {
     Box::pin(async move {
         let unique = uuid::Uuid::new_v4().simple().to_string();
@@ -28,30 +36,15 @@ fn settings_factory<'a>(w: &'a World, path: &'a str) -> Pin<Box<dyn Future<Outpu
                     .await;
                 one("id", &r.json["id"])
             }
-            "/settings/team/invitations/{id}" => {
-                let r = w
-                    .api(
-                        "settings",
-                        w.as_a(post("/settings/team/invitations"))
-                            .json(json!({"email": format!("{unique}@example.com"), "role": "viewer"})),
-                    )
-                    .await;
-                one("id", &r.json["id"])
-            }
+            "/settings/team/invitations/{id}" => one("id", &invite(w, &unique).await["id"]),
             "/settings/team/members/{user_id}" => {
                 let user = w.app.user("victim").await;
                 w.app.add_member(w.a.id, &user, Role::Member).await;
                 Some(Params::from([("user_id".to_owned(), user.id.to_string())]))
             }
             "/invitations/{token}/accept" => {
-                let r = w
-                    .api(
-                        "settings",
-                        w.as_a(post("/settings/team/invitations"))
-                            .json(json!({"email": format!("{unique}@example.com"), "role": "viewer"})),
-                    )
-                    .await;
-                let url = r.json["accept_url"].as_str()?;
+                let invitation = invite(w, &unique).await;
+                let url = invitation["accept_url"].as_str()?;
                 Some(Params::from([("token".to_owned(), url.split('/').nth(4)?.to_owned())]))
             }
             _ => None,
