@@ -932,3 +932,157 @@ async fn row_level_security_holds_when_a_query_forgets_the_tenant() {
     let audit_delete = sqlx::query("delete from audit_log").execute(&app.db.app).await;
     assert!(audit_delete.is_err(), "the audit log is append-only for the app");
 }
+
+#[tokio::test]
+async fn a_removed_or_demoted_admins_invitations_grant_nothing() {
+    let (app, router) = app().await;
+    let owner = app.user("owner").await;
+    let t = app.tenant(&owner).await;
+    let admin = app.user("admin").await;
+    app.add_member(t, &admin, Role::Admin).await;
+    let sidekick = app.user("sidekick").await;
+    let r = post("/settings/team/invitations")
+        .bearer(&admin.token)
+        .tenant(t)
+        .json(json!({"email": sidekick.email, "role": "admin"}))
+        .send(&router)
+        .await;
+    let token = r.json["accept_url"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .nth(4)
+        .unwrap()
+        .to_owned();
+    // the owner removes the admin: the open invitation goes with them
+    let r = delete(&format!("/settings/team/members/{}", admin.id))
+        .bearer(&owner.token)
+        .send(&router)
+        .await;
+    assert_eq!(r.status, 204);
+    post(&format!("/invitations/{token}/accept"))
+        .bearer(&sidekick.token)
+        .send(&router)
+        .await
+        .problem(410);
+
+    // a demoted admin's admin-level invitation is withdrawn too
+    let admin2 = app.user("admin2").await;
+    app.add_member(t, &admin2, Role::Admin).await;
+    let other = app.user("other").await;
+    let r = post("/settings/team/invitations")
+        .bearer(&admin2.token)
+        .tenant(t)
+        .json(json!({"email": other.email, "role": "member"}))
+        .send(&router)
+        .await;
+    let token = r.json["accept_url"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .nth(4)
+        .unwrap()
+        .to_owned();
+    let r = patch(&format!("/settings/team/members/{}", admin2.id))
+        .bearer(&owner.token)
+        .json(json!({"role": "member"}))
+        .send(&router)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    post(&format!("/invitations/{token}/accept"))
+        .bearer(&other.token)
+        .send(&router)
+        .await
+        .problem(410);
+    assert_eq!(app.count("memberships").await, 2, "nobody joined");
+}
+
+#[tokio::test]
+async fn an_unverified_email_claim_accepts_no_invitation() {
+    let (app, router) = app().await;
+    let owner = app.user("owner").await;
+    app.tenant(&owner).await;
+    let r = post("/settings/team/invitations")
+        .bearer(&owner.token)
+        .json(json!({"email": "victim@example.com", "role": "admin"}))
+        .send(&router)
+        .await;
+    let token = r.json["accept_url"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .nth(4)
+        .unwrap()
+        .to_owned();
+    let now = chrono::Utc::now().timestamp();
+    let unverified = sign(
+        &json!({"sub": "attacker", "email": "victim@example.com", "email_verified": false,
+        "iss": testkit::ISSUER, "aud": testkit::AUDIENCE, "iat": now, "exp": now + 600}),
+    );
+    post(&format!("/invitations/{token}/accept"))
+        .bearer(&unverified)
+        .send(&router)
+        .await
+        .problem(403);
+    let no_claim = sign(&json!({"sub": "attacker2", "email": "victim@example.com",
+        "iss": testkit::ISSUER, "aud": testkit::AUDIENCE, "iat": now, "exp": now + 600}));
+    post(&format!("/invitations/{token}/accept"))
+        .bearer(&no_claim)
+        .send(&router)
+        .await
+        .problem(403);
+    assert_eq!(app.count("memberships").await, 1);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_bound_to_its_tenant() {
+    let (app, router) = app().await;
+    let owner = app.user("owner").await;
+    let a = app.tenant(&owner).await;
+    let b = app.tenant(&owner).await;
+    let body = json!({"email": "x@example.com", "role": "viewer"});
+    let send = |t: Uuid| {
+        post("/settings/team/invitations")
+            .bearer(&owner.token)
+            .tenant(t)
+            .header("idempotency-key", "same")
+            .json(body.clone())
+            .send(&router)
+    };
+    assert_eq!(send(a).await.status, 201);
+    let r = send(b).await;
+    assert_eq!(r.error_fields(), ["Idempotency-Key"], "never A's stored answer in B");
+    assert_eq!(app.count("invitations").await, 1);
+}
+
+#[tokio::test]
+async fn an_api_key_never_outranks_its_creator_now() {
+    let (app, router) = app().await;
+    let owner = app.user("owner").await;
+    let t = app.tenant(&owner).await;
+    let admin = app.user("admin").await;
+    app.add_member(t, &admin, Role::Admin).await;
+    let r = post("/settings/api-keys")
+        .bearer(&admin.token)
+        .tenant(t)
+        .json(json!({"name": "k", "scopes": ["admin"]}))
+        .send(&router)
+        .await;
+    let key = r.json["secret"].as_str().unwrap().to_owned();
+    assert_eq!(get("/settings/audit-log").bearer(&key).send(&router).await.status, 200);
+    // the creator is made a viewer behind the key's back (no API involved): the key follows
+    sqlx::query("update memberships set role = 'viewer' where user_id = $1")
+        .bind(admin.id)
+        .execute(&app.db.owner)
+        .await
+        .unwrap();
+    get("/settings/audit-log").bearer(&key).send(&router).await.problem(403);
+    assert_eq!(get("/settings/team").bearer(&key).send(&router).await.status, 200);
+    // and stops working when the creator is gone
+    sqlx::query("delete from memberships where user_id = $1")
+        .bind(admin.id)
+        .execute(&app.db.owner)
+        .await
+        .unwrap();
+    get("/settings/team").bearer(&key).send(&router).await.problem(401);
+}

@@ -20,6 +20,18 @@ pub struct Claims {
     pub email: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
+    /// Whether the identity provider verified `email`; an unverified address is never trusted.
+    #[serde(default)]
+    pub email_verified: Option<bool>,
+}
+
+impl Claims {
+    /// The address, only when the identity provider says it verified it.
+    pub fn verified_email(&self) -> Option<&str> {
+        self.email
+            .as_deref()
+            .filter(|e| !e.is_empty() && self.email_verified == Some(true))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +63,7 @@ impl JwtVerifier {
         validation.set_audience(&[&config.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 30;
+        validation.validate_nbf = true;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()

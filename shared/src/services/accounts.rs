@@ -113,7 +113,20 @@ pub async fn my_tenants(
     scope: &Scope,
     page: &PageRequest<(DateTime<Utc>, Uuid)>,
 ) -> Result<Page<TenantSummary>, DomainError> {
-    let mut tx = pg::begin(pool, scope).await?;
+    // A user's tenants are read with no tenant set (RLS shows their own memberships then only).
+    let unscoped = Scope {
+        tenant: None,
+        ..scope.clone()
+    };
+    let mut tx = pg::begin(
+        pool,
+        if scope.actor.user_id().is_some() {
+            &unscoped
+        } else {
+            scope
+        },
+    )
+    .await?;
     let rows: Vec<TenantSummary> = match (&scope.actor.user_id(), scope.tenant) {
         (Some(user_id), _) => {
             sqlx::query_as(
@@ -159,6 +172,11 @@ pub async fn create_tenant(
     v.finish()?;
     let name = name.ok_or(DomainError::NotFound)?;
 
+    // A user-level operation: no tenant is set, whichever tenant the caller was implied into.
+    let scope = &Scope {
+        tenant: None,
+        ..scope.clone()
+    };
     let mut tx = match idempotency::begin(pool, scope, idem).await? {
         Ok(tx) => tx,
         Err(replay) => return Ok(Created::Replayed(replay)),

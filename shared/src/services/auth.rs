@@ -106,7 +106,8 @@ impl Authenticator {
         if claims.sub.is_empty() || claims.sub.len() > 255 {
             return Err(AuthError::Invalid);
         }
-        let email = claims.email.unwrap_or_default();
+        // Only a verified address is stored or matched against invitations.
+        let email = claims.verified_email().unwrap_or_default().to_owned();
         let (user_id, tenant_id, role): (Uuid, Option<Uuid>, Option<String>) =
             sqlx::query_as("select user_id, tenant_id, role from app_auth_user($1, $2, $3, $4)")
                 .bind(&claims.sub)

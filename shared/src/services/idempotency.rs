@@ -52,9 +52,12 @@ pub struct Replay {
 /// `Ok(Some(replay))`: answer with the stored response and do nothing else.
 pub async fn claim(tx: &mut Tx, scope: &Scope, key: &IdempotencyKey) -> Result<Option<Replay>, DomainError> {
     let principal = scope.actor.principal();
+    // A new key, or one whose record has expired (a day old), is claimed now.
     let inserted = sqlx::query(
         "insert into idempotency_keys (principal, key, tenant_id, request_hash) values ($1, $2, $3, $4) \
-         on conflict (principal, key) do nothing",
+         on conflict (principal, key) do update set tenant_id = excluded.tenant_id, \
+             request_hash = excluded.request_hash, status_code = null, response = null, created_at = now() \
+         where idempotency_keys.created_at < now() - interval '24 hours'",
     )
     .bind(&principal)
     .bind(&key.key)
@@ -66,14 +69,15 @@ pub async fn claim(tx: &mut Tx, scope: &Scope, key: &IdempotencyKey) -> Result<O
     if inserted == 1 {
         return Ok(None);
     }
-    let (hash, status, body): (Vec<u8>, Option<i32>, Option<Value>) = sqlx::query_as(
-        "select request_hash, status_code, response from idempotency_keys where principal = $1 and key = $2",
+    let (hash, tenant, status, body): (Vec<u8>, Option<uuid::Uuid>, Option<i32>, Option<Value>) = sqlx::query_as(
+        "select request_hash, tenant_id, status_code, response from idempotency_keys where principal = $1 and key = $2",
     )
     .bind(&principal)
     .bind(&key.key)
     .fetch_one(&mut **tx)
     .await?;
-    if hash != key.request_hash {
+    // The same key for another request, or in another tenant, is a client error, never a replay.
+    if hash != key.request_hash || tenant != scope.tenant_id() {
         return Err(DomainError::invalid(
             "Idempotency-Key",
             "idempotency_key_reused",

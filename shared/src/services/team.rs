@@ -160,7 +160,18 @@ pub async fn invite(
     .bind(scope.actor.user_id())
     .bind(policy.ttl)
     .fetch_one(&mut *tx)
-    .await?;
+    .await
+    .map_err(|e| {
+        pg::map_constraint(
+            e,
+            &[("invitations_open_email_key", || {
+                DomainError::conflict(
+                    "invitation_in_flight",
+                    "another invitation to this address is being sent; retry",
+                )
+            })],
+        )
+    })?;
     audit::record(
         &mut tx,
         scope,
@@ -266,6 +277,27 @@ pub async fn accept(pool: &PgPool, scope: &Scope, token: &str) -> Result<Joined,
     }
     let role: Role = role.parse().map_err(anyhow::Error::from)?;
     pg::set_tenant(&mut tx, tenant_id).await?;
+    // The inviter must still be a member who may grant this role (a removed or demoted admin's
+    // invitations grant nothing).
+    let inviter_ok: bool = sqlx::query_scalar(
+        "select coalesce((select m.role from memberships m join invitations i on i.invited_by = m.user_id \
+                          and m.tenant_id = i.tenant_id where i.id = $1), '') = any($2)",
+    )
+    .bind(id)
+    .bind(
+        Role::ALL
+            .iter()
+            .filter(|r| r.can_manage(role))
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if !inviter_ok {
+        return Err(DomainError::Gone(
+            "this invitation is no longer valid; ask for a new one".into(),
+        ));
+    }
     // The update is the single-use gate: of two concurrent accepts, one updates a row.
     let used = sqlx::query(
         "update invitations set accepted_at = now(), accepted_by = $2 where id = $1 and accepted_at is null and revoked_at is null",
@@ -392,6 +424,20 @@ pub async fn change_role(
     .bind(change.role.min(Role::Admin).as_str())
     .execute(&mut *tx)
     .await?;
+    // Nor do the open invitations they sent: those they could no longer send are withdrawn.
+    let may_grant: Vec<&str> = Role::ALL
+        .iter()
+        .filter(|r| change.role.can_manage(**r))
+        .map(|r| r.as_str())
+        .collect();
+    sqlx::query(
+        "update invitations set revoked_at = now() where invited_by = $1 and accepted_at is null \
+         and revoked_at is null and not (role = any($2))",
+    )
+    .bind(user_id)
+    .bind(&may_grant)
+    .execute(&mut *tx)
+    .await?;
     audit::record(
         &mut tx,
         scope,
@@ -430,6 +476,12 @@ pub async fn remove_member(pool: &PgPool, scope: &Scope, user_id: Uuid) -> Resul
         .bind(user_id)
         .execute(&mut *tx)
         .await?;
+    sqlx::query(
+        "update invitations set revoked_at = now() where invited_by = $1 and accepted_at is null and revoked_at is null",
+    )
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?;
     audit::record(
         &mut tx,
         scope,

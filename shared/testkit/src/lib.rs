@@ -241,7 +241,9 @@ impl TestApp {
             _ => "admin",
         };
         sqlx::query(
-            "insert into api_keys (id, tenant_id, name, prefix, secret_hash, role, scopes) values ($1, $2, 'test', $3, $4, $5, $6)",
+            "insert into api_keys (id, tenant_id, name, prefix, secret_hash, role, scopes, created_by) \
+             values ($1, $2, 'test', $3, $4, $5, $6, \
+                     (select user_id from memberships where tenant_id = $2 and role = 'owner' order by created_at limit 1))",
         )
         .bind(Uuid::now_v7())
         .bind(tenant)
@@ -272,6 +274,7 @@ pub fn token(subject: &str, email: &str, ttl_secs: i64) -> String {
         "email": email,
         "iss": ISSUER,
         "aud": AUDIENCE,
+        "email_verified": true,
         "iat": chrono::Utc::now().timestamp(),
         "exp": chrono::Utc::now().timestamp() + ttl_secs,
     }))

@@ -63,6 +63,7 @@ fn token(args: &[String]) -> anyhow::Result<()> {
     let claims = serde_json::json!({
         "sub": need("--sub")?,
         "email": flag(args, "--email").unwrap_or_default(),
+        "email_verified": true,
         "name": flag(args, "--name").unwrap_or_default(),
         "iss": need("--iss")?,
         "aud": need("--aud")?,
