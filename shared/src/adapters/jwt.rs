@@ -44,16 +44,20 @@ pub enum JwtError {
     Keys(String),
 }
 
+#[derive(Default)]
 struct Keys {
     by_kid: HashMap<String, DecodingKey>,
-    fetched: Instant,
+    /// When the keys were last fetched successfully (`None`: never).
+    fetched: Option<Instant>,
+    /// When a fetch was last tried, successful or not (the cooldown applies to failures too).
+    attempted: Option<Instant>,
 }
 
 pub struct JwtVerifier {
     source: JwksSource,
     validation: Validation,
     http: reqwest::Client,
-    keys: RwLock<Option<Keys>>,
+    keys: RwLock<Keys>,
 }
 
 impl JwtVerifier {
@@ -72,7 +76,7 @@ impl JwtVerifier {
             source: config.jwks.clone(),
             validation,
             http,
-            keys: RwLock::new(None),
+            keys: RwLock::new(Keys::default()),
         }
     }
 
@@ -83,10 +87,18 @@ impl JwtVerifier {
         }
         let kid = header.kid.ok_or(JwtError::Invalid)?;
         let key = match self.cached_key(&kid).await {
-            Some(key) => key,
-            None => {
+            (Some(key), false) => key,
+            // Older than MAX_AGE: refresh, but keep serving the keys we have if that fails
+            // (stale-if-error), so an identity-provider blip does not stop every sign-in.
+            (Some(key), true) => {
+                if let Err(e) = self.refresh().await {
+                    tracing::warn!(error = %e, "JWKS refresh failed; using the cached keys");
+                }
+                self.cached_key(&kid).await.0.unwrap_or(key)
+            }
+            (None, _) => {
                 self.refresh().await?;
-                self.cached_key(&kid).await.ok_or(JwtError::UnknownKey)?
+                self.cached_key(&kid).await.0.ok_or(JwtError::UnknownKey)?
             }
         };
         jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
@@ -94,35 +106,49 @@ impl JwtVerifier {
             .map_err(|_| JwtError::Invalid)
     }
 
-    async fn cached_key(&self, kid: &str) -> Option<DecodingKey> {
+    /// The key for `kid`, and whether the key set is older than MAX_AGE.
+    async fn cached_key(&self, kid: &str) -> (Option<DecodingKey>, bool) {
         let guard = self.keys.read().await;
-        let keys = guard.as_ref()?;
-        if keys.fetched.elapsed() > MAX_AGE {
-            return None;
-        }
-        keys.by_kid.get(kid).cloned()
+        let stale = guard.fetched.is_none_or(|f| f.elapsed() > MAX_AGE);
+        (guard.by_kid.get(kid).cloned(), stale)
     }
 
+    /// Fetches the key set, at most once per REFRESH_COOLDOWN whatever the outcome (so tokens with
+    /// made-up `kid`s or a failing endpoint cannot make every request fetch). A failure keeps
+    /// the keys already held.
     async fn refresh(&self) -> Result<(), JwtError> {
         let mut guard = self.keys.write().await;
-        if let Some(keys) = guard.as_ref()
-            && keys.fetched.elapsed() < REFRESH_COOLDOWN
-        {
-            return Ok(());
+        if guard.attempted.is_some_and(|a| a.elapsed() < REFRESH_COOLDOWN) {
+            return if guard.by_kid.is_empty() {
+                Err(JwtError::Keys("signing keys are not loaded yet; retry shortly".into()))
+            } else {
+                Ok(())
+            };
         }
+        guard.attempted = Some(Instant::now());
         let set = self.load().await?;
-        let by_kid = set
+        guard.by_kid = set
             .keys
             .iter()
+            .filter(|jwk| {
+                // Signing keys for RS256 only (a JWK may omit both fields).
+                let use_ok = jwk
+                    .common
+                    .public_key_use
+                    .as_ref()
+                    .is_none_or(|u| *u == jsonwebtoken::jwk::PublicKeyUse::Signature);
+                let alg_ok = jwk
+                    .common
+                    .key_algorithm
+                    .is_none_or(|a| a == jsonwebtoken::jwk::KeyAlgorithm::RS256);
+                use_ok && alg_ok
+            })
             .filter_map(|jwk| {
                 let kid = jwk.common.key_id.clone()?;
                 DecodingKey::from_jwk(jwk).ok().map(|key| (kid, key))
             })
             .collect();
-        *guard = Some(Keys {
-            by_kid,
-            fetched: Instant::now(),
-        });
+        guard.fetched = Some(Instant::now());
         Ok(())
     }
 
