@@ -12,6 +12,12 @@ async fn app() -> (TestApp, axum::Router) {
     (app, router)
 }
 
+/// The single-use token in a created invitation's accept link.
+fn accept_token(r: &testkit::Resp) -> String {
+    let url = r.json["accept_url"].as_str().unwrap();
+    url.rsplit('/').nth(1).unwrap().to_owned()
+}
+
 fn ids(page: &Value, key: &str) -> Vec<String> {
     page["items"]
         .as_array()
@@ -574,8 +580,8 @@ async fn invitations_are_single_use_expiring_and_bound_to_the_address() {
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let url = r.json["accept_url"].as_str().unwrap();
-    assert!(url.starts_with("http://portal.test/invitations/"));
-    let token = url.split('/').nth(4).unwrap().to_owned();
+    assert!(url.starts_with("http://portal.test/invitations/") && url.ends_with("/accept"));
+    let token = accept_token(&r);
     let listed = get("/settings/team/invitations")
         .bearer(&owner.token)
         .send(&router)
@@ -623,13 +629,7 @@ async fn invitations_are_single_use_expiring_and_bound_to_the_address() {
         .json(json!({"email": late.email, "role": "viewer"}))
         .send(&router)
         .await;
-    let token = r.json["accept_url"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .nth(4)
-        .unwrap()
-        .to_owned();
+    let token = accept_token(&r);
     sqlx::query("update invitations set expires_at = now() - interval '1 minute' where email = $1")
         .bind(&late.email)
         .execute(&app.db.owner)
@@ -677,13 +677,7 @@ async fn concurrent_accepts_of_one_invitation_admit_exactly_one() {
         .json(json!({"email": newbie.email, "role": "member"}))
         .send(&router)
         .await;
-    let token = r.json["accept_url"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .nth(4)
-        .unwrap()
-        .to_owned();
+    let token = accept_token(&r);
     let path = format!("/invitations/{token}/accept");
     let (a, b) = tokio::join!(
         post(&path).bearer(&newbie.token).send(&router),
@@ -947,13 +941,7 @@ async fn a_removed_or_demoted_admins_invitations_grant_nothing() {
         .json(json!({"email": sidekick.email, "role": "admin"}))
         .send(&router)
         .await;
-    let token = r.json["accept_url"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .nth(4)
-        .unwrap()
-        .to_owned();
+    let token = accept_token(&r);
     // the owner removes the admin: the open invitation goes with them
     let r = delete(&format!("/settings/team/members/{}", admin.id))
         .bearer(&owner.token)
@@ -976,13 +964,7 @@ async fn a_removed_or_demoted_admins_invitations_grant_nothing() {
         .json(json!({"email": other.email, "role": "member"}))
         .send(&router)
         .await;
-    let token = r.json["accept_url"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .nth(4)
-        .unwrap()
-        .to_owned();
+    let token = accept_token(&r);
     let r = patch(&format!("/settings/team/members/{}", admin2.id))
         .bearer(&owner.token)
         .json(json!({"role": "member"}))
@@ -1007,13 +989,7 @@ async fn an_unverified_email_claim_accepts_no_invitation() {
         .json(json!({"email": "victim@example.com", "role": "admin"}))
         .send(&router)
         .await;
-    let token = r.json["accept_url"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .nth(4)
-        .unwrap()
-        .to_owned();
+    let token = accept_token(&r);
     let now = chrono::Utc::now().timestamp();
     let unverified = sign(
         &json!({"sub": "attacker", "email": "victim@example.com", "email_verified": false,
