@@ -132,6 +132,56 @@ impl Config {
     }
 }
 
+/// The Stripe API: `STRIPE_API_BASE` (default `https://api.stripe.com`; localstripe locally),
+/// `STRIPE_SECRET_KEY` (`sk_...`/`rk_...`), optional `STRIPE_LIVEMODE` (`true`/`false`: events of
+/// the other mode are recorded and ignored).
+#[derive(Clone)]
+pub struct StripeSettings {
+    pub api_base: String,
+    pub secret_key: String,
+    pub livemode: Option<bool>,
+}
+
+impl fmt::Debug for StripeSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StripeSettings")
+            .field("api_base", &self.api_base)
+            .field("secret_key", &"<redacted>")
+            .field("livemode", &self.livemode)
+            .finish()
+    }
+}
+
+impl StripeSettings {
+    pub fn from(env: &Env) -> Result<Self, ConfigError> {
+        let secret_key = env.required("STRIPE_SECRET_KEY")?;
+        if !(secret_key.starts_with("sk_") || secret_key.starts_with("rk_")) {
+            return Err(ConfigError::Invalid {
+                name: "STRIPE_SECRET_KEY",
+                reason: "a Stripe secret or restricted key starts with sk_ or rk_".into(),
+            });
+        }
+        let livemode = match env.optional("STRIPE_LIVEMODE") {
+            None => None,
+            Some(v) => Some(v.trim().parse::<bool>().map_err(|e| ConfigError::Invalid {
+                name: "STRIPE_LIVEMODE",
+                reason: e.to_string(),
+            })?),
+        };
+        Ok(Self {
+            api_base: env
+                .optional("STRIPE_API_BASE")
+                .unwrap_or_else(|| "https://api.stripe.com".to_owned()),
+            secret_key,
+            livemode,
+        })
+    }
+
+    pub fn client(&self) -> anyhow::Result<crate::adapters::stripe_api::StripeApi> {
+        crate::adapters::stripe_api::StripeApi::new(&self.api_base, &self.secret_key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

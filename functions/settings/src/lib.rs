@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use shared::domain::{Page, Role};
 use shared::http::docs::{
-    AuthProblems, BodyProblems, Conflict, Forbidden, Gone, ListProblems, NotFound, PreconditionFailed, TenantHeader,
+    AuthProblems, BodyProblems, Conflict, Forbidden, Gone, ListProblems, NotFound, PlanLimit, PreconditionFailed, TenantHeader,
     TenantProblems,
 };
 use shared::http::routes::{Access, RouteSpec};
@@ -165,7 +165,7 @@ async fn list_invitations(
 #[utoipa::path(post, path = "/settings/team/invitations", tag = TAG, security(("bearer" = [])),
     request_body = NewInvitation,
     params(TenantHeader, ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation")),
-    responses((status = 201, body = CreatedInvitation), Conflict, TenantProblems, BodyProblems))]
+    responses((status = 201, body = CreatedInvitation), Conflict, PlanLimit, TenantProblems, BodyProblems))]
 async fn create_invitation(
     State(core): State<Core>,
     ctx: TenantCtx<min::Admin>,

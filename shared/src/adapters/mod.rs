@@ -5,3 +5,4 @@ pub mod jwt;
 pub mod pg;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod stripe_api;

@@ -19,9 +19,20 @@ pub enum DomainError {
     /// Optimistic concurrency: the caller's version is not the current one.
     #[error("stale version")]
     StaleVersion,
+    /// The tenant's plan does not allow this: `limit` names the entitlement (`seats`, ...).
+    #[error("plan limit {limit} reached: {used} of {allowed} on {plan}")]
+    LimitExceeded {
+        limit: &'static str,
+        allowed: i64,
+        used: i64,
+        plan: String,
+    },
     /// Input that fails the domain's rules, field by field.
     #[error("invalid input")]
     Invalid(Vec<FieldError>),
+    /// A provider (Stripe) failed or refused: nothing was changed; the cause is logged.
+    #[error("upstream: {0}")]
+    Upstream(String),
     /// Anything else; the cause chain is logged, never shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{IntoParams, OpenApi};
 
-use super::Problem;
+use super::{LimitDetail, Problem};
 use crate::domain::FieldError;
 
 #[derive(OpenApi)]
@@ -17,7 +17,7 @@ use crate::domain::FieldError;
             (`Bearer pk_...`); choose the tenant with `X-Tenant-Id` when you belong to several.",
         version = "1.0.0"
     ),
-    components(schemas(Problem, FieldError)),
+    components(schemas(Problem, FieldError, LimitDetail)),
     modifiers(&Security)
 )]
 struct Base;
@@ -134,4 +134,12 @@ problem_set!(
         "400" => "Missing, malformed, stale or forged signature: nothing was recorded",
         "503" => "The event could not be recorded or handed on: retry",
     }
+);
+problem_set!(
+    /// The tenant's plan does not allow more of something (the body's `limit` names it).
+    PlanLimit { "402" => "A plan limit is reached (the problem's `limit` names it): upgrade the plan" }
+);
+problem_set!(
+    /// A call to a provider (Stripe) failed: nothing was changed.
+    Upstream { "503" => "A provider (Stripe) did not answer: nothing was changed; retry" }
 );

@@ -19,6 +19,20 @@ pub struct Problem {
     /// Field-level details of a 422.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// The plan limit a 402 names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<LimitDetail>,
+}
+
+/// Which entitlement of the tenant's plan refused the request.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LimitDetail {
+    /// `seats`, `contacts`, `sites`, `ai_tasks_per_month` or `storage_bytes`.
+    pub name: String,
+    pub allowed: i64,
+    pub used: i64,
+    /// The plan's code.
+    pub plan: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +81,8 @@ impl ApiError {
                 DomainError::Conflict { .. } => StatusCode::CONFLICT,
                 DomainError::Gone(_) => StatusCode::GONE,
                 DomainError::StaleVersion => StatusCode::PRECONDITION_FAILED,
+                DomainError::LimitExceeded { .. } => StatusCode::PAYMENT_REQUIRED,
+                DomainError::Upstream(_) => StatusCode::SERVICE_UNAVAILABLE,
                 DomainError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 DomainError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
@@ -114,11 +130,31 @@ impl ApiError {
                     Some("the resource changed since you read it; reload and retry".into()),
                     vec![],
                 ),
+                DomainError::LimitExceeded {
+                    limit,
+                    allowed,
+                    used,
+                    plan,
+                } => (
+                    "plan-limit",
+                    "Plan limit reached",
+                    Some(format!(
+                        "the {plan} plan allows {allowed} {}; {used} in use. Upgrade the plan to add more",
+                        limit.replace('_', " ")
+                    )),
+                    vec![],
+                ),
                 DomainError::Invalid(errors) => (
                     "validation",
                     "Your request is not valid",
                     Some("see errors for each field".into()),
                     errors.clone(),
+                ),
+                DomainError::Upstream(_) => (
+                    "upstream-unavailable",
+                    "A provider did not answer",
+                    Some("the payment provider did not answer; nothing was changed, try again shortly".into()),
+                    vec![],
                 ),
                 DomainError::Internal(_) => ("internal", "Internal server error", None, vec![]),
             },
@@ -129,6 +165,20 @@ impl ApiError {
             status: status.as_u16(),
             detail,
             errors,
+            limit: match self {
+                ApiError::Domain(DomainError::LimitExceeded {
+                    limit,
+                    allowed,
+                    used,
+                    plan,
+                }) => Some(LimitDetail {
+                    name: (*limit).to_owned(),
+                    allowed: *allowed,
+                    used: *used,
+                    plan: plan.clone(),
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -140,7 +190,7 @@ impl IntoResponse for ApiError {
             ApiError::Domain(DomainError::Internal(cause)) => {
                 tracing::error!(error = format!("{cause:#}"), "request failed");
             }
-            ApiError::Unavailable(cause) => {
+            ApiError::Unavailable(cause) | ApiError::Domain(DomainError::Upstream(cause)) => {
                 tracing::warn!(error = %cause, "dependency unavailable")
             }
             other => tracing::info!(status = status.as_u16(), error = %other, "request refused"),

@@ -8,7 +8,7 @@ mod router;
 pub mod routes;
 
 pub use ctx::{Authed, Core, TenantCtx, min};
-pub use error::{ApiError, Problem};
+pub use error::{ApiError, LimitDetail, Problem};
 pub use extract::{
     Body, IfMatch, Json, MAX_BODY_BYTES, PageParams, Params, PathId, RawIdempotencyKey, created, etag, parse_json,
     replayed_or,

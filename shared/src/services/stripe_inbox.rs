@@ -238,3 +238,25 @@ impl StripeInbox {
         Ok(())
     }
 }
+
+/// The raw body of a recorded event (billing-sync reads what the webhook recorded; the queue
+/// message carries only the id). `None` when the record is missing or expired.
+pub async fn load_raw(
+    dynamo: &aws_sdk_dynamodb::Client,
+    table: &str,
+    event_id: &str,
+) -> Result<Option<Vec<u8>>, InboxError> {
+    let item = dynamo
+        .get_item()
+        .table_name(table)
+        .key("event_id", AttributeValue::S(event_id.to_owned()))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    Ok(item
+        .item()
+        .and_then(|i| i.get("raw_body"))
+        .and_then(|b| b.as_b().ok())
+        .map(|b| b.as_ref().to_vec()))
+}

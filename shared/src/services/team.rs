@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::adapters::pg::{self, Tx};
 use crate::domain::{DomainError, Email, Page, PageRequest, Role, Scope, Validator, secret};
 use crate::services::audit;
+use crate::services::entitlements::{self, Limit};
 use crate::services::idempotency::{self, Created, IdempotencyKey};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -138,6 +139,17 @@ pub async fn invite(
             "that address already belongs to a member",
         ));
     }
+    // Seats: members plus open invitations (a new invitation to the same address replaces the old).
+    let seats_used: i64 = sqlx::query_scalar(
+        "select (select count(*) from memberships where tenant_id = $1) \
+              + (select count(*) from invitations where tenant_id = $1 and accepted_at is null \
+                 and revoked_at is null and expires_at > now() and lower(email) <> lower($2))",
+    )
+    .bind(tenant_id)
+    .bind(email.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    entitlements::ensure(&mut tx, Limit::Seats, seats_used, 1).await?;
     sqlx::query(
         "update invitations set revoked_at = now() \
          where lower(email) = lower($1) and accepted_at is null and revoked_at is null",

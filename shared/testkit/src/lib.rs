@@ -43,6 +43,8 @@ pub struct TestDb {
     pub name: String,
     pub owner: PgPool,
     pub app: PgPool,
+    /// As `portal_billing` (billing-sync and reconciliation: the Stripe mirrors of every tenant).
+    pub billing: PgPool,
 }
 
 async fn drop_stale_databases(admin: &PgPool) {
@@ -91,11 +93,22 @@ impl TestDb {
             .expect("connect to the test database");
         MIGRATOR.run(&owner).await.expect("migrations apply");
         let app_options = admin_options
+            .clone()
             .username("portal_app")
             .password(&app_password())
             .database(&name);
         let app = PgPoolOptions::new().max_connections(4).connect_lazy_with(app_options);
-        Self { name, owner, app }
+        let billing_options = admin_options
+            .username("portal_billing")
+            .password(&std::env::var("TEST_BILLING_PASSWORD").unwrap_or_else(|_| "portal_billing".to_owned()))
+            .database(&name);
+        let billing = PgPoolOptions::new().max_connections(8).connect_lazy_with(billing_options);
+        Self {
+            name,
+            owner,
+            app,
+            billing,
+        }
     }
 }
 
@@ -255,6 +268,43 @@ impl TestApp {
         .await
         .unwrap();
         key.token
+    }
+
+    /// Puts `tenant` on `plan` (a live subscription mirrored as billing-sync would, with a
+    /// price of that plan): what a tenant that paid looks like to the rest of the product.
+    pub async fn subscribe(&self, tenant: Uuid, plan: &str) -> String {
+        let price = format!("price_test_{plan}");
+        let customer = format!("cus_test_{}", tenant.simple());
+        let subscription = format!("sub_test_{}", Uuid::new_v4().simple());
+        let owner = &self.db.owner;
+        sqlx::query(
+            "insert into billing_prices (id, plan_code, currency, unit_amount, interval)              values ($1, $2, 'usd', 4900, 'month') on conflict (id) do nothing",
+        )
+        .bind(&price)
+        .bind(plan)
+        .execute(owner)
+        .await
+        .unwrap();
+        sqlx::query(
+            "insert into billing_accounts (tenant_id, stripe_customer_id) values ($1, $2) on conflict do nothing",
+        )
+        .bind(tenant)
+        .bind(&customer)
+        .execute(owner)
+        .await
+        .unwrap();
+        let now = chrono::Utc::now().timestamp();
+        sqlx::query(
+            "insert into stripe_subscriptions (id, customer_id, status, price_id, quantity, created,                  current_period_start, current_period_end, raw, gate_terminal, gate_created, gate_rank, gate_source)              values ($1, $2, 'active', $3, 1, $4, $4, $4 + 2592000, '{}', false, $4, 2, 'test')",
+        )
+        .bind(&subscription)
+        .bind(&customer)
+        .bind(&price)
+        .bind(now)
+        .execute(owner)
+        .await
+        .unwrap();
+        subscription
     }
 
     /// Counts rows of a table as the owner (sees every tenant): to prove nothing changed.

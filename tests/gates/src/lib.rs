@@ -87,6 +87,9 @@ impl World {
         let a = app.tenant(&owner_a).await;
         let owner_b = app.user("owner-b").await;
         let b = app.tenant(&owner_b).await;
+        // The sweeps create many resources: both tenants are on the plan without seat limits.
+        app.subscribe(a, "scale").await;
+        app.subscribe(b, "scale").await;
         let routers = functions.iter().map(|f| (f.router)(&app)).collect();
         let names = functions.iter().map(|f| f.name).collect();
         Self {
