@@ -6,7 +6,12 @@ use testkit::{TestDb, get};
 
 /// Every HTTP function's document, merged, with links. A new function adds itself here.
 fn document() -> String {
-    api_docs::document_json([settings::openapi(), stripe_webhook::openapi(), api_docs::openapi()])
+    api_docs::document_json([
+        settings::openapi(),
+        billing::openapi(),
+        stripe_webhook::openapi(),
+        api_docs::openapi(),
+    ])
 }
 
 const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi.json");

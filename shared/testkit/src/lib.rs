@@ -466,6 +466,34 @@ pub fn event_request(relative: &str) -> Request<Body> {
     request.map(|body| Body::from(body.to_vec()))
 }
 
+/// Every billing mirror table, whole (bar sync timestamps), as one JSON value: two databases
+/// that received the same Stripe events in any order must give equal snapshots.
+pub async fn billing_snapshot(db: &PgPool) -> Value {
+    let mut snapshot = serde_json::Map::new();
+    for (table, order) in [
+        ("billing_accounts", "tenant_id"),
+        ("stripe_customers", "id"),
+        ("stripe_subscriptions", "id"),
+        ("stripe_subscription_items", "subscription_id, id"),
+        ("stripe_invoices", "id"),
+        ("stripe_invoice_lines", "invoice_id, id"),
+        ("stripe_invoice_payments", "id"),
+        ("stripe_payment_intents", "id"),
+        ("stripe_refunds", "id"),
+        ("stripe_events", "id"),
+    ] {
+        let rows: Value = sqlx::query_scalar(&format!(
+            "select coalesce(jsonb_agg(to_jsonb(t) - 'synced_at' - 'applied_at' - 'created_at' order by {order}), '[]') \
+             from {table} t"
+        ))
+        .fetch_one(db)
+        .await
+        .unwrap();
+        snapshot.insert(table.to_owned(), rows);
+    }
+    Value::Object(snapshot)
+}
+
 /// The shared fixtures (real provider payloads) live beside the repo in CI; a user's clone may
 /// not have them. Returns the directory, or `None` after saying the test is skipped.
 pub fn shared_fixtures(sub: &str) -> Option<std::path::PathBuf> {
