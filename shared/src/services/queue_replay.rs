@@ -37,6 +37,9 @@ pub async fn replay(
     mut seen: impl FnMut(&str, &str),
 ) -> anyhow::Result<ReplayReport> {
     let mut report = ReplayReport::default();
+    // A dry run keeps what it saw invisible until it ends (so it sees each message once), then
+    // makes it visible again.
+    let mut held: Vec<String> = Vec::new();
     while report.moved < options.max {
         let batch = sqs
             .receive_message()
@@ -45,8 +48,8 @@ pub async fn replay(
             .wait_time_seconds(1)
             .message_attribute_names("All")
             .message_system_attribute_names(MessageSystemAttributeName::All)
-            // Long enough to send and delete; a dry run sees each message once.
-            .visibility_timeout(if options.dry_run { 120 } else { 30 })
+            // Long enough to send and delete (or, dry, to finish listing).
+            .visibility_timeout(120)
             .send()
             .await
             .map_err(sqs_err)?;
@@ -63,6 +66,7 @@ pub async fn replay(
             seen(id, body);
             report.moved += 1;
             if options.dry_run {
+                held.extend(message.receipt_handle().map(str::to_owned));
                 continue;
             }
             let mut send = sqs.send_message().queue_url(to).message_body(body);
@@ -79,6 +83,15 @@ pub async fn replay(
                     .map_err(sqs_err)?;
             }
         }
+    }
+    for handle in held {
+        sqs.change_message_visibility()
+            .queue_url(from)
+            .receipt_handle(handle)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .map_err(sqs_err)?;
     }
     Ok(report)
 }
