@@ -115,7 +115,10 @@ async fn real_stripe_events_converge_in_order_shuffled_duplicated_and_concurrent
         "upcoming invoices (no id) are not invoice rows"
     );
     let basil = inv.iter().find(|i| i["id"] == "in_1234").unwrap();
-    assert!(basil["subscription_id"].is_string(), "basil parent.subscription_details is read");
+    assert!(
+        basil["subscription_id"].is_string(),
+        "basil parent.subscription_details is read"
+    );
     let subs = reference["stripe_subscriptions"].as_array().unwrap();
     let lifecycle = subs.iter().find(|s| s["id"] == "sub_JdIzvfy6o5GZRd").unwrap();
     assert_eq!(lifecycle["status"], "canceled", "created then deleted: canceled");
@@ -184,9 +187,10 @@ async fn colliding_ids_apply_once() {
         .unwrap();
     assert_eq!(recorded as usize, distinct.len());
     // invoice.paid sorts before invoice.voided: the voided copy (same event id) changed nothing.
-    let status: String = sqlx::query_scalar("select status from stripe_invoices where id = 'in_1KJqKBJDPojXS6LNJbvLUgEy'")
-        .fetch_one(&db.owner)
-        .await
-        .unwrap();
+    let status: String =
+        sqlx::query_scalar("select status from stripe_invoices where id = 'in_1KJqKBJDPojXS6LNJbvLUgEy'")
+            .fetch_one(&db.owner)
+            .await
+            .unwrap();
     assert_eq!(status, "paid");
 }

@@ -99,7 +99,11 @@ async fn a_signed_delivery_reaches_the_mirror_once_and_a_missing_record_is_retri
         .map(|f| f.item_identifier.clone())
         .collect();
     failed.sort();
-    assert_eq!(failed, vec!["m-garbage", "m-missing"], "only the bad messages are retried");
+    assert_eq!(
+        failed,
+        vec!["m-garbage", "m-missing"],
+        "only the bad messages are retried"
+    );
     let first = billing_snapshot(&db.owner).await;
     assert_eq!(first["stripe_invoices"][0]["amount_paid"], 2500);
 
@@ -156,9 +160,11 @@ async fn the_dlq_replay_moves_every_message_back_once() {
     assert!(drain(&sqs, &main).await.is_empty(), "and moves nothing");
 
     let mut seen = Vec::new();
-    let report = replay(&sqs, &dlq, &main, &ReplayOptions::default(), |_, body| seen.push(body.to_owned()))
-        .await
-        .unwrap();
+    let report = replay(&sqs, &dlq, &main, &ReplayOptions::default(), |_, body| {
+        seen.push(body.to_owned())
+    })
+    .await
+    .unwrap();
     assert_eq!(report.moved, 13, "the dry run left every message in the DLQ, visible");
     let mut bodies: Vec<String> = drain(&sqs, &main).await.into_iter().filter_map(|m| m.body).collect();
     bodies.sort();

@@ -41,7 +41,11 @@ fn permutations<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
         }
         heap(k - 1, a, out);
         for i in 0..k - 1 {
-            if k % 2 == 0 { a.swap(i, k - 1) } else { a.swap(0, k - 1) }
+            if k.is_multiple_of(2) {
+                a.swap(i, k - 1)
+            } else {
+                a.swap(0, k - 1)
+            }
             heap(k - 1, a, out);
         }
     }
@@ -99,17 +103,38 @@ async fn canceled_never_becomes_active_again_and_a_tie_prefers_the_later_lifecyc
     let db = TestDb::new().await;
     let s = syncer(&db, None);
     // The cancellation first, then older and same-second events.
-    s.apply(&event("evt_s3", "customer.subscription.deleted", 300, sub("canceled", 3))).await.unwrap();
-    s.apply(&event("evt_s1", "customer.subscription.created", 100, sub("active", 1))).await.unwrap();
-    s.apply(&event("evt_s4", "customer.subscription.updated", 400, sub("active", 4))).await.unwrap();
-    s.apply(&event("evt_s2", "customer.subscription.updated", 300, sub("past_due", 2))).await.unwrap();
+    s.apply(&event(
+        "evt_s3",
+        "customer.subscription.deleted",
+        300,
+        sub("canceled", 3),
+    ))
+    .await
+    .unwrap();
+    s.apply(&event("evt_s1", "customer.subscription.created", 100, sub("active", 1)))
+        .await
+        .unwrap();
+    s.apply(&event("evt_s4", "customer.subscription.updated", 400, sub("active", 4)))
+        .await
+        .unwrap();
+    s.apply(&event(
+        "evt_s2",
+        "customer.subscription.updated",
+        300,
+        sub("past_due", 2),
+    ))
+    .await
+    .unwrap();
     let row: (String, Option<String>, Option<i64>, Option<i64>) = sqlx::query_as(
         "select status, price_id, quantity, current_period_end from stripe_subscriptions where id = 'sub_own_2'",
     )
     .fetch_one(&db.owner)
     .await
     .unwrap();
-    assert_eq!(row, ("canceled".into(), Some("price_growth".into()), Some(3), Some(150)));
+    assert_eq!(
+        row,
+        ("canceled".into(), Some("price_growth".into()), Some(3), Some(150))
+    );
 
     // Non-terminal same-second tie: the later lifecycle state wins in either order.
     for order in [["evt_t1", "evt_t2"], ["evt_t2", "evt_t1"]] {
@@ -119,7 +144,9 @@ async fn canceled_never_becomes_active_again_and_a_tie_prefers_the_later_lifecyc
             let status = if id == "evt_t1" { "trialing" } else { "active" };
             let mut obj = sub(status, 0);
             obj["id"] = json!("sub_own_3");
-            s.apply(&event(id, "customer.subscription.updated", 500, obj)).await.unwrap();
+            s.apply(&event(id, "customer.subscription.updated", 500, obj))
+                .await
+                .unwrap();
         }
         let status: String = sqlx::query_scalar("select status from stripe_subscriptions where id = 'sub_own_3'")
             .fetch_one(&db.owner)
@@ -184,14 +211,21 @@ async fn what_is_not_mirrored_is_recorded_and_acknowledged() {
         Outcome::Ignored("ignored_preview")
     );
     assert_eq!(
-        s.apply(&event("evt_x", "issuing_card.created", 1, json!({"object": "issuing.card", "id": "ic_1"})))
-            .await
-            .unwrap(),
+        s.apply(&event(
+            "evt_x",
+            "issuing_card.created",
+            1,
+            json!({"object": "issuing.card", "id": "ic_1"})
+        ))
+        .await
+        .unwrap(),
         Outcome::Ignored("ignored_type")
     );
     s.livemode = Some(true);
     assert_eq!(
-        s.apply(&event("evt_t", "invoice.paid", 1, invoice("paid", 4900))).await.unwrap(),
+        s.apply(&event("evt_t", "invoice.paid", 1, invoice("paid", 4900)))
+            .await
+            .unwrap(),
         Outcome::Ignored("ignored_livemode"),
         "a test-mode event on a live stage changes nothing"
     );
@@ -214,16 +248,20 @@ async fn truncated_lists_are_fetched_in_full_before_applying() {
         .and(path("/v1/invoices/in_long/lines"))
         .and(query_param("limit", "100"))
         .and(query_param_is_missing("starting_after"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"object": "list", "has_more": true,
-            "data": (0..100).map(line).collect::<Vec<_>>()})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"object": "list", "has_more": true,
+            "data": (0..100).map(line).collect::<Vec<_>>()})),
+        )
         .expect(1)
         .mount(&stripe)
         .await;
     Mock::given(method("GET"))
         .and(path("/v1/invoices/in_long/lines"))
         .and(query_param("starting_after", "il_99"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"object": "list", "has_more": false,
-            "data": (100..130).map(line).collect::<Vec<_>>()})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"object": "list", "has_more": false,
+            "data": (100..130).map(line).collect::<Vec<_>>()})),
+        )
         .expect(1)
         .mount(&stripe)
         .await;
@@ -232,7 +270,9 @@ async fn truncated_lists_are_fetched_in_full_before_applying() {
     let truncated = json!({"object": "invoice", "id": "in_long", "customer": "cus_1", "status": "open",
         "amount_due": 0, "amount_paid": 0, "amount_remaining": 0,
         "lines": {"object": "list", "has_more": true, "data": (0..10).map(line).collect::<Vec<_>>()}});
-    s.apply(&event("evt_long", "invoice.finalized", 5, truncated)).await.unwrap();
+    s.apply(&event("evt_long", "invoice.finalized", 5, truncated))
+        .await
+        .unwrap();
     let (count, sum): (i64, i64) =
         sqlx::query_as("select count(*), sum(amount)::bigint from stripe_invoice_lines where invoice_id = 'in_long'")
             .fetch_one(&db.owner)
@@ -246,6 +286,14 @@ async fn truncated_lists_are_fetched_in_full_before_applying() {
     let down = syncer(&db, Some(StripeApi::new("http://127.0.0.1:9", "sk_test_x").unwrap()));
     let again = json!({"object": "invoice", "id": "in_long", "status": "open",
         "lines": {"object": "list", "has_more": true, "data": []}});
-    assert!(down.apply(&event("evt_long2", "invoice.finalized", 5, again)).await.is_err());
-    assert_eq!(billing_snapshot(&db.owner).await["stripe_events"], json!([]), "nothing recorded");
+    assert!(
+        down.apply(&event("evt_long2", "invoice.finalized", 5, again))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        billing_snapshot(&db.owner).await["stripe_events"],
+        json!([]),
+        "nothing recorded"
+    );
 }

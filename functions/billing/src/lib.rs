@@ -4,6 +4,7 @@
 use axum::Router;
 use axum::extract::{FromRef, State};
 use axum::response::Response;
+use shared::adapters::stripe_api::StripeApi;
 use shared::domain::{Page, Role};
 use shared::http::docs::{BodyProblems, Conflict, ListProblems, TenantHeader, TenantProblems, Upstream};
 use shared::http::routes::{Access, RouteSpec};
@@ -11,7 +12,6 @@ use shared::http::{ApiError, Body, Core, Json, PageParams, Params, RawIdempotenc
 use shared::services::billing::{
     self, BillingLinks, CheckoutSession, InvoiceSummary, NewCheckout, Plan, PortalSession, SubscriptionSummary,
 };
-use shared::adapters::stripe_api::StripeApi;
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -67,7 +67,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The plans, their prices (minor units) and their limits.
 #[utoipa::path(get, path = "/billing/plans", tag = TAG, security(("bearer" = [])), params(TenantHeader),
     responses((status = 200, body = Vec<Plan>), TenantProblems))]
-async fn list_plans(State(state): State<BillingState>, _ctx: TenantCtx<min::Viewer>) -> Result<Json<Vec<Plan>>, ApiError> {
+async fn list_plans(
+    State(state): State<BillingState>,
+    _ctx: TenantCtx<min::Viewer>,
+) -> Result<Json<Vec<Plan>>, ApiError> {
     Ok(Json(billing::plans(&state.core.db).await?))
 }
 
@@ -95,7 +98,15 @@ async fn create_checkout_session(
 ) -> Result<Response, ApiError> {
     let key = idem.with_request("POST /billing/checkout-session", &body.raw)?;
     Ok(replayed_or(
-        billing::checkout(&state.core.db, &ctx.scope, &state.stripe, &state.links, body.value, key.as_ref()).await?,
+        billing::checkout(
+            &state.core.db,
+            &ctx.scope,
+            &state.stripe,
+            &state.links,
+            body.value,
+            key.as_ref(),
+        )
+        .await?,
     ))
 }
 
@@ -106,7 +117,9 @@ async fn create_portal_session(
     State(state): State<BillingState>,
     ctx: TenantCtx<min::Admin>,
 ) -> Result<Json<PortalSession>, ApiError> {
-    Ok(Json(billing::portal(&state.core.db, &ctx.scope, &state.stripe, &state.links).await?))
+    Ok(Json(
+        billing::portal(&state.core.db, &ctx.scope, &state.stripe, &state.links).await?,
+    ))
 }
 
 /// The tenant's invoices, newest first (amounts in minor units).
@@ -117,5 +130,7 @@ async fn list_invoices(
     ctx: TenantCtx<min::Viewer>,
     Params(page): Params<PageParams>,
 ) -> Result<Json<Page<InvoiceSummary>>, ApiError> {
-    Ok(Json(billing::invoices(&state.core.db, &ctx.scope, &page.request()?).await?))
+    Ok(Json(
+        billing::invoices(&state.core.db, &ctx.scope, &page.request()?).await?,
+    ))
 }

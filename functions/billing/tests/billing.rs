@@ -61,7 +61,11 @@ async fn plans_list_prices_in_minor_units_with_their_limits() {
     let w = world().await;
     let member = w.app.user("member").await;
     w.app.add_member(w.tenant, &member, Role::Viewer).await;
-    let r = get("/billing/plans").bearer(&member.token).tenant(w.tenant).send(&w.router).await;
+    let r = get("/billing/plans")
+        .bearer(&member.token)
+        .tenant(w.tenant)
+        .send(&w.router)
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let plans = r.json.as_array().unwrap();
     let codes: Vec<&str> = plans.iter().map(|p| p["code"].as_str().unwrap()).collect();
@@ -78,7 +82,11 @@ async fn plans_list_prices_in_minor_units_with_their_limits() {
 #[tokio::test]
 async fn a_tenant_without_a_subscription_is_on_the_default_plan() {
     let w = world().await;
-    let r = get("/billing/subscription").bearer(&w.owner.token).tenant(w.tenant).send(&w.router).await;
+    let r = get("/billing/subscription")
+        .bearer(&w.owner.token)
+        .tenant(w.tenant)
+        .send(&w.router)
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["status"], "none");
     assert_eq!(r.json["plan"]["code"], "free");
@@ -94,7 +102,9 @@ async fn checkout_creates_the_customer_once_and_honours_idempotency_keys() {
         .and(path("/v1/customers"))
         .and(header("idempotency-key", format!("portal-customer-{tenant}").as_str()))
         .and(header("stripe-version", "2025-04-30.basil"))
-        .and(body_string_contains(format!("metadata%5Btenant_id%5D={tenant}").as_str()))
+        .and(body_string_contains(
+            format!("metadata%5Btenant_id%5D={tenant}").as_str(),
+        ))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "cus_new", "object": "customer"})))
         .expect(1)
         .mount(&w.stripe)
@@ -179,7 +189,10 @@ async fn checkout_refuses_bad_input_lower_roles_live_subscriptions_and_survives_
         .send(&w.router)
         .await;
     let problem = r.problem(503);
-    assert!(!problem.to_string().contains("boom"), "Stripe's message is logged, not shown");
+    assert!(
+        !problem.to_string().contains("boom"),
+        "Stripe's message is logged, not shown"
+    );
     assert_eq!(w.app.count("billing_accounts").await, 0);
     assert_eq!(w.app.count("idempotency_keys").await, 0);
 
@@ -196,12 +209,18 @@ async fn checkout_refuses_bad_input_lower_roles_live_subscriptions_and_survives_
 #[tokio::test]
 async fn the_portal_needs_a_billing_account() {
     let w = world().await;
-    let r = post("/billing/portal-session").bearer(&w.owner.token).tenant(w.tenant).send(&w.router).await;
+    let r = post("/billing/portal-session")
+        .bearer(&w.owner.token)
+        .tenant(w.tenant)
+        .send(&w.router)
+        .await;
     assert_eq!(r.problem(409)["type"], "/problems/no-billing-account");
     w.app.subscribe(w.tenant, "growth").await;
     Mock::given(method("POST"))
         .and(path("/v1/billing_portal/sessions"))
-        .and(body_string_contains(format!("customer=cus_test_{}", w.tenant.simple()).as_str()))
+        .and(body_string_contains(
+            format!("customer=cus_test_{}", w.tenant.simple()).as_str(),
+        ))
         .and(body_string_contains("return_url=http%3A%2F%2Fportal.test%2Fbilling"))
         .respond_with(
             ResponseTemplate::new(200).set_body_json(json!({"id": "bps_1", "url": "https://billing.stripe.test/p/1"})),
@@ -209,7 +228,11 @@ async fn the_portal_needs_a_billing_account() {
         .expect(1)
         .mount(&w.stripe)
         .await;
-    let r = post("/billing/portal-session").bearer(&w.owner.token).tenant(w.tenant).send(&w.router).await;
+    let r = post("/billing/portal-session")
+        .bearer(&w.owner.token)
+        .tenant(w.tenant)
+        .send(&w.router)
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["url"], "https://billing.stripe.test/p/1");
 }
@@ -230,9 +253,14 @@ async fn invoices_of_an_unknown_customer_wait_for_the_link_then_page_newest_firs
     let other = w.app.tenant(&other_owner).await;
     let sync = syncer(&w.app);
     for i in 0..5 {
-        sync.apply(&event(&format!("evt_inv_{i}"), "invoice.paid", 1000 + i, invoice(&format!("in_{i}"), "cus_late", 1000 + i, 100 * (i + 1))))
-            .await
-            .unwrap();
+        sync.apply(&event(
+            &format!("evt_inv_{i}"),
+            "invoice.paid",
+            1000 + i,
+            invoice(&format!("in_{i}"), "cus_late", 1000 + i, 100 * (i + 1)),
+        ))
+        .await
+        .unwrap();
     }
     let list = |who: &TestUser, tenant: Uuid, query: &str| {
         get("/billing/invoices").bearer(&who.token).tenant(tenant).query(query)
@@ -245,28 +273,48 @@ async fn invoices_of_an_unknown_customer_wait_for_the_link_then_page_newest_firs
         "metadata": {"tenant_id": w.tenant.to_string()}, "default_source": "card_1",
         "sources": {"object": "list", "data": [{"id": "card_1", "object": "card", "brand": "Visa", "last4": "4242",
             "exp_month": 4, "exp_year": 2031}]}});
-    sync.apply(&event("evt_cus", "customer.created", 900, customer)).await.unwrap();
+    sync.apply(&event("evt_cus", "customer.created", 900, customer))
+        .await
+        .unwrap();
 
     let page1 = list(&w.owner, w.tenant, "limit=2").send(&w.router).await;
     assert_eq!(page1.status, 200, "{}", page1.text);
     let ids = |r: &testkit::Resp| -> Vec<String> {
-        r.json["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect()
+        r.json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .collect()
     };
     assert_eq!(ids(&page1), ["in_4", "in_3"]);
     assert_eq!(page1.json["items"][0]["amount_paid"], 500);
     assert_eq!(page1.json["items"][0]["currency"], "eur");
-    assert_eq!(page1.json["items"][0]["invoice_pdf"], "https://invoice.stripe.test/in_4/pdf");
+    assert_eq!(
+        page1.json["items"][0]["invoice_pdf"],
+        "https://invoice.stripe.test/in_4/pdf"
+    );
     let cursor = page1.json["next_cursor"].as_str().unwrap();
-    let page2 = list(&w.owner, w.tenant, &format!("limit=2&cursor={cursor}")).send(&w.router).await;
+    let page2 = list(&w.owner, w.tenant, &format!("limit=2&cursor={cursor}"))
+        .send(&w.router)
+        .await;
     assert_eq!(ids(&page2), ["in_2", "in_1"]);
 
     // Another tenant sees none of it.
     let r = list(&other_owner, other, "limit=10").send(&w.router).await;
     assert_eq!(r.json["items"], json!([]));
-    let r = get("/billing/subscription").bearer(&other_owner.token).tenant(other).send(&w.router).await;
+    let r = get("/billing/subscription")
+        .bearer(&other_owner.token)
+        .tenant(other)
+        .send(&w.router)
+        .await;
     assert_eq!(r.json["payment_method"], Value::Null);
     // The tenant sees its card.
-    let r = get("/billing/subscription").bearer(&w.owner.token).tenant(w.tenant).send(&w.router).await;
+    let r = get("/billing/subscription")
+        .bearer(&w.owner.token)
+        .tenant(w.tenant)
+        .send(&w.router)
+        .await;
     assert_eq!(r.json["payment_method"]["last4"], "4242");
 }
 
@@ -280,8 +328,15 @@ async fn the_subscription_summary_follows_the_synced_subscription() {
         "created": 1_900_000_000,
         "items": {"object": "list", "has_more": false, "data": [{"id": "si_1", "price": {"id": "price_growth_m"},
             "quantity": 1, "current_period_start": 1_800_000_000, "current_period_end": 1_802_592_000}]}});
-    syncer(&w.app).apply(&event("evt_sub", "customer.subscription.created", 1_900_000_000, sub)).await.unwrap();
-    let r = get("/billing/subscription").bearer(&w.owner.token).tenant(w.tenant).send(&w.router).await;
+    syncer(&w.app)
+        .apply(&event("evt_sub", "customer.subscription.created", 1_900_000_000, sub))
+        .await
+        .unwrap();
+    let r = get("/billing/subscription")
+        .bearer(&w.owner.token)
+        .tenant(w.tenant)
+        .send(&w.router)
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["subscription_id"], "sub_growth", "the newest live one");
     assert_eq!(r.json["status"], "trialing");
@@ -305,12 +360,19 @@ async fn seats_are_limited_by_the_plan_with_a_402_naming_the_limit() {
     // Free: 3 seats = the owner and two invitations.
     assert_eq!(invite("a@example.test").send(&settings).await.status, 201);
     assert_eq!(invite("b@example.test").send(&settings).await.status, 201);
-    assert_eq!(invite("b@example.test").send(&settings).await.status, 201, "re-inviting replaces");
+    assert_eq!(
+        invite("b@example.test").send(&settings).await.status,
+        201,
+        "re-inviting replaces"
+    );
     let before = w.app.count("invitations").await;
     let r = invite("c@example.test").send(&settings).await;
     let problem = r.problem(402);
     assert_eq!(problem["type"], "/problems/plan-limit");
-    assert_eq!(problem["limit"], json!({"name": "seats", "allowed": 3, "used": 3, "plan": "free"}));
+    assert_eq!(
+        problem["limit"],
+        json!({"name": "seats", "allowed": 3, "used": 3, "plan": "free"})
+    );
     assert_eq!(w.app.count("invitations").await, before, "nothing created");
     w.app.subscribe(w.tenant, "starter").await;
     assert_eq!(invite("c@example.test").send(&settings).await.status, 201);

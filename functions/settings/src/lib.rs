@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use shared::domain::{Page, Role};
 use shared::http::docs::{
-    AuthProblems, BodyProblems, Conflict, Forbidden, Gone, ListProblems, NotFound, PlanLimit, PreconditionFailed, TenantHeader,
-    TenantProblems,
+    AuthProblems, BodyProblems, Conflict, Forbidden, Gone, ListProblems, NotFound, PlanLimit, PreconditionFailed,
+    TenantHeader, TenantProblems,
 };
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{

@@ -96,7 +96,11 @@ impl StripeApi {
                 .get("data")
                 .and_then(Value::as_array)
                 .ok_or_else(|| StripeError::Decode(format!("{path}: a list without data")))?;
-            let last = data.last().and_then(|o| o.get("id")).and_then(Value::as_str).map(str::to_owned);
+            let last = data
+                .last()
+                .and_then(|o| o.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             items.extend(data.iter().cloned());
             let more = page.get("has_more").and_then(Value::as_bool).unwrap_or(false);
             match (more, last) {

@@ -184,9 +184,10 @@ pub async fn subscription(pool: &PgPool, scope: &Scope) -> Result<SubscriptionSu
     .bind(LIVE_STATUSES)
     .fetch_optional(&mut *tx)
     .await?;
-    let customer: Option<Value> = sqlx::query_scalar("select raw from stripe_customers where id = app_current_customer()")
-        .fetch_optional(&mut *tx)
-        .await?;
+    let customer: Option<Value> =
+        sqlx::query_scalar("select raw from stripe_customers where id = app_current_customer()")
+            .fetch_optional(&mut *tx)
+            .await?;
     tx.commit().await?;
     let payment_method = payment_method(row.as_ref().map(|r| &r.10), customer.as_ref());
     let mut summary = SubscriptionSummary {
@@ -238,7 +239,9 @@ fn card_of(pm: &Value) -> Option<PaymentMethodSummary> {
 /// The paying card: the subscription's default payment method when Stripe expanded it, else
 /// the customer's default payment method or default source.
 pub fn payment_method(subscription: Option<&Value>, customer: Option<&Value>) -> Option<PaymentMethodSummary> {
-    if let Some(pm) = subscription.and_then(|s| s.get("default_payment_method")).filter(|p| p.is_object())
+    if let Some(pm) = subscription
+        .and_then(|s| s.get("default_payment_method"))
+        .filter(|p| p.is_object())
         && let Some(card) = card_of(pm)
     {
         return Some(card);
@@ -389,7 +392,11 @@ pub async fn checkout(
     let tenant_id = tenant(scope)?;
     let quantity = input.quantity.unwrap_or(1);
     if !(1..=10_000).contains(&quantity) {
-        return Err(DomainError::invalid("quantity", "out_of_range", "must be between 1 and 10000"));
+        return Err(DomainError::invalid(
+            "quantity",
+            "out_of_range",
+            "must be between 1 and 10000",
+        ));
     }
     let known: bool = sqlx::query_scalar("select exists (select 1 from billing_prices where id = $1 and active)")
         .bind(&input.price_id)
@@ -445,7 +452,9 @@ pub async fn checkout(
         .map_err(upstream)?;
     let text = |k: &str| session.get(k).and_then(Value::as_str).map(str::to_owned);
     let (Some(id), Some(url)) = (text("id"), text("url")) else {
-        return Err(DomainError::Upstream("Stripe answered a session without id or url".into()));
+        return Err(DomainError::Upstream(
+            "Stripe answered a session without id or url".into(),
+        ));
     };
     let created = CheckoutSession { id, url, customer_id };
     idempotency::store(&mut tx, scope, idem, 201, &created).await?;
@@ -507,6 +516,9 @@ mod tests {
             payment_method(Some(&sub), Some(&customer)).unwrap().last4.as_deref(),
             Some("4444")
         );
-        assert_eq!(payment_method(Some(&json!({"default_payment_method": "pm_1"})), None), None);
+        assert_eq!(
+            payment_method(Some(&json!({"default_payment_method": "pm_1"})), None),
+            None
+        );
     }
 }

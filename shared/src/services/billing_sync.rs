@@ -191,6 +191,23 @@ struct Fetched {
     lines: Option<Vec<Value>>,
     refunds: Option<Vec<Value>>,
     subscription: Option<Value>,
+    /// The customer, refetched when an event changes it without carrying it (a card attached).
+    customer: Option<Value>,
+    /// When the refetches were made (Unix seconds): they show Stripe's state as of then, so
+    /// they are gated at that time, not at the event's.
+    fetched_at: i64,
+}
+
+/// Events that change a customer's payment method without carrying the customer.
+fn changes_customer_payment(event_type: &str) -> bool {
+    event_type.starts_with("customer.source.")
+        || matches!(
+            event_type,
+            "payment_method.attached"
+                | "payment_method.detached"
+                | "payment_method.updated"
+                | "checkout.session.completed"
+        )
 }
 
 const MAX_ATTEMPTS: u32 = 3;
@@ -220,7 +237,10 @@ impl Syncer {
     }
 
     async fn prefetch(&self, event: &StripeEvent) -> Result<Fetched, SyncError> {
-        let mut fetched = Fetched::default();
+        let mut fetched = Fetched {
+            fetched_at: chrono::Utc::now().timestamp(),
+            ..Fetched::default()
+        };
         let obj = &event.object;
         match obj.get("object").and_then(Value::as_str) {
             Some("subscription") => {
@@ -261,6 +281,21 @@ impl Syncer {
                 }
             }
             _ => {}
+        }
+        if changes_customer_payment(&event.event_type)
+            && let (Some(customer), Some(api)) = (id_of(obj.get("customer")), self.stripe.as_ref())
+        {
+            match api
+                .get(
+                    &format!("customers/{customer}"),
+                    &[("expand[]", "invoice_settings.default_payment_method")],
+                )
+                .await
+            {
+                Ok(c) => fetched.customer = Some(c),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(fetched)
     }
@@ -324,6 +359,7 @@ impl Syncer {
             ("charge.refunded", "charge") => Outcome::Applied,
             (t, "refund") if t.starts_with("charge.refund.") || t.starts_with("refund.") => Outcome::Applied,
             ("checkout.session.completed", "checkout.session") => Outcome::Applied,
+            (t, _) if changes_customer_payment(t) && self.stripe.is_some() => Outcome::Applied,
             _ => Outcome::Ignored("ignored_type"),
         }
     }
@@ -338,7 +374,15 @@ async fn apply_object(
     source: &Source,
     fetched: &Fetched,
 ) -> Result<bool, SyncError> {
-    match obj.get("object").and_then(Value::as_str).unwrap_or_default() {
+    let mut changed = false;
+    let refetched = Source {
+        created: source.created.max(fetched.fetched_at),
+        ..source.clone()
+    };
+    if let Some(customer) = &fetched.customer {
+        changed |= upsert_customer(tx, customer, false, &refetched).await?;
+    }
+    let applied = match obj.get("object").and_then(Value::as_str).unwrap_or_default() {
         "customer" => {
             let deleted = event_type == "customer.deleted";
             upsert_customer(tx, obj, deleted, source).await
@@ -358,7 +402,7 @@ async fn apply_object(
                     .unwrap_or_default(),
             };
             let mut changed = false;
-            for refund in &refunds {
+            for refund in refunds.iter() {
                 changed |= upsert_refund(tx, refund, source).await?;
             }
             Ok(changed)
@@ -375,12 +419,13 @@ async fn apply_object(
                 changed |= link_account(tx, tenant, &customer).await?;
             }
             if let Some(sub) = &fetched.subscription {
-                changed |= upsert_subscription(tx, sub, None, source).await?;
+                changed |= upsert_subscription(tx, sub, None, &refetched).await?;
             }
             Ok(changed)
         }
         _ => Ok(false),
-    }
+    }?;
+    Ok(changed || applied)
 }
 
 /// Links a tenant to its Stripe customer when neither is linked yet and the tenant exists.

@@ -122,8 +122,19 @@ mod tests {
     fn a_limit_allows_up_to_and_including_its_value() {
         assert!(check(&plan(Some(3)), Limit::Seats, 2, 1).is_ok());
         let err = check(&plan(Some(3)), Limit::Seats, 3, 1).unwrap_err();
-        assert!(matches!(err, DomainError::LimitExceeded { limit: "seats", allowed: 3, used: 3, .. }));
-        assert!(check(&plan(None), Limit::Seats, 1_000_000, 1).is_ok(), "None is unlimited");
+        assert!(matches!(
+            err,
+            DomainError::LimitExceeded {
+                limit: "seats",
+                allowed: 3,
+                used: 3,
+                ..
+            }
+        ));
+        assert!(
+            check(&plan(None), Limit::Seats, 1_000_000, 1).is_ok(),
+            "None is unlimited"
+        );
         assert!(check(&plan(Some(3)), Limit::Contacts, 10, 1).is_ok());
     }
 }

@@ -102,7 +102,9 @@ impl TestDb {
             .username("portal_billing")
             .password(&std::env::var("TEST_BILLING_PASSWORD").unwrap_or_else(|_| "portal_billing".to_owned()))
             .database(&name);
-        let billing = PgPoolOptions::new().max_connections(8).connect_lazy_with(billing_options);
+        let billing = PgPoolOptions::new()
+            .max_connections(8)
+            .connect_lazy_with(billing_options);
         Self {
             name,
             owner,
@@ -509,6 +511,11 @@ pub fn shared_fixtures(sub: &str) -> Option<std::path::PathBuf> {
         );
         None
     }
+}
+
+/// The local stack's localstripe (`TEST_STRIPE_API_BASE`, default http://127.0.0.1:8420).
+pub fn localstripe_url() -> String {
+    std::env::var("TEST_STRIPE_API_BASE").unwrap_or_else(|_| "http://127.0.0.1:8420".to_owned())
 }
 
 /// The AWS SDK configuration for the moto server of the local stack (`TEST_AWS_ENDPOINT`,

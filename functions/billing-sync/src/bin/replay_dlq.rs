@@ -24,7 +24,9 @@ async fn main() -> anyhow::Result<()> {
                     .ok_or_else(|| anyhow::anyhow!("--max needs a number"))?;
             }
             "-h" | "--help" => {
-                println!("billing-replay-dlq [--dry-run] [--max N]: moves the billing DLQ's messages back to the billing queue");
+                println!(
+                    "billing-replay-dlq [--dry-run] [--max N]: moves the billing DLQ's messages back to the billing queue"
+                );
                 return Ok(());
             }
             other => anyhow::bail!("unknown argument {other} (try --help)"),
