@@ -6,6 +6,12 @@
 //!   forwarded — for new events, and for duplicate deliveries;
 //! - verify alone, in process.
 //!
+//! Then billing-sync's apply, against a fresh Postgres database of the local stack:
+//!
+//! - baseline: one bare single-row INSERT per event (the floor of a durable Postgres write);
+//! - apply: `Syncer::apply` (ledger insert + gated invoice upsert + its lines, one transaction)
+//!   for new events, duplicates, and with 8 in flight.
+//!
 //! Prints p50/p99 latency, events/s (sequential and with 8 in flight) and ratios to the baseline.
 //! Usage: cargo run --release -p bench-webhook [-- EVENTS]
 #![allow(
@@ -17,6 +23,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use shared::domain::signature::stripe;
+use shared::services::billing_sync::{Outcome, StripeEvent, Syncer};
 use shared::services::stripe_inbox::{InboxConfig, StripeInbox};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -154,4 +161,82 @@ async fn main() {
     }
     stats("inbox: new, 8 in flight", samples, wall.elapsed(), Some(base));
     let _ = dynamo.delete_table().table_name(&table).send().await;
+
+    apply_bench(events, &run).await;
+}
+
+fn invoice_event(i: usize, run: &str) -> StripeEvent {
+    let lines: Vec<serde_json::Value> = (0..3)
+        .map(|l| serde_json::json!({"id": format!("il_{i}_{l}"), "amount": 1000 + l, "currency": "usd"}))
+        .collect();
+    StripeEvent::from_value(serde_json::json!({
+        "id": format!("evt_apply_{run}_{i}"), "type": "invoice.paid", "created": 1_750_000_000 + i as i64,
+        "livemode": false, "data": {"object": {"object": "invoice", "id": format!("in_{i}"), "customer": "cus_bench",
+            "status": "paid", "currency": "usd", "amount_due": 3003, "amount_paid": 3003, "amount_remaining": 0,
+            "lines": {"object": "list", "has_more": false, "data": lines}}}
+    }))
+    .unwrap()
+}
+
+async fn apply_bench(events: usize, run: &str) {
+    let db = testkit::TestDb::new().await;
+    println!(
+        "billing-sync apply, {events} events each, Postgres database {}:",
+        db.name
+    );
+    let syncer = Syncer {
+        db: db.billing.clone(),
+        stripe: None,
+        livemode: None,
+    };
+    let mut samples = Vec::new();
+    let wall = Instant::now();
+    for i in 0..events {
+        let t = Instant::now();
+        sqlx::query("insert into stripe_events (id, type, outcome, payload) values ($1, 'bench', 'baseline', '{}')")
+            .bind(format!("evt_baseline_{i}"))
+            .execute(&db.billing)
+            .await
+            .unwrap();
+        samples.push(t.elapsed());
+    }
+    let base = stats("baseline: one single-row INSERT", samples, wall.elapsed(), None);
+
+    let batch: Vec<StripeEvent> = (0..events).map(|i| invoice_event(i, run)).collect();
+    for (label, round) in [
+        ("apply: new invoice.paid (3 lines)", 0),
+        ("apply: duplicate delivery", 1),
+    ] {
+        let mut samples = Vec::new();
+        let wall = Instant::now();
+        for e in &batch {
+            let t = Instant::now();
+            let outcome = syncer.apply(e).await.unwrap();
+            assert_eq!(outcome == Outcome::Duplicate, round == 1);
+            samples.push(t.elapsed());
+        }
+        stats(label, samples, wall.elapsed(), Some(base));
+    }
+
+    let fresh: Vec<StripeEvent> = (events..2 * events).map(|i| invoice_event(i, run)).collect();
+    let wall = Instant::now();
+    let mut handles = Vec::new();
+    for chunk in fresh.chunks(fresh.len().div_ceil(8)) {
+        let syncer = syncer.clone();
+        let chunk = chunk.to_vec();
+        handles.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            for e in chunk {
+                let t = Instant::now();
+                syncer.apply(&e).await.unwrap();
+                samples.push(t.elapsed());
+            }
+            samples
+        }));
+    }
+    let mut samples = Vec::new();
+    for h in handles {
+        samples.extend(h.await.unwrap());
+    }
+    stats("apply: new, 8 in flight", samples, wall.elapsed(), Some(base));
 }

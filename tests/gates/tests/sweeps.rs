@@ -84,10 +84,20 @@ fn stripe_webhook_router(_: &TestApp) -> axum::Router {
     })
 }
 
-/// `billing` with a Stripe API nobody answers: the sweeps never get past auth, roles and
-/// validation to a Stripe call (and one that did would answer 503, which the sweeps report).
+/// `billing` against a stub Stripe that answers every call with a session-like object: the
+/// sweeps check auth, roles and isolation, not Stripe (tests/billing.rs fakes its contract).
 fn billing_router(app: &TestApp) -> axum::Router {
-    let stripe = shared::adapters::stripe_api::StripeApi::new("http://127.0.0.1:9", "sk_test_gates").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stub = axum::Router::new().fallback(|| async {
+        axum::Json(json!({"id": "cus_stub", "object": "stub", "url": "https://stripe.test/stub"}))
+    });
+    tokio::spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        axum::serve(listener, stub).await.unwrap();
+    });
+    let stripe = shared::adapters::stripe_api::StripeApi::new(&base, "sk_test_gates").unwrap();
     billing::router(billing::BillingState::new(app.core.clone(), stripe))
 }
 

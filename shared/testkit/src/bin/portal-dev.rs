@@ -37,11 +37,59 @@ async fn migrate() -> anyhow::Result<()> {
 async fn seed() -> anyhow::Result<()> {
     let pool = owner_pool().await?;
     testkit::seed_demo(&pool).await?;
+    seed_billing(&pool).await?;
     println!(
         "seeded tenant {} (Demo Co), owner owner@demo.local, member member@demo.local, API key {}",
         testkit::DEMO_TENANT,
         testkit::DEMO_API_KEY
     );
+    Ok(())
+}
+
+/// The paid plans' monthly prices, at the local Stripe (`STRIPE_API_BASE`, localstripe) and in
+/// the catalogue: `price_demo_<plan>_monthly`, metadata `portal_plan` (what reconciliation syncs).
+async fn seed_billing(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let base = std::env::var("STRIPE_API_BASE").unwrap_or_else(|_| "http://127.0.0.1:8420".to_owned());
+    let key = std::env::var("STRIPE_SECRET_KEY").unwrap_or_else(|_| "sk_test_local".to_owned());
+    if !base.starts_with("http://127.0.0.1") && !base.starts_with("http://localhost") {
+        bail!("seed creates demo prices only at a local Stripe (STRIPE_API_BASE is {base})");
+    }
+    let stripe = shared::adapters::stripe_api::StripeApi::new(&base, &key)?;
+    for (plan, name, amount) in [
+        ("starter", "Starter", 2900),
+        ("growth", "Growth", 9900),
+        ("scale", "Scale", 29900),
+    ] {
+        let id = format!("price_demo_{plan}_monthly");
+        match stripe.get(&format!("plans/{id}"), &[]).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {
+                let fields = shared::adapters::stripe_api::form([
+                    ("id", Some(id.clone())),
+                    ("amount", Some(amount.to_string())),
+                    ("currency", Some("usd".to_owned())),
+                    ("interval", Some("month".to_owned())),
+                    ("product[name]", Some(name.to_owned())),
+                    ("metadata[portal_plan]", Some(plan.to_owned())),
+                ]);
+                stripe
+                    .post("plans", &fields, None)
+                    .await
+                    .with_context(|| format!("creating {id}"))?;
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {id} at {base}")),
+        }
+        sqlx::query(
+            "insert into billing_prices (id, plan_code, currency, unit_amount, interval) values ($1, $2, 'usd', $3, 'month') \
+             on conflict (id) do nothing",
+        )
+        .bind(&id)
+        .bind(plan)
+        .bind(amount)
+        .execute(pool)
+        .await?;
+    }
+    println!("seeded prices price_demo_{{starter,growth,scale}}_monthly at {base}");
     Ok(())
 }
 
