@@ -377,3 +377,47 @@ async fn seats_are_limited_by_the_plan_with_a_402_naming_the_limit() {
     w.app.subscribe(w.tenant, "starter").await;
     assert_eq!(invite("c@example.test").send(&settings).await.status, 201);
 }
+
+#[tokio::test]
+async fn the_application_role_reads_only_its_tenants_mirror_and_writes_none_of_it() {
+    use shared::domain::{Actor, Scope};
+    let w = world().await;
+    let other_owner = w.app.user("other").await;
+    let other = w.app.tenant(&other_owner).await;
+    w.app.subscribe(w.tenant, "starter").await;
+    w.app.subscribe(other, "growth").await;
+    let scope = Scope {
+        actor: Actor::User {
+            user_id: w.owner.id,
+            email: w.owner.email.clone(),
+        },
+        tenant: Some((w.tenant, Role::Owner)),
+        request_id: "rls-test".into(),
+    };
+    let mut tx = shared::adapters::pg::begin(&w.app.db.app, &scope).await.unwrap();
+    let visible: Vec<String> = sqlx::query_scalar("select customer_id from stripe_subscriptions")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(
+        visible,
+        [format!("cus_test_{}", w.tenant.simple())],
+        "a forgotten filter still sees one tenant"
+    );
+    let accounts: i64 = sqlx::query_scalar("select count(*) from billing_accounts")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(accounts, 1);
+    tx.rollback().await.unwrap();
+    for statement in [
+        "update stripe_subscriptions set status = 'canceled'",
+        "insert into stripe_invoices (id, amount_due, amount_paid, amount_remaining, raw, gate_terminal, gate_created, gate_rank, gate_source) values ('in_x', 0, 0, 0, '{}', false, 0, 0, 'x')",
+        "select count(*) from stripe_events",
+        "delete from billing_accounts",
+    ] {
+        let mut tx = shared::adapters::pg::begin(&w.app.db.app, &scope).await.unwrap();
+        let result = sqlx::query(statement).execute(&mut *tx).await;
+        assert!(result.is_err(), "portal_app may not: {statement}");
+    }
+}
