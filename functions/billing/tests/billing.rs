@@ -8,7 +8,7 @@ use shared::domain::Role;
 use shared::services::billing_sync::{StripeEvent, Syncer};
 use testkit::{TestApp, TestUser, get, post};
 use uuid::Uuid;
-use wiremock::matchers::{body_string_contains, header, method, path};
+use wiremock::matchers::{body_string_contains, header, header_exists, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 struct World {
@@ -100,7 +100,7 @@ async fn checkout_creates_the_customer_once_and_honours_idempotency_keys() {
     let tenant = w.tenant.to_string();
     Mock::given(method("POST"))
         .and(path("/v1/customers"))
-        .and(header("idempotency-key", format!("portal-customer-{tenant}").as_str()))
+        .and(header_exists("idempotency-key"))
         .and(header("stripe-version", "2025-04-30.basil"))
         .and(body_string_contains(
             format!("metadata%5Btenant_id%5D={tenant}").as_str(),
@@ -122,6 +122,17 @@ async fn checkout_creates_the_customer_once_and_honours_idempotency_keys() {
         .mount(&w.stripe)
         .await;
 
+    // The second checkout finds the customer and asks Stripe whether it already subscribed.
+    Mock::given(method("GET"))
+        .and(path("/v1/subscriptions"))
+        .and(query_param("customer", "cus_new"))
+        .and(query_param("status", "all"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"object": "list", "has_more": false, "data": [{"id": "sub_old", "status": "canceled"}]}),
+        ))
+        .expect(1)
+        .mount(&w.stripe)
+        .await;
     let checkout = |key: &str| {
         post("/billing/checkout-session")
             .bearer(&w.owner.token)
@@ -196,6 +207,36 @@ async fn checkout_refuses_bad_input_lower_roles_live_subscriptions_and_survives_
     assert_eq!(w.app.count("billing_accounts").await, 0);
     assert_eq!(w.app.count("idempotency_keys").await, 0);
 
+    // Stripe knows of a live subscription the mirror has not seen yet (paid a moment ago).
+    w.stripe.reset().await;
+    sqlx::query("insert into billing_accounts (tenant_id, stripe_customer_id) values ($1, 'cus_known')")
+        .bind(w.tenant)
+        .execute(&w.app.db.owner)
+        .await
+        .unwrap();
+    Mock::given(method("GET"))
+        .and(path("/v1/subscriptions"))
+        .and(query_param("customer", "cus_known"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"object": "list", "has_more": false, "data": [{"id": "sub_new", "status": "active"}]}),
+        ))
+        .mount(&w.stripe)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/checkout/sessions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "cs_never", "url": "https://x"})))
+        .expect(0)
+        .mount(&w.stripe)
+        .await;
+    let r = post("/billing/checkout-session")
+        .bearer(&w.owner.token)
+        .tenant(w.tenant)
+        .json(body.clone())
+        .send(&w.router)
+        .await;
+    assert_eq!(r.problem(409)["type"], "/problems/already-subscribed");
+
+    // And the mirror's live subscription answers without asking Stripe.
     w.app.subscribe(w.tenant, "starter").await;
     let r = post("/billing/checkout-session")
         .bearer(&w.owner.token)

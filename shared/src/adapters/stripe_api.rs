@@ -56,8 +56,9 @@ pub type Form = Vec<(String, String)>;
 impl StripeApi {
     pub fn new(base_url: &str, secret_key: &str) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(20))
+            // Inside the billing function's 29 s and billing-sync's 30 s, with room for a retry.
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
             .build()?;
         Ok(Self {
             http,

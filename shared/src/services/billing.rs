@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::entitlements::{self, LIVE_STATUSES, Limits};
 use super::idempotency::{self, Created, IdempotencyKey};
-use crate::adapters::pg::{self, Tx};
+use crate::adapters::pg;
 use crate::adapters::stripe_api::{StripeApi, StripeError, form};
 use crate::domain::{DomainError, Page, PageRequest, Scope};
 
@@ -34,7 +34,16 @@ impl BillingLinks {
     }
 }
 
+/// A Stripe failure: 503 (retry) — except Stripe no longer knowing the tenant's customer
+/// (deleted in the dashboard), which a retry cannot fix: 409.
 fn upstream(e: StripeError) -> DomainError {
+    if e.is_not_found() {
+        tracing::error!(alert = "stripe_customer_missing", error = %e, "Stripe no longer has an object we link to");
+        return DomainError::conflict(
+            "billing_account_missing",
+            "the tenant's billing account no longer exists at the payment provider; contact support",
+        );
+    }
     DomainError::Upstream(e.to_string())
 }
 
@@ -179,7 +188,7 @@ pub async fn subscription(pool: &PgPool, scope: &Scope) -> Result<SubscriptionSu
         "select id, status, price_id, quantity, cancel_at_period_end, canceled_at, trial_start, trial_end, \
              current_period_start, current_period_end, raw \
          from stripe_subscriptions where customer_id = app_current_customer() \
-         order by (status = any($1)) desc, created desc nulls last, id limit 1",
+         order by (status = any($1)) desc nulls last, created desc nulls last, id limit 1",
     )
     .bind(LIVE_STATUSES)
     .fetch_optional(&mut *tx)
@@ -333,36 +342,44 @@ pub struct PortalSession {
     pub url: String,
 }
 
-/// The tenant's Stripe customer, created at Stripe the first time (once: a per-tenant lock
-/// here, a Stripe idempotency key there).
-async fn customer_for(tx: &mut Tx, scope: &Scope, stripe: &StripeApi) -> Result<String, DomainError> {
+/// The tenant's Stripe customer, created at Stripe the first time and linked in a short
+/// transaction of its own (a per-tenant lock here, a Stripe idempotency key there), so a later
+/// failure never strands a customer Stripe already made.
+async fn customer_for(pool: &PgPool, scope: &Scope, stripe: &StripeApi) -> Result<(String, bool), DomainError> {
     let tenant_id = tenant(scope)?;
+    let mut tx = pg::begin(pool, scope).await?;
     sqlx::query("select pg_advisory_xact_lock(hashtextextended('billing_account:' || $1::text, 0))")
         .bind(tenant_id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     if let Some(existing) = sqlx::query_scalar::<_, String>("select stripe_customer_id from billing_accounts")
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *tx)
         .await?
     {
-        return Ok(existing);
+        tx.commit().await?;
+        return Ok((existing, false));
     }
     let (name, email): (String, Option<String>) = sqlx::query_as(
         "select t.name, (select u.email from users u where u.id = app_current_user()) from tenants t where t.id = $1",
     )
     .bind(tenant_id)
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *tx)
     .await?;
     let tenant_text = tenant_id.to_string();
+    // The key covers the parameters: Stripe refuses a key reused with other ones.
+    let key = hex::encode(Sha256::digest(format!(
+        "{tenant_text}\0{name}\0{}",
+        email.as_deref().unwrap_or_default()
+    )));
     let customer = stripe
         .post(
             "customers",
             &form([
                 ("name", Some(name)),
                 ("email", email),
-                ("metadata[tenant_id]", Some(tenant_text.clone())),
+                ("metadata[tenant_id]", Some(tenant_text)),
             ]),
-            Some(&format!("portal-customer-{tenant_text}")),
+            Some(&format!("portal-customer-{key}")),
         )
         .await
         .map_err(upstream)?;
@@ -374,9 +391,17 @@ async fn customer_for(tx: &mut Tx, scope: &Scope, stripe: &StripeApi) -> Result<
     sqlx::query("insert into billing_accounts (tenant_id, stripe_customer_id) values ($1, $2)")
         .bind(tenant_id)
         .bind(&id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
-    Ok(id)
+    tx.commit().await?;
+    Ok((id, true))
+}
+
+fn already_subscribed() -> DomainError {
+    DomainError::conflict(
+        "already_subscribed",
+        "the tenant has a live subscription: change plans with POST /billing/portal-session",
+    )
 }
 
 /// Starts Stripe Checkout for a price. Honours `Idempotency-Key` (ours, and Stripe's for the
@@ -421,12 +446,26 @@ pub async fn checkout(
     .fetch_one(&mut *tx)
     .await?;
     if live {
-        return Err(DomainError::conflict(
-            "already_subscribed",
-            "the tenant has a live subscription: change plans with POST /billing/portal-session",
-        ));
+        return Err(already_subscribed());
     }
-    let customer_id = customer_for(&mut tx, scope, stripe).await?;
+    let (customer_id, new) = customer_for(pool, scope, stripe).await?;
+    if !new {
+        // The mirror lags behind Stripe (a payment a moment ago): ask Stripe itself.
+        let subscriptions = stripe
+            .list_all(
+                "subscriptions",
+                &[("customer", customer_id.as_str()), ("status", "all")],
+            )
+            .await
+            .map_err(upstream)?;
+        if subscriptions.iter().any(|s| {
+            s.get("status")
+                .and_then(Value::as_str)
+                .is_some_and(|st| LIVE_STATUSES.contains(&st))
+        }) {
+            return Err(already_subscribed());
+        }
+    }
     let tenant_text = tenant_id.to_string();
     let stripe_key = idem.map(|k| {
         let digest = Sha256::digest(format!("{tenant_text}\0{}", k.key).as_bytes());

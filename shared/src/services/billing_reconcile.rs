@@ -6,11 +6,14 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::billing_sync::{Outcome, Source, StripeEvent, SyncError, Syncer, repair_object};
+use super::billing_sync::{Outcome, Source, StripeEvent, SyncError, Syncer, lifecycle, repair_object};
 use crate::domain::stripe_objects::{InvoiceView, SubscriptionView};
 
 /// Stripe keeps events this long: the first run looks back this far.
 const EVENT_HORIZON_SECS: i64 = 30 * 24 * 3600;
+
+/// How far each run re-reads before the last cursor (Stripe's list is eventually consistent).
+const CURSOR_OVERLAP_SECS: i64 = 600;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Report {
@@ -19,6 +22,8 @@ pub struct Report {
     pub objects_seen: i32,
     pub changes: i32,
     pub prices_synced: i32,
+    /// Events or objects that could not be applied (logged; the run reports an error).
+    pub failures: i32,
 }
 
 /// The typed columns of a mirrored row (what reconciliation compares), as JSON.
@@ -57,12 +62,13 @@ impl Syncer {
         let error = result.as_ref().err().map(ToString::to_string);
         sqlx::query(
             "update billing_reconcile_runs set finished_at = now(), events_applied = $2, objects_seen = $3, \
-             changes = $4, error = $5 where id = $1",
+             changes = $4, failures = $5, error = $6 where id = $1",
         )
         .bind(report.run_id)
         .bind(report.events_applied)
         .bind(report.objects_seen)
         .bind(report.changes)
+        .bind(report.failures)
         .bind(&error)
         .execute(&self.db)
         .await?;
@@ -75,27 +81,43 @@ impl Syncer {
         now: i64,
         report: &mut Report,
     ) -> Result<(), SyncError> {
-        // 1. Missed events, oldest first, from where the last successful run got to.
-        let cursor: Option<i64> = sqlx::query_scalar(
-            "select max(events_cursor) from billing_reconcile_runs where finished_at is not null and error is null",
-        )
-        .fetch_one(&self.db)
-        .await?;
-        let since = cursor.unwrap_or(now - EVENT_HORIZON_SECS).to_string();
-        let mut events = api.list_all("events", &[("created[gte]", since.as_str())]).await?;
+        // 1. Missed events, oldest first, from where the last run got to (minus an overlap:
+        //    Stripe's event list is eventually consistent; the ledger makes re-reading free).
+        let cursor: Option<i64> =
+            sqlx::query_scalar("select max(events_cursor) from billing_reconcile_runs where events_cursor is not null")
+                .fetch_one(&self.db)
+                .await?;
+        let since = cursor.map_or(now - EVENT_HORIZON_SECS, |c| c - CURSOR_OVERLAP_SECS);
+        let since_text = since.to_string();
+        let mut events = api.list_all("events", &[("created[gte]", since_text.as_str())]).await?;
         events.sort_by_key(|e| e.get("created").and_then(Value::as_i64).unwrap_or(0));
-        let mut newest = cursor;
+        // The cursor moves to the newest event seen, but never past an event that failed.
+        let mut newest = cursor.unwrap_or(since).max(since);
+        let mut first_failure: Option<i64> = None;
         for raw in events {
-            let event = StripeEvent::from_value(raw)?;
-            newest = newest.max(Some(event.created));
-            if self.apply(&event).await? == Outcome::Applied {
-                report.events_applied += 1;
-                record_change(&self.db, report.run_id, "event", &event.id, "event_applied", None, None).await?;
+            let created = raw.get("created").and_then(Value::as_i64).unwrap_or(0);
+            newest = newest.max(created);
+            let applied = match StripeEvent::from_value(raw) {
+                Ok(event) => self.apply(&event).await.map(|o| (o, event.id)),
+                Err(e) => Err(e),
+            };
+            match applied {
+                Ok((Outcome::Applied, id)) => {
+                    report.events_applied += 1;
+                    record_change(&self.db, report.run_id, "event", &id, "event_applied", None, None).await?;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    report.failures += 1;
+                    first_failure = Some(first_failure.map_or(created, |f| f.min(created)));
+                    tracing::error!(error = %e, created, "reconciliation could not apply an event; continuing");
+                }
             }
         }
+        let cursor = first_failure.map_or(newest, |f| (f - 1).min(newest));
         sqlx::query("update billing_reconcile_runs set events_cursor = $2 where id = $1")
             .bind(report.run_id)
-            .bind(newest)
+            .bind(cursor)
             .execute(&self.db)
             .await?;
 
@@ -104,21 +126,27 @@ impl Syncer {
             report.prices_synced += self.sync_price(&plan).await?;
         }
 
-        // 3. Current state of every object we mirror.
-        let source = Source {
-            id: format!("reconcile:{}", report.run_id),
-            created: now,
-            forced: true,
-        };
+        // 3. Current state of every object we mirror. Each list is gated at the time it was
+        //    read: a row that an event changed after that keeps the event's state.
         for (path, table, query) in [
             ("customers", "stripe_customers", vec![]),
             ("subscriptions", "stripe_subscriptions", vec![("status", "all")]),
             ("invoices", "stripe_invoices", vec![]),
         ] {
+            let source = Source {
+                id: format!("reconcile:{}", report.run_id),
+                created: chrono::Utc::now().timestamp(),
+                forced: true,
+            };
             for obj in api.list_all(path, &query).await? {
                 report.objects_seen += 1;
-                if self.repair(api, table, &obj, &source, report.run_id).await? {
-                    report.changes += 1;
+                match self.repair(api, table, &obj, &source, report.run_id).await {
+                    Ok(true) => report.changes += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        report.failures += 1;
+                        tracing::error!(error = %e, table, "reconciliation could not repair an object; continuing");
+                    }
                 }
             }
         }
@@ -127,8 +155,12 @@ impl Syncer {
             events_applied = report.events_applied,
             objects_seen = report.objects_seen,
             changes = report.changes,
+            failures = report.failures,
             "reconciliation finished"
         );
+        if report.failures > 0 {
+            return Err(SyncError::Incomplete(report.failures));
+        }
         Ok(())
     }
 
@@ -199,7 +231,28 @@ impl Syncer {
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-        repair_object(&mut tx, obj, source, items, lines).await?;
+        // Money state only moves back on a fresh read of the object itself.
+        let (kind, path) = match table {
+            "stripe_subscriptions" => ("subscription", "subscriptions"),
+            "stripe_invoices" => ("invoice", "invoices"),
+            _ => ("customer", "customers"),
+        };
+        let was_terminal = before
+            .as_ref()
+            .and_then(|b| b.get("status").or_else(|| b.get("deleted")))
+            .is_some_and(|s| s.as_bool().unwrap_or(false) || lifecycle(kind, s.as_str()).0);
+        let listed_terminal = lifecycle(kind, obj.get("status").and_then(Value::as_str)).0
+            || obj.get("deleted").and_then(Value::as_bool).unwrap_or(false);
+        let mut source = source.clone();
+        let fresh;
+        let obj = if was_terminal && !listed_terminal {
+            source.created = chrono::Utc::now().timestamp();
+            fresh = api.get(&format!("{path}/{id}"), &[]).await?;
+            &fresh
+        } else {
+            obj
+        };
+        repair_object(&mut tx, obj, &source, items, lines).await?;
         let after: Option<Value> = sqlx::query_scalar(&projection)
             .bind(id)
             .fetch_optional(&mut *tx)

@@ -76,6 +76,9 @@ pub enum SyncError {
     Stripe(#[from] StripeError),
     #[error("a truncated list needs the Stripe API, which is not configured")]
     NoApi,
+    /// A reconciliation run that could not apply everything (each failure is logged).
+    #[error("{0} item(s) could not be reconciled")]
+    Incomplete(i32),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -273,7 +276,13 @@ impl Syncer {
             Some("checkout.session") => {
                 if let (Some(sub), Some(api)) = (id_of(obj.get("subscription")), self.stripe.as_ref()) {
                     match api.get(&format!("subscriptions/{sub}"), &[]).await {
-                        Ok(s) => fetched.subscription = Some(s),
+                        Ok(s) => {
+                            if SubscriptionView::read(&s)?.items_truncated {
+                                fetched.items =
+                                    Some(api.list_all("subscription_items", &[("subscription", &sub)]).await?);
+                            }
+                            fetched.subscription = Some(s);
+                        }
                         // The subscription's own events bring it; the link is what matters here.
                         Err(e) if e.is_not_found() => {}
                         Err(e) => return Err(e.into()),
@@ -282,8 +291,14 @@ impl Syncer {
             }
             _ => {}
         }
+        let customer_id =
+            if event.event_type.starts_with("customer.") && !event.event_type.starts_with("customer.source.") {
+                id_of(obj.get("id"))
+            } else {
+                id_of(obj.get("customer"))
+            };
         if changes_customer_payment(&event.event_type)
-            && let (Some(customer), Some(api)) = (id_of(obj.get("customer")), self.stripe.as_ref())
+            && let (Some(customer), Some(api)) = (customer_id, self.stripe.as_ref())
         {
             match api
                 .get(
@@ -419,7 +434,7 @@ async fn apply_object(
                 changed |= link_account(tx, tenant, &customer).await?;
             }
             if let Some(sub) = &fetched.subscription {
-                changed |= upsert_subscription(tx, sub, None, &refetched).await?;
+                changed |= upsert_subscription(tx, sub, fetched.items.as_deref(), &refetched).await?;
             }
             Ok(changed)
         }
@@ -453,9 +468,13 @@ fn gate_for(source: &Source, kind: &str, status: Option<&str>) -> Gate {
     gate(kind, status, source.created, &source.id)
 }
 
-/// The `where` of an upsert: the gate, unless the write is a forced repair.
+/// A repair from Stripe's current state wins unless the row was written from something at
+/// least as recent as that read (an event applied meanwhile keeps its state).
+const READ_IS_NEWER: &str = "t.gate_created < excluded.gate_created";
+
+/// The `where` of an upsert: the gate, or for a repair the read time.
 fn gate_clause(source: &Source) -> &'static str {
-    if source.forced { "true" } else { GATE_WINS }
+    if source.forced { READ_IS_NEWER } else { GATE_WINS }
 }
 
 async fn upsert_customer(tx: &mut Tx, obj: &Value, deleted: bool, source: &Source) -> Result<bool, SyncError> {

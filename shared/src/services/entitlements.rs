@@ -1,5 +1,6 @@
 //! Entitlements: what the tenant's plan allows. Any function calls [`ensure`] inside its tenant
-//! transaction before creating something a plan limits; over the limit it answers 402 with a
+//! transaction (after [`lock`], before counting) before creating something a plan limits; over
+//! the limit it answers 402 with a
 //! problem naming the limit. The plan is the one of the tenant's live subscription (trialing,
 //! active, past due: Stripe still retries those), else the default plan.
 use serde::Serialize;
@@ -69,7 +70,9 @@ pub async fn plan(tx: &mut Tx) -> Result<TenantPlan, DomainError> {
         "select p.code, p.name, p.seats, p.contacts, p.sites, p.ai_tasks_per_month, p.storage_bytes \
          from billing_plans p \
          left join lateral ( \
-             select pr.plan_code from stripe_subscriptions s join billing_prices pr on pr.id = s.price_id \
+             select coalesce(pr.plan_code, s.raw #>> '{items,data,0,price,metadata,portal_plan}', \
+                             s.raw #>> '{items,data,0,plan,metadata,portal_plan}') as plan_code \
+             from stripe_subscriptions s left join billing_prices pr on pr.id = s.price_id \
              where s.status = any($1) and s.customer_id = app_current_customer() \
              order by s.created desc nulls last, s.id limit 1) live on true \
          where p.code = live.plan_code or (live.plan_code is null and p.is_default) \
@@ -79,6 +82,18 @@ pub async fn plan(tx: &mut Tx) -> Result<TenantPlan, DomainError> {
     .fetch_optional(&mut **tx)
     .await?;
     plan.ok_or_else(|| DomainError::Internal(anyhow::anyhow!("no default plan in billing_plans")))
+}
+
+/// Serializes the checks of one limit in one tenant for the rest of the transaction: call it
+/// before counting what is in use, so two concurrent creations cannot both see room for one.
+pub async fn lock(tx: &mut Tx, limit: Limit) -> Result<(), DomainError> {
+    sqlx::query(
+        "select pg_advisory_xact_lock(hashtextextended('entitlement:' || app_current_tenant()::text || ':' || $1, 0))",
+    )
+    .bind(limit.name())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Refuses (402) when `used + adding` would exceed the plan's `limit`.

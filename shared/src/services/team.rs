@@ -140,6 +140,7 @@ pub async fn invite(
         ));
     }
     // Seats: members plus open invitations (a new invitation to the same address replaces the old).
+    entitlements::lock(&mut tx, Limit::Seats).await?;
     let seats_used: i64 = sqlx::query_scalar(
         "select (select count(*) from memberships where tenant_id = $1) \
               + (select count(*) from invitations where tenant_id = $1 and accepted_at is null \

@@ -295,6 +295,13 @@ impl TestApp {
         .execute(owner)
         .await
         .unwrap();
+        // A tenant already linked keeps its customer.
+        let customer: String =
+            sqlx::query_scalar("select stripe_customer_id from billing_accounts where tenant_id = $1")
+                .bind(tenant)
+                .fetch_one(owner)
+                .await
+                .unwrap();
         let now = chrono::Utc::now().timestamp();
         sqlx::query(
             "insert into stripe_subscriptions (id, customer_id, status, price_id, quantity, created,                  current_period_start, current_period_end, raw, gate_terminal, gate_created, gate_rank, gate_source)              values ($1, $2, 'active', $3, 1, $4, $4, $4 + 2592000, '{}', false, $4, 2, 'test')",

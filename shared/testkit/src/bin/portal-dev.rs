@@ -89,6 +89,22 @@ async fn seed_billing(pool: &sqlx::PgPool) -> anyhow::Result<()> {
         .execute(pool)
         .await?;
     }
+    // The local Stripe may have started from scratch (a new clone, a removed state file) while
+    // the machine's database kept its links: drop links to customers it does not know.
+    let links: Vec<(uuid::Uuid, String)> = sqlx::query_as("select tenant_id, stripe_customer_id from billing_accounts")
+        .fetch_all(pool)
+        .await?;
+    for (tenant, customer) in links {
+        if let Err(e) = stripe.get(&format!("customers/{customer}"), &[]).await
+            && e.is_not_found()
+        {
+            sqlx::query("delete from billing_accounts where tenant_id = $1")
+                .bind(tenant)
+                .execute(pool)
+                .await?;
+            println!("unlinked tenant {tenant} from {customer}, which the local Stripe does not know");
+        }
+    }
     println!("seeded prices price_demo_{{starter,growth,scale}}_monthly at {base}");
     Ok(())
 }
