@@ -206,13 +206,30 @@ async fn checkout_to_invoice_through_localstripe_shows_what_stripe_shows_and_rec
             .send(&s.billing)
             .await
     };
-    s.pump_until("the subscription and its paid invoice", async || {
+    // Done when the API shows it and every event of the subscription was recorded (the
+    // checkout's refetch can show the subscription before its own event arrives).
+    let subscription_event_seen = || {
+        let db = s.app.db.owner.clone();
+        let id = subscription.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>(
+                "select exists (select 1 from stripe_events where type = 'customer.subscription.created' \
+                 and payload->'data'->'object'->>'id' = $1)",
+            )
+            .bind(id)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    s.pump_until("the subscription, its paid invoice and its event", async || {
         let sub = subscription_route().await;
         let inv = invoices_route().await;
         sub.json["status"] == "active"
             && inv.json["items"]
                 .as_array()
                 .is_some_and(|i| i.iter().any(|i| i["status"] == "paid"))
+            && subscription_event_seen().await
     })
     .await;
 

@@ -1,5 +1,6 @@
 //! Entities, newtypes that parse their input once, and the domain error.
 mod error;
+pub mod hll;
 pub mod page;
 mod role;
 mod scope;

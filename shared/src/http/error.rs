@@ -153,7 +153,10 @@ impl ApiError {
                 DomainError::Upstream(_) => (
                     "upstream-unavailable",
                     "A provider did not answer",
-                    Some("the payment provider did not answer; nothing was changed, try again shortly".into()),
+                    Some(
+                        "a service this request depends on did not answer; nothing was changed, try again shortly"
+                            .into(),
+                    ),
                     vec![],
                 ),
                 DomainError::Internal(_) => ("internal", "Internal server error", None, vec![]),

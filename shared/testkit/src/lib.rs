@@ -404,6 +404,12 @@ impl Req {
         self.header("content-type", "application/json")
     }
 
+    /// Sends `body` as it is, with whatever content type the headers say.
+    pub async fn send_body(mut self, body: Vec<u8>, router: &Router) -> Resp {
+        self.body = body;
+        self.send(router).await
+    }
+
     pub async fn send(self, router: &Router) -> Resp {
         let mut builder = Request::builder().method(self.method).uri(self.path);
         for (k, v) in &self.headers {
@@ -518,6 +524,12 @@ pub fn shared_fixtures(sub: &str) -> Option<std::path::PathBuf> {
         );
         None
     }
+}
+
+/// The local stack's Redis (`TEST_REDIS_URL`, default redis://127.0.0.1:6379). Tests use keys
+/// and streams of their own (unique names), so what others left there never matters.
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
 /// The local stack's localstripe (`TEST_STRIPE_API_BASE`, default http://127.0.0.1:8420).

@@ -1,0 +1,344 @@
+//! The scheduled aggregator: reads the stream with a consumer group, folds a batch into the
+//! hourly rollups, and commits the rollups, the visits and the stream position in ONE Postgres
+//! transaction, then XACKs.
+//!
+//! Exactly once, whatever crashes: one aggregator works at a time (a transaction-scoped
+//! advisory lock); entries at or below the committed position were folded already and are only
+//! acknowledged; entries above it are folded. A crash between read and commit leaves the entries
+//! pending — the next run reclaims them with XAUTOCLAIM and folds them; a crash between commit
+//! and XACK leaves them pending too — the next run finds them at or below the position and only
+//! acknowledges them.
+use chrono::{DateTime, Utc};
+use redis::AsyncCommands;
+use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
+use sqlx::PgPool;
+use std::collections::{HashMap, HashSet};
+use uuid::Uuid;
+
+use super::event::{STREAM, StreamEvent};
+use super::rollup::{Fold, Visit, VisitDims};
+use crate::adapters::pg;
+use crate::adapters::redis::Redis;
+use crate::domain::hll::Hll;
+
+pub const GROUP: &str = "aggregator";
+
+/// Where a test stops a step, to prove what a crash there does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopAfter {
+    Nothing,
+    /// Read (the entries are pending), never committed.
+    Read,
+    /// Committed, never acknowledged.
+    Commit,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StepReport {
+    pub read: usize,
+    pub folded: u64,
+    /// Already folded by an earlier run that did not get to acknowledge them.
+    pub skipped: usize,
+    /// Entries that are not events (logged and acknowledged).
+    pub malformed: usize,
+    pub reclaimed: bool,
+}
+
+#[derive(Clone)]
+pub struct Aggregator {
+    pub db: PgPool,
+    pub redis: Redis,
+    pub stream: String,
+    pub consumer: String,
+    pub batch: usize,
+}
+
+/// A stream id as (milliseconds, sequence), for ordering.
+fn parse_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+impl Aggregator {
+    pub fn new(db: PgPool, redis: Redis) -> Self {
+        Self {
+            db,
+            redis,
+            stream: STREAM.to_owned(),
+            consumer: format!("aggregator-{}", Uuid::new_v4().simple()),
+            batch: 2000,
+        }
+    }
+
+    async fn ensure_group(&self) -> anyhow::Result<()> {
+        let mut redis = self.redis.clone();
+        let created: redis::RedisResult<()> = redis.xgroup_create_mkstream(&self.stream, GROUP, "0").await;
+        match created {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Steps until the stream is drained (at most `max_steps`); returns the total folded.
+    pub async fn run(&self, max_steps: usize) -> anyhow::Result<StepReport> {
+        let mut total = StepReport::default();
+        for _ in 0..max_steps {
+            let step = self.step(StopAfter::Nothing).await?;
+            total.read += step.read;
+            total.folded += step.folded;
+            total.skipped += step.skipped;
+            total.malformed += step.malformed;
+            if step.read == 0 {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// One batch: reclaim pending entries first, else read new ones; fold; commit; ack.
+    pub async fn step(&self, stop: StopAfter) -> anyhow::Result<StepReport> {
+        self.ensure_group().await?;
+        let mut report = StepReport::default();
+        let mut tx = self.db.begin().await?;
+        let lock_key = format!("analytics-aggregate:{}", self.stream);
+        sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(&lock_key)
+            .execute(&mut *tx)
+            .await?;
+        let position: Option<String> = sqlx::query_scalar(
+            "select last_id from analytics_stream_positions where stream = $1 and consumer_group = $2",
+        )
+        .bind(&self.stream)
+        .bind(GROUP)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let position = position.as_deref().map(parse_id);
+
+        let mut redis = self.redis.clone();
+        // Pending entries of any consumer (we hold the lock: their owner is gone or done).
+        let claimed: StreamAutoClaimReply = redis
+            .xautoclaim_options(
+                &self.stream,
+                GROUP,
+                &self.consumer,
+                0,
+                "0-0",
+                StreamAutoClaimOptions::default().count(self.batch),
+            )
+            .await?;
+        let entries: Vec<StreamId> = if claimed.claimed.is_empty() {
+            let reply: StreamReadReply = redis
+                .xread_options(
+                    &[&self.stream],
+                    &[">"],
+                    &StreamReadOptions::default()
+                        .group(GROUP, &self.consumer)
+                        .count(self.batch),
+                )
+                .await?;
+            reply.keys.into_iter().flat_map(|k| k.ids).collect()
+        } else {
+            report.reclaimed = true;
+            claimed.claimed
+        };
+        report.read = entries.len();
+        if entries.is_empty() {
+            tx.rollback().await?;
+            return Ok(report);
+        }
+        if stop == StopAfter::Read {
+            return Ok(report);
+        }
+
+        let mut events = Vec::new();
+        let mut newest = position;
+        for entry in &entries {
+            let id = parse_id(&entry.id);
+            if position.is_some_and(|p| id <= p) {
+                report.skipped += 1;
+                continue;
+            }
+            newest = newest.max(Some(id));
+            let parsed = entry
+                .get::<String>("e")
+                .and_then(|json| serde_json::from_str::<StreamEvent>(&json).ok());
+            match parsed {
+                Some(e) => events.push(e),
+                None => {
+                    report.malformed += 1;
+                    tracing::error!(entry = %entry.id, "stream entry is not an analytics event; acknowledged without folding");
+                }
+            }
+        }
+
+        if let Some((ms, seq)) = newest
+            && newest != position
+        {
+            let visits = load_visits(&mut tx, &events).await?;
+            let mut fold = Fold::with_visits(visits);
+            for e in &events {
+                fold.add(e);
+            }
+            report.folded = fold.folded;
+            write_fold(&mut tx, &fold).await?;
+            sqlx::query(
+                "insert into analytics_stream_positions (stream, consumer_group, last_id, events_folded) \
+                 values ($1, $2, $3, $4) on conflict (stream, consumer_group) do update \
+                 set last_id = excluded.last_id, events_folded = analytics_stream_positions.events_folded + $4, \
+                     updated_at = now()",
+            )
+            .bind(&self.stream)
+            .bind(GROUP)
+            .bind(format!("{ms}-{seq}"))
+            .bind(i64::try_from(fold.folded).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        if stop == StopAfter::Commit {
+            return Ok(report);
+        }
+        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        let _: i64 = redis.xack(&self.stream, GROUP, &ids).await?;
+        tracing::info!(
+            read = report.read,
+            folded = report.folded,
+            skipped = report.skipped,
+            "analytics batch folded"
+        );
+        Ok(report)
+    }
+}
+
+type VisitRow = (
+    Uuid,
+    Vec<u8>,
+    Uuid,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    i32,
+    serde_json::Value,
+);
+
+/// The visits in progress of the batch's visitors.
+async fn load_visits(tx: &mut pg::Tx, events: &[StreamEvent]) -> anyhow::Result<HashMap<(Uuid, String), Visit>> {
+    let keys: HashSet<(Uuid, String)> = events
+        .iter()
+        .filter(|e| e.is_pageview())
+        .map(|e| (e.site, e.visitor.clone()))
+        .collect();
+    let mut by_tenant: HashMap<Uuid, (Vec<Uuid>, Vec<Vec<u8>>)> = HashMap::new();
+    let tenants: HashMap<Uuid, Uuid> = events.iter().map(|e| (e.site, e.tenant)).collect();
+    for (site, visitor) in &keys {
+        if let Some(tenant) = tenants.get(site) {
+            let entry = by_tenant.entry(*tenant).or_default();
+            entry.0.push(*site);
+            entry.1.push(hex::decode(visitor).unwrap_or_default());
+        }
+    }
+    let mut visits = HashMap::new();
+    for (tenant, (sites, visitors)) in by_tenant {
+        pg::set_tenant(tx, tenant).await?;
+        let rows: Vec<VisitRow> = sqlx::query_as(
+            "select v.site_id, v.visitor, v.tenant_id, v.start_hour, v.last_seen, v.pageviews, v.dims \
+             from analytics_visits v join unnest($1::uuid[], $2::bytea[]) as k(site_id, visitor) \
+               on v.site_id = k.site_id and v.visitor = k.visitor",
+        )
+        .bind(&sites)
+        .bind(&visitors)
+        .fetch_all(&mut **tx)
+        .await?;
+        for (site, visitor, tenant, start_hour, last_seen, pageviews, dims) in rows {
+            if let Ok(dims) = serde_json::from_value::<VisitDims>(dims) {
+                visits.insert(
+                    (site, hex::encode(visitor)),
+                    Visit {
+                        tenant,
+                        start_hour,
+                        last_seen: last_seen.timestamp_millis(),
+                        pageviews,
+                        dims,
+                    },
+                );
+            }
+        }
+    }
+    Ok(visits)
+}
+
+/// Adds a fold's increments to the rollups (sketches merged) and stores its visits.
+async fn write_fold(tx: &mut pg::Tx, fold: &Fold) -> anyhow::Result<()> {
+    let mut keys: Vec<_> = fold.rollups.keys().collect();
+    keys.sort();
+    let mut current_tenant = None;
+    for key in keys {
+        let Some(counts) = fold.rollups.get(key) else { continue };
+        let Some(tenant) = fold.tenants.get(&key.site).copied() else {
+            continue;
+        };
+        if current_tenant != Some(tenant) {
+            pg::set_tenant(tx, tenant).await?;
+            current_tenant = Some(tenant);
+        }
+        let existing: Option<Vec<u8>> = sqlx::query_scalar(
+            "select visitors from analytics_rollups where site_id = $1 and dimension = $2 and hour = $3 and value = $4 \
+             for update",
+        )
+        .bind(key.site)
+        .bind(key.dimension)
+        .bind(key.hour)
+        .bind(&key.value)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let mut visitors = match existing {
+            Some(bytes) => Hll::from_bytes(&bytes)?,
+            None => Hll::new(),
+        };
+        visitors.merge(&counts.visitors);
+        sqlx::query(
+            "insert into analytics_rollups as r (site_id, hour, dimension, value, tenant_id, pageviews, visits, bounces, \
+                 duration_secs, events, visitors) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             on conflict (site_id, dimension, hour, value) do update set pageviews = r.pageviews + excluded.pageviews, \
+                 visits = r.visits + excluded.visits, bounces = r.bounces + excluded.bounces, \
+                 duration_secs = r.duration_secs + excluded.duration_secs, events = r.events + excluded.events, \
+                 visitors = excluded.visitors",
+        )
+        .bind(key.site)
+        .bind(key.hour)
+        .bind(key.dimension)
+        .bind(&key.value)
+        .bind(tenant)
+        .bind(counts.pageviews)
+        .bind(counts.visits)
+        .bind(counts.bounces)
+        .bind(counts.duration_secs)
+        .bind(counts.events)
+        .bind(visitors.to_bytes())
+        .execute(&mut **tx)
+        .await?;
+    }
+    for ((site, visitor), visit) in &fold.visits {
+        if current_tenant != Some(visit.tenant) {
+            pg::set_tenant(tx, visit.tenant).await?;
+            current_tenant = Some(visit.tenant);
+        }
+        let last_seen = DateTime::<Utc>::from_timestamp_millis(visit.last_seen).unwrap_or_default();
+        sqlx::query(
+            "insert into analytics_visits (site_id, visitor, tenant_id, start_hour, last_seen, pageviews, dims) \
+             values ($1, $2, $3, $4, $5, $6, $7) on conflict (site_id, visitor) do update set \
+             start_hour = excluded.start_hour, last_seen = excluded.last_seen, pageviews = excluded.pageviews, \
+             dims = excluded.dims",
+        )
+        .bind(site)
+        .bind(hex::decode(visitor).unwrap_or_default())
+        .bind(visit.tenant)
+        .bind(visit.start_hour)
+        .bind(last_seen)
+        .bind(visit.pageviews)
+        .bind(serde_json::to_value(&visit.dims)?)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}

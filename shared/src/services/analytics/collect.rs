@@ -1,0 +1,214 @@
+//! The collect path: resolve the site key (in-process cache, then Redis, then one narrow
+//! Postgres lookup whose answer is cached in Redis), enrich each event, and XADD the batch to the
+//! stream atomically (MULTI/EXEC) with an approximate length cap. Steady state touches Redis
+//! only; the answer waits for Redis, never for Postgres' rollups.
+use chrono::Utc;
+use redis::AsyncCommands;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::event::{Client, Reason, STREAM, SiteRef, enrich, split_body};
+use crate::adapters::redis::Redis;
+use crate::domain::DomainError;
+
+/// The stream keeps about this many entries (XADD MAXLEN ~): far more than a day of folding lag.
+pub const STREAM_CAP: usize = 5_000_000;
+const LOCAL_TTL: Duration = Duration::from_secs(60);
+const REDIS_SITE_TTL_SECS: u64 = 300;
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Dropped {
+    /// Position of the event in the request (0 for a single event).
+    pub index: usize,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    pub accepted: usize,
+    pub dropped: Vec<Dropped>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("unknown site key")]
+    UnknownSite,
+    #[error("origin not allowed")]
+    OriginNotAllowed,
+    #[error("bad request: {0}")]
+    Invalid(Reason),
+    /// Redis could not take the events: nothing was acknowledged; the client may retry.
+    #[error("the event store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+type SiteCache = Arc<Mutex<HashMap<String, (Instant, Option<SiteRef>)>>>;
+/// Today's salt: (UTC day, salt).
+type SaltCache = Arc<Mutex<Option<(String, Vec<u8>)>>>;
+
+#[derive(Clone)]
+pub struct Collector {
+    pub redis: Redis,
+    pub db: PgPool,
+    pub stream: String,
+    sites: SiteCache,
+    salt: SaltCache,
+}
+
+impl Collector {
+    pub fn new(redis: Redis, db: PgPool) -> Self {
+        Self {
+            redis,
+            db,
+            stream: STREAM.to_owned(),
+            sites: Arc::default(),
+            salt: Arc::default(),
+        }
+    }
+
+    /// The site a key names (cached); `None` for an unknown key.
+    pub async fn site(&self, key: &str) -> Result<Option<SiteRef>, CollectError> {
+        if key.len() > 64 {
+            return Ok(None);
+        }
+        if let Ok(cache) = self.sites.lock()
+            && let Some((at, site)) = cache.get(key)
+            && at.elapsed() < LOCAL_TTL
+        {
+            return Ok(site.clone());
+        }
+        let mut redis = self.redis.clone();
+        let redis_key = format!("analytics:site:{key}");
+        let cached: Option<String> = redis
+            .get(&redis_key)
+            .await
+            .map_err(|e| CollectError::Unavailable(e.to_string()))?;
+        let site = match cached {
+            Some(json) => serde_json::from_str::<Option<SiteRef>>(&json).unwrap_or(None),
+            None => {
+                let row: Option<(uuid::Uuid, uuid::Uuid, Vec<String>)> =
+                    sqlx::query_as("select site_id, tenant_id, allowed_origins from app_analytics_site($1)")
+                        .bind(key)
+                        .fetch_optional(&self.db)
+                        .await
+                        .map_err(|e| CollectError::Unavailable(e.to_string()))?;
+                let site = row.map(|(site_id, tenant_id, allowed_origins)| SiteRef {
+                    site_id,
+                    tenant_id,
+                    allowed_origins,
+                });
+                let json = serde_json::to_string(&site).unwrap_or_default();
+                let ttl = if site.is_some() { REDIS_SITE_TTL_SECS } else { 60 };
+                let _: redis::RedisResult<()> = redis.set_ex(&redis_key, json, ttl).await;
+                site
+            }
+        };
+        if let Ok(mut cache) = self.sites.lock() {
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert(key.to_owned(), (Instant::now(), site.clone()));
+        }
+        Ok(site)
+    }
+
+    /// Today's visitor salt (UTC day), shared by every sandbox through Redis, kept two days.
+    async fn salt(&self) -> Result<Vec<u8>, CollectError> {
+        let day = Utc::now().format("%Y-%m-%d").to_string();
+        if let Ok(cached) = self.salt.lock()
+            && let Some((d, salt)) = cached.as_ref()
+            && *d == day
+        {
+            return Ok(salt.clone());
+        }
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh).map_err(|e| CollectError::Unavailable(e.to_string()))?;
+        let key = format!("analytics:salt:{day}");
+        let mut redis = self.redis.clone();
+        let unavailable = |e: redis::RedisError| CollectError::Unavailable(e.to_string());
+        // The first sandbox of the day sets it; everyone reads the winner.
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(&fresh[..])
+            .arg("NX")
+            .arg("EX")
+            .arg(2 * 24 * 3600)
+            .query_async(&mut redis)
+            .await
+            .map_err(unavailable)?;
+        let salt: Vec<u8> = redis.get(&key).await.map_err(unavailable)?;
+        if let Ok(mut cached) = self.salt.lock() {
+            *cached = Some((day, salt.clone()));
+        }
+        Ok(salt)
+    }
+
+    /// Takes one request: `origin` is the browser's `Origin` header (absent for server-side
+    /// senders, which the key alone authorizes).
+    pub async fn collect(
+        &self,
+        body: &Value,
+        origin: Option<&str>,
+        client: Client<'_>,
+    ) -> Result<Accepted, CollectError> {
+        let (key, raw_events) = split_body(body).map_err(CollectError::Invalid)?;
+        let site = self.site(key).await?.ok_or(CollectError::UnknownSite)?;
+        if let Some(origin) = origin
+            && !site.allows(origin)
+        {
+            return Err(CollectError::OriginNotAllowed);
+        }
+        let salt = self.salt().await?;
+        let now = Utc::now().timestamp_millis();
+        let mut dropped = Vec::new();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut accepted = 0;
+        for (index, raw) in raw_events.into_iter().enumerate() {
+            match enrich(&site, raw, client, &salt, now) {
+                Ok(event) => {
+                    let json = serde_json::to_string(&event).map_err(|e| CollectError::Unavailable(e.to_string()))?;
+                    pipe.cmd("XADD")
+                        .arg(&self.stream)
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(STREAM_CAP)
+                        .arg("*")
+                        .arg("e")
+                        .arg(json)
+                        .ignore();
+                    accepted += 1;
+                }
+                Err(reason) => dropped.push(Dropped {
+                    index,
+                    reason: reason.to_owned(),
+                }),
+            }
+        }
+        if accepted > 0 {
+            let mut redis = self.redis.clone();
+            let _: () = pipe
+                .query_async(&mut redis)
+                .await
+                .map_err(|e| CollectError::Unavailable(e.to_string()))?;
+        }
+        Ok(Accepted { accepted, dropped })
+    }
+}
+
+impl From<CollectError> for DomainError {
+    fn from(e: CollectError) -> Self {
+        match e {
+            CollectError::UnknownSite => DomainError::NotFound,
+            CollectError::OriginNotAllowed => {
+                DomainError::Forbidden("this origin may not send events to the site".into())
+            }
+            CollectError::Invalid(reason) => DomainError::invalid("body", "invalid_body", reason),
+            CollectError::Unavailable(why) => DomainError::Upstream(why),
+        }
+    }
+}

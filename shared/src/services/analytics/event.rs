@@ -1,0 +1,352 @@
+//! What a site sends, what goes into the stream, and the rules between them (no I/O here):
+//! validation, bot filtering, device/browser/OS from the user agent, the traffic source, and the
+//! visitor id — a salted hash of site, IP and user agent whose salt rotates daily, so no
+//! cookie is set and no IP is stored.
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// The Redis stream every collected event goes to.
+pub const STREAM: &str = "analytics_events";
+/// Events per request at most.
+pub const MAX_BATCH: usize = 50;
+const MAX_URL: usize = 2048;
+const MAX_NAME: usize = 120;
+const MAX_PROPS: usize = 30;
+const MAX_PROP: usize = 300;
+/// A client timestamp may be this far in the past (a page that queued events offline) ...
+pub const MAX_AGE_MS: i64 = 24 * 3600 * 1000;
+/// ... and this far in the future (clock skew); beyond either the event is dropped.
+pub const MAX_SKEW_MS: i64 = 5 * 60 * 1000;
+
+/// One event in the stream (JSON in the entry's `e` field).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamEvent {
+    pub site: Uuid,
+    pub tenant: Uuid,
+    /// Unix milliseconds.
+    pub ts: i64,
+    /// `pageview` or a custom event's name.
+    pub name: String,
+    pub path: String,
+    /// The referring host, '' for direct traffic.
+    pub source: String,
+    pub utm_source: String,
+    pub utm_medium: String,
+    pub utm_campaign: String,
+    /// `desktop`, `tablet`, `mobile`.
+    pub device: String,
+    pub browser: String,
+    pub os: String,
+    /// Hex of the first 16 bytes of the daily visitor hash.
+    pub visitor: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub props: BTreeMap<String, String>,
+}
+
+impl StreamEvent {
+    pub fn is_pageview(&self) -> bool {
+        self.name == "pageview"
+    }
+}
+
+/// The site a key resolved to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteRef {
+    pub site_id: Uuid,
+    pub tenant_id: Uuid,
+    pub allowed_origins: Vec<String>,
+}
+
+impl SiteRef {
+    /// Whether a browser at `origin` may send to this site (exact match; `*` allows any).
+    pub fn allows(&self, origin: &str) -> bool {
+        let origin = origin.trim_end_matches('/');
+        self.allowed_origins
+            .iter()
+            .any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    }
+}
+
+/// Who sent the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    pub ip: &'a str,
+    pub user_agent: &'a str,
+}
+
+fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+fn clip(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// Why an event was not taken.
+pub type Reason = &'static str;
+
+/// One event of a request, validated and enriched (or the reason it was dropped).
+pub fn enrich(
+    site: &SiteRef,
+    raw: &Value,
+    client: Client<'_>,
+    salt: &[u8],
+    now_ms: i64,
+) -> Result<StreamEvent, Reason> {
+    if !raw.is_object() {
+        return Err("not_an_object");
+    }
+    let name = text(raw, "name").unwrap_or("pageview");
+    if name.chars().count() > MAX_NAME {
+        return Err("name_too_long");
+    }
+    let page = text(raw, "url").ok_or("url_missing")?;
+    if page.len() > MAX_URL {
+        return Err("url_too_long");
+    }
+    let page = url::Url::parse(page).map_err(|_| "url_invalid")?;
+    if !matches!(page.scheme(), "http" | "https") {
+        return Err("url_invalid");
+    }
+    let ts = match raw.get("timestamp") {
+        None | Some(Value::Null) => now_ms,
+        Some(v) => v.as_i64().ok_or("timestamp_invalid")?,
+    };
+    if ts > now_ms + MAX_SKEW_MS || ts < now_ms - MAX_AGE_MS {
+        return Err("timestamp_out_of_range");
+    }
+    let ua = woothee::parser::Parser::new().parse(client.user_agent);
+    let is_bot = client.user_agent.trim().is_empty()
+        || woothee::is_crawler(client.user_agent)
+        || ua.as_ref().is_some_and(|r| r.category == "crawler")
+        || ["headless", "bot", "spider", "crawl", "lighthouse", "pingdom", "uptime"]
+            .iter()
+            .any(|needle| client.user_agent.to_ascii_lowercase().contains(needle));
+    if is_bot {
+        return Err("bot");
+    }
+    let width = match raw.get("screen_width") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().filter(|w| *w <= 100_000).ok_or("screen_width_invalid")?),
+    };
+    let device = match (width, ua.as_ref().map(|r| r.category)) {
+        (Some(w), _) if w < 576 => "mobile",
+        (Some(w), _) if w < 992 => "tablet",
+        (Some(_), _) => "desktop",
+        (None, Some("smartphone" | "mobilephone")) => "mobile",
+        _ => "desktop",
+    };
+    let known = |s: &str| {
+        if s.is_empty() || s == "UNKNOWN" {
+            "Unknown".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    let browser = known(ua.as_ref().map(|r| r.name).unwrap_or_default());
+    let os = known(ua.as_ref().map(|r| r.os).unwrap_or_default());
+
+    let referrer_host = text(raw, "referrer")
+        .and_then(|r| url::Url::parse(r).ok())
+        .and_then(|r| r.host_str().map(|h| h.trim_start_matches("www.").to_ascii_lowercase()));
+    let page_host = page
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches("www.")
+        .to_ascii_lowercase();
+    let query = |key: &str| {
+        page.query_pairs()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| clip(v.trim(), 200))
+            .unwrap_or_default()
+    };
+    let utm_source = query("utm_source");
+    let source = match referrer_host {
+        Some(host) if host != page_host => host,
+        _ => utm_source.to_ascii_lowercase(),
+    };
+    let mut props = BTreeMap::new();
+    if let Some(map) = raw.get("props").and_then(Value::as_object) {
+        if map.len() > MAX_PROPS {
+            return Err("too_many_props");
+        }
+        for (k, v) in map {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => return Err("prop_not_scalar"),
+            };
+            props.insert(clip(k, 100), clip(&v, MAX_PROP));
+        }
+    }
+    let path = clip(if page.path().is_empty() { "/" } else { page.path() }, 500);
+    Ok(StreamEvent {
+        site: site.site_id,
+        tenant: site.tenant_id,
+        ts,
+        name: name.to_owned(),
+        path,
+        source,
+        utm_source,
+        utm_medium: query("utm_medium"),
+        utm_campaign: query("utm_campaign"),
+        device: device.to_owned(),
+        browser,
+        os,
+        visitor: visitor_id(salt, site.site_id, client),
+        props,
+    })
+}
+
+/// The daily visitor id: SHA-256 of (salt, site, IP, user agent), first 16 bytes in hex.
+pub fn visitor_id(salt: &[u8], site: Uuid, client: Client<'_>) -> String {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(site.as_bytes());
+    h.update(client.ip.as_bytes());
+    h.update([0]);
+    h.update(client.user_agent.as_bytes());
+    let digest = h.finalize();
+    hex::encode(digest.get(..16).unwrap_or_default())
+}
+
+/// The events of a request body: `{"site_key", "events": [...]}` or one event with `site_key`.
+pub fn split_body(body: &Value) -> Result<(&str, Vec<&Value>), Reason> {
+    let key = text(body, "site_key").ok_or("site_key_missing")?;
+    match body.get("events") {
+        Some(Value::Array(events)) if events.is_empty() => Err("no_events"),
+        Some(Value::Array(events)) if events.len() > MAX_BATCH => Err("too_many_events"),
+        Some(Value::Array(events)) => Ok((key, events.iter().collect())),
+        Some(_) => Err("events_not_a_list"),
+        None => Ok((key, vec![body])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+    const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
+    const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+    fn site() -> SiteRef {
+        SiteRef {
+            site_id: Uuid::nil(),
+            tenant_id: Uuid::max(),
+            allowed_origins: vec!["https://example.com".into()],
+        }
+    }
+
+    fn client(ua: &str) -> Client<'_> {
+        Client {
+            ip: "203.0.113.7",
+            user_agent: ua,
+        }
+    }
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    #[test]
+    fn a_pageview_is_enriched_without_keeping_the_ip() {
+        let raw = json!({"url": "https://www.example.com/pricing?utm_source=News&utm_medium=email&utm_campaign=nov",
+            "referrer": "https://www.google.com/search?q=x", "screen_width": 1440, "props": {"plan": "pro", "n": 3}});
+        let e = enrich(&site(), &raw, client(CHROME), b"salt", NOW).unwrap();
+        assert_eq!(
+            (e.name.as_str(), e.path.as_str(), e.source.as_str()),
+            ("pageview", "/pricing", "google.com")
+        );
+        assert_eq!(
+            (e.utm_source.as_str(), e.utm_medium.as_str(), e.utm_campaign.as_str()),
+            ("News", "email", "nov")
+        );
+        assert_eq!(
+            (e.device.as_str(), e.browser.as_str(), e.os.as_str()),
+            ("desktop", "Chrome", "Windows 10")
+        );
+        assert_eq!(e.props.get("n").map(String::as_str), Some("3"));
+        assert_eq!(e.ts, NOW);
+        let stored = serde_json::to_string(&e).unwrap();
+        assert!(!stored.contains("203.0.113.7"), "no raw IP in the stream");
+        assert_eq!(e.visitor.len(), 32);
+    }
+
+    #[test]
+    fn the_visitor_id_is_stable_within_a_day_and_differs_across_salts_sites_and_clients() {
+        let a = visitor_id(b"day1", Uuid::nil(), client(CHROME));
+        assert_eq!(a, visitor_id(b"day1", Uuid::nil(), client(CHROME)));
+        assert_ne!(a, visitor_id(b"day2", Uuid::nil(), client(CHROME)));
+        assert_ne!(a, visitor_id(b"day1", Uuid::max(), client(CHROME)));
+        assert_ne!(a, visitor_id(b"day1", Uuid::nil(), client(IPHONE)));
+    }
+
+    #[test]
+    fn sources_devices_and_bad_events() {
+        let s = site();
+        let internal = json!({"url": "https://example.com/b", "referrer": "https://example.com/a"});
+        assert_eq!(
+            enrich(&s, &internal, client(IPHONE), b"s", NOW).unwrap().source,
+            "",
+            "internal: direct"
+        );
+        assert_eq!(
+            enrich(&s, &internal, client(IPHONE), b"s", NOW).unwrap().device,
+            "mobile"
+        );
+        let narrow = json!({"url": "https://example.com/", "screen_width": 800});
+        assert_eq!(enrich(&s, &narrow, client(CHROME), b"s", NOW).unwrap().device, "tablet");
+        let custom = json!({"name": "Signup", "url": "https://example.com/join"});
+        assert_eq!(enrich(&s, &custom, client(CHROME), b"s", NOW).unwrap().name, "Signup");
+        for (raw, ua, reason) in [
+            (json!({"url": "https://example.com/"}), GOOGLEBOT, "bot"),
+            (json!({"url": "https://example.com/"}), "HeadlessChrome/120", "bot"),
+            (json!({"url": "https://example.com/"}), "", "bot"),
+            (json!({}), CHROME, "url_missing"),
+            (json!({"url": "javascript:alert(1)"}), CHROME, "url_invalid"),
+            (
+                json!({"url": "https://example.com/", "timestamp": NOW + 3_600_000}),
+                CHROME,
+                "timestamp_out_of_range",
+            ),
+            (
+                json!({"url": "https://example.com/", "timestamp": NOW - 2 * MAX_AGE_MS}),
+                CHROME,
+                "timestamp_out_of_range",
+            ),
+            (
+                json!({"url": "https://example.com/", "screen_width": "wide"}),
+                CHROME,
+                "screen_width_invalid",
+            ),
+            (
+                json!({"url": "https://example.com/", "props": {"a": {"nested": 1}}}),
+                CHROME,
+                "prop_not_scalar",
+            ),
+            (json!("pageview"), CHROME, "not_an_object"),
+        ] {
+            assert_eq!(enrich(&s, &raw, client(ua), b"s", NOW).unwrap_err(), reason, "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_body_is_one_event_or_a_batch() {
+        let one = json!({"site_key": "k", "url": "https://example.com/"});
+        assert_eq!(split_body(&one).unwrap().1.len(), 1);
+        let batch = json!({"site_key": "k", "events": [{"url": "a"}, {"url": "b"}]});
+        assert_eq!(split_body(&batch).unwrap().1.len(), 2);
+        assert_eq!(split_body(&json!({"url": "x"})).unwrap_err(), "site_key_missing");
+        let big = json!({"site_key": "k", "events": vec![json!({}); MAX_BATCH + 1]});
+        assert_eq!(split_body(&big).unwrap_err(), "too_many_events");
+        assert!(site().allows("https://example.com/"));
+        assert!(!site().allows("https://evil.example"));
+    }
+}
