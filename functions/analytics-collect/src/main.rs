@@ -9,7 +9,6 @@ async fn main() -> Result<(), lambda_http::Error> {
         &env.required("DATABASE_URL")?,
         env.parsed_or("DATABASE_MAX_CONNECTIONS", 2)?,
     )?;
-    let redis = shared::adapters::redis::connect(&env.required("REDIS_URL")?).await?;
-    let collector = shared::services::analytics::collect::Collector::new(redis, db);
+    let collector = shared::services::analytics::collect::Collector::new(&env.required("REDIS_URL")?, db);
     shared::http::run(analytics_collect::router(collector)).await
 }

@@ -29,7 +29,7 @@ async fn world() -> World {
     let redis = shared::adapters::redis::connect(&redis_url())
         .await
         .expect("Redis: run local/up --services-only");
-    let mut collector = Collector::new(redis.clone(), app.db.app.clone());
+    let mut collector = Collector::with_redis(redis.clone(), app.db.app.clone());
     collector.stream = format!("analytics_test_{}", Uuid::new_v4().simple());
     let collect = analytics_collect::router(collector.clone());
     let query = analytics_query::router(app.core.clone());

@@ -9,6 +9,8 @@ fn document() -> String {
     api_docs::document_json([
         settings::openapi(),
         billing::openapi(),
+        analytics_collect::openapi(),
+        analytics_query::openapi(),
         stripe_webhook::openapi(),
         api_docs::openapi(),
     ])
@@ -42,9 +44,10 @@ fn the_document_is_openapi_3_1_and_describes_every_route_with_problems() {
         for (method, op) in item.as_object().unwrap() {
             let responses = op["responses"].as_object().unwrap();
             assert!(!responses.is_empty(), "{method} {path} documents no response");
-            // Public routes and signed webhooks carry no bearer credential.
-            let public =
-                ["/health", "/openapi.json", "/docs"].contains(&path.as_str()) || path.starts_with("/webhooks/");
+            // Public routes (the collect endpoint is keyed by its site key) and signed webhooks
+            // carry no bearer credential.
+            let public = ["/health", "/openapi.json", "/docs", "/analytics/collect"].contains(&path.as_str())
+                || path.starts_with("/webhooks/");
             if !public {
                 assert!(responses.contains_key("401"), "{method} {path} must document 401");
                 assert!(op["security"].is_array(), "{method} {path} must declare its security");

@@ -159,8 +159,22 @@ pub async fn seed_demo(owner: &PgPool) -> Result<(), sqlx::Error> {
     .bind(DEMO_OWNER)
     .execute(&mut *tx)
     .await?;
+    sqlx::query(
+        "insert into analytics_sites (id, tenant_id, name, domain, site_key, allowed_origins) \
+         values ($1::uuid, $2::uuid, 'Demo site', 'localhost', $3, array['http://localhost:8000', 'http://127.0.0.1:8000']) \
+         on conflict (id) do nothing",
+    )
+    .bind(DEMO_SITE)
+    .bind(DEMO_TENANT)
+    .bind(DEMO_SITE_KEY)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await
 }
+
+/// The demo tenant's analytics site (origins http://localhost:8000 and http://127.0.0.1:8000).
+pub const DEMO_SITE: &str = "00000000-0000-4000-8000-0000000000d1";
+pub const DEMO_SITE_KEY: &str = "site_demo0001localdev";
 
 /// A user known to the test app, with a valid token.
 #[derive(Debug, Clone)]

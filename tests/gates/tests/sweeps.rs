@@ -126,6 +126,24 @@ fn functions() -> Vec<Function> {
             events_dir: "billing",
         },
         Function {
+            name: "analytics-collect",
+            routes: analytics_collect::ROUTES,
+            router: |app: &TestApp| {
+                let collector =
+                    shared::services::analytics::collect::Collector::new(&testkit::redis_url(), app.db.app.clone());
+                analytics_collect::router(collector)
+            },
+            factory: no_ids as Factory,
+            events_dir: "analytics-collect",
+        },
+        Function {
+            name: "analytics-query",
+            routes: analytics_query::ROUTES,
+            router: |app: &TestApp| analytics_query::router(app.core.clone()),
+            factory: no_ids as Factory,
+            events_dir: "analytics-query",
+        },
+        Function {
             name: "stripe-webhook",
             routes: stripe_webhook::ROUTES,
             router: stripe_webhook_router,

@@ -52,7 +52,8 @@ type SaltCache = Arc<Mutex<Option<(String, Vec<u8>)>>>;
 
 #[derive(Clone)]
 pub struct Collector {
-    pub redis: Redis,
+    redis_url: Arc<str>,
+    redis: Arc<tokio::sync::OnceCell<Redis>>,
     pub db: PgPool,
     pub stream: String,
     sites: SiteCache,
@@ -60,14 +61,31 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub fn new(redis: Redis, db: PgPool) -> Self {
+    /// Connects to Redis on first use (a cold start that only answers a preflight never does).
+    pub fn new(redis_url: &str, db: PgPool) -> Self {
         Self {
-            redis,
+            redis_url: redis_url.into(),
+            redis: Arc::default(),
             db,
             stream: STREAM.to_owned(),
             sites: Arc::default(),
             salt: Arc::default(),
         }
+    }
+
+    /// With a connection already made.
+    pub fn with_redis(redis: Redis, db: PgPool) -> Self {
+        let collector = Self::new("", db);
+        let _ = collector.redis.set(redis);
+        collector
+    }
+
+    async fn redis(&self) -> Result<Redis, CollectError> {
+        self.redis
+            .get_or_try_init(|| crate::adapters::redis::connect(&self.redis_url))
+            .await
+            .cloned()
+            .map_err(|e| CollectError::Unavailable(e.to_string()))
     }
 
     /// The site a key names (cached); `None` for an unknown key.
@@ -81,7 +99,7 @@ impl Collector {
         {
             return Ok(site.clone());
         }
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis().await?;
         let redis_key = format!("analytics:site:{key}");
         let cached: Option<String> = redis
             .get(&redis_key)
@@ -128,7 +146,7 @@ impl Collector {
         let mut fresh = [0u8; 32];
         getrandom::fill(&mut fresh).map_err(|e| CollectError::Unavailable(e.to_string()))?;
         let key = format!("analytics:salt:{day}");
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis().await?;
         let unavailable = |e: redis::RedisError| CollectError::Unavailable(e.to_string());
         // The first sandbox of the day sets it; everyone reads the winner.
         let _: Option<String> = redis::cmd("SET")
@@ -190,7 +208,7 @@ impl Collector {
             }
         }
         if accepted > 0 {
-            let mut redis = self.redis.clone();
+            let mut redis = self.redis().await?;
             let _: () = pipe
                 .query_async(&mut redis)
                 .await
