@@ -267,78 +267,127 @@ async fn load_visits(tx: &mut pg::Tx, events: &[StreamEvent]) -> anyhow::Result<
     Ok(visits)
 }
 
-/// Adds a fold's increments to the rollups (sketches merged) and stores its visits.
+/// Adds a fold's increments to the rollups (sketches merged) and stores its visits: a few
+/// set-based statements per tenant, whatever the batch size.
 async fn write_fold(tx: &mut pg::Tx, fold: &Fold) -> anyhow::Result<()> {
-    let mut keys: Vec<_> = fold.rollups.keys().collect();
-    keys.sort();
-    let mut current_tenant = None;
-    for key in keys {
-        let Some(counts) = fold.rollups.get(key) else { continue };
-        let Some(tenant) = fold.tenants.get(&key.site).copied() else {
-            continue;
-        };
-        if current_tenant != Some(tenant) {
-            pg::set_tenant(tx, tenant).await?;
-            current_tenant = Some(tenant);
+    let mut by_tenant: HashMap<Uuid, Vec<(&super::rollup::RollupKey, &super::rollup::Counts)>> = HashMap::new();
+    for (key, counts) in &fold.rollups {
+        if let Some(tenant) = fold.tenants.get(&key.site) {
+            by_tenant.entry(*tenant).or_default().push((key, counts));
         }
-        let existing: Option<Vec<u8>> = sqlx::query_scalar(
-            "select visitors from analytics_rollups where site_id = $1 and dimension = $2 and hour = $3 and value = $4 \
-             for update",
+    }
+    for (tenant, mut rows) in by_tenant {
+        // A stable order: concurrent writers (there are none, but still) lock in the same order.
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        pg::set_tenant(tx, tenant).await?;
+        let sites: Vec<Uuid> = rows.iter().map(|(k, _)| k.site).collect();
+        let dims: Vec<&str> = rows.iter().map(|(k, _)| k.dimension).collect();
+        let hours: Vec<DateTime<Utc>> = rows.iter().map(|(k, _)| k.hour).collect();
+        let values: Vec<&str> = rows.iter().map(|(k, _)| k.value.as_str()).collect();
+        let existing: Vec<(Uuid, String, DateTime<Utc>, String, Vec<u8>)> = sqlx::query_as(
+            "select r.site_id, r.dimension, r.hour, r.value, r.visitors from analytics_rollups r \
+             join unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[]) as k(site_id, dimension, hour, value) \
+               on r.site_id = k.site_id and r.dimension = k.dimension and r.hour = k.hour and r.value = k.value \
+             order by r.site_id, r.dimension, r.hour, r.value for update of r",
         )
-        .bind(key.site)
-        .bind(key.dimension)
-        .bind(key.hour)
-        .bind(&key.value)
-        .fetch_optional(&mut **tx)
+        .bind(&sites)
+        .bind(&dims)
+        .bind(&hours)
+        .bind(&values)
+        .fetch_all(&mut **tx)
         .await?;
-        let mut visitors = match existing {
-            Some(bytes) => Hll::from_bytes(&bytes)?,
-            None => Hll::new(),
-        };
-        visitors.merge(&counts.visitors);
+        let mut stored: HashMap<(Uuid, String, DateTime<Utc>, String), Vec<u8>> = existing
+            .into_iter()
+            .map(|(site, dim, hour, value, visitors)| ((site, dim, hour, value), visitors))
+            .collect();
+        let mut sketches = Vec::with_capacity(rows.len());
+        for (key, counts) in &rows {
+            let mut visitors = match stored.remove(&(key.site, key.dimension.to_owned(), key.hour, key.value.clone())) {
+                Some(bytes) => Hll::from_bytes(&bytes)?,
+                None => Hll::new(),
+            };
+            visitors.merge(&counts.visitors);
+            sketches.push(visitors.to_bytes());
+        }
+        let column = |f: fn(&super::rollup::Counts) -> i64| -> Vec<i64> { rows.iter().map(|(_, c)| f(c)).collect() };
         sqlx::query(
             "insert into analytics_rollups as r (site_id, hour, dimension, value, tenant_id, pageviews, visits, bounces, \
-                 duration_secs, events, visitors) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 duration_secs, events, visitors) \
+             select k.site_id, k.hour, k.dimension, k.value, $5, k.pageviews, k.visits, k.bounces, k.duration_secs, \
+                 k.events, k.visitors \
+             from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $6::bigint[], $7::bigint[], $8::bigint[], \
+                         $9::bigint[], $10::bigint[], $11::bytea[]) \
+                  as k(site_id, hour, dimension, value, pageviews, visits, bounces, duration_secs, events, visitors) \
              on conflict (site_id, dimension, hour, value) do update set pageviews = r.pageviews + excluded.pageviews, \
                  visits = r.visits + excluded.visits, bounces = r.bounces + excluded.bounces, \
                  duration_secs = r.duration_secs + excluded.duration_secs, events = r.events + excluded.events, \
                  visitors = excluded.visitors",
         )
-        .bind(key.site)
-        .bind(key.hour)
-        .bind(key.dimension)
-        .bind(&key.value)
+        .bind(&sites)
+        .bind(&hours)
+        .bind(&dims)
+        .bind(&values)
         .bind(tenant)
-        .bind(counts.pageviews)
-        .bind(counts.visits)
-        .bind(counts.bounces)
-        .bind(counts.duration_secs)
-        .bind(counts.events)
-        .bind(visitors.to_bytes())
+        .bind(column(|c| c.pageviews))
+        .bind(column(|c| c.visits))
+        .bind(column(|c| c.bounces))
+        .bind(column(|c| c.duration_secs))
+        .bind(column(|c| c.events))
+        .bind(&sketches)
         .execute(&mut **tx)
         .await?;
     }
-    for ((site, visitor), visit) in &fold.visits {
-        if current_tenant != Some(visit.tenant) {
-            pg::set_tenant(tx, visit.tenant).await?;
-            current_tenant = Some(visit.tenant);
-        }
-        let last_seen = DateTime::<Utc>::from_timestamp_millis(visit.last_seen).unwrap_or_default();
+
+    let mut visits_by_tenant: HashMap<Uuid, Vec<(&(Uuid, String), &Visit)>> = HashMap::new();
+    for (key, visit) in &fold.visits {
+        visits_by_tenant.entry(visit.tenant).or_default().push((key, visit));
+    }
+    for (tenant, visits) in visits_by_tenant {
+        pg::set_tenant(tx, tenant).await?;
+        let sites: Vec<Uuid> = visits.iter().map(|((site, _), _)| *site).collect();
+        let visitors: Vec<Vec<u8>> = visits
+            .iter()
+            .map(|((_, visitor), _)| hex::decode(visitor).unwrap_or_default())
+            .collect();
+        let starts: Vec<DateTime<Utc>> = visits.iter().map(|(_, v)| v.start_hour).collect();
+        let last_seen: Vec<DateTime<Utc>> = visits
+            .iter()
+            .map(|(_, v)| DateTime::<Utc>::from_timestamp_millis(v.last_seen).unwrap_or_default())
+            .collect();
+        let pageviews: Vec<i32> = visits.iter().map(|(_, v)| v.pageviews).collect();
+        let dims: Vec<serde_json::Value> = visits
+            .iter()
+            .map(|(_, v)| serde_json::to_value(&v.dims))
+            .collect::<Result<_, _>>()?;
         sqlx::query(
             "insert into analytics_visits (site_id, visitor, tenant_id, start_hour, last_seen, pageviews, dims) \
-             values ($1, $2, $3, $4, $5, $6, $7) on conflict (site_id, visitor) do update set \
-             start_hour = excluded.start_hour, last_seen = excluded.last_seen, pageviews = excluded.pageviews, \
-             dims = excluded.dims",
+             select k.site_id, k.visitor, $3, k.start_hour, k.last_seen, k.pageviews, k.dims \
+             from unnest($1::uuid[], $2::bytea[], $4::timestamptz[], $5::timestamptz[], $6::int[], $7::jsonb[]) \
+                  as k(site_id, visitor, start_hour, last_seen, pageviews, dims) \
+             on conflict (site_id, visitor) do update set start_hour = excluded.start_hour, \
+                 last_seen = excluded.last_seen, pageviews = excluded.pageviews, dims = excluded.dims",
         )
-        .bind(site)
-        .bind(hex::decode(visitor).unwrap_or_default())
-        .bind(visit.tenant)
-        .bind(visit.start_hour)
-        .bind(last_seen)
-        .bind(visit.pageviews)
-        .bind(serde_json::to_value(&visit.dims)?)
+        .bind(&sites)
+        .bind(&visitors)
+        .bind(tenant)
+        .bind(&starts)
+        .bind(&last_seen)
+        .bind(&pageviews)
+        .bind(&dims)
         .execute(&mut **tx)
         .await?;
+    }
+    // Visits idle for a day can never continue (the visitor id has rotated): drop them.
+    let mut by_tenant: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for (site, tenant) in &fold.tenants {
+        by_tenant.entry(*tenant).or_default().push(*site);
+    }
+    for (tenant, sites) in by_tenant {
+        pg::set_tenant(tx, tenant).await?;
+        sqlx::query("delete from analytics_visits where site_id = any($1) and last_seen < now() - interval '1 day'")
+            .bind(&sites)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }

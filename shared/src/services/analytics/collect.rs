@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::event::{Client, Reason, STREAM, SiteRef, enrich, split_body};
+use super::event::{Client, Reason, STREAM, Sender, SiteRef, enrich_from, split_body};
 use crate::adapters::redis::Redis;
 use crate::domain::DomainError;
 
@@ -186,8 +186,9 @@ impl Collector {
         let mut pipe = redis::pipe();
         pipe.atomic();
         let mut accepted = 0;
+        let sender = Sender::of(&site, client, &salt);
         for (index, raw) in raw_events.into_iter().enumerate() {
-            match enrich(&site, raw, client, &salt, now) {
+            match enrich_from(&site, raw, &sender, now) {
                 Ok(event) => {
                     let json = serde_json::to_string(&event).map_err(|e| CollectError::Unavailable(e.to_string()))?;
                     pipe.cmd("XADD")

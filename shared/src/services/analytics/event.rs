@@ -91,6 +91,48 @@ fn clip(s: &str, max: usize) -> String {
 /// Why an event was not taken.
 pub type Reason = &'static str;
 
+/// What the request says about its sender, worked out once per request (a batch shares it).
+#[derive(Debug, Clone)]
+pub struct Sender {
+    pub is_bot: bool,
+    pub browser: String,
+    pub os: String,
+    /// The user agent is a phone's (the device when no screen width is sent).
+    pub mobile_agent: bool,
+    pub visitor: String,
+}
+
+static UA_PARSER: std::sync::LazyLock<woothee::parser::Parser> = std::sync::LazyLock::new(woothee::parser::Parser::new);
+
+impl Sender {
+    pub fn of(site: &SiteRef, client: Client<'_>, salt: &[u8]) -> Self {
+        let ua = UA_PARSER.parse(client.user_agent);
+        let lower = client.user_agent.to_ascii_lowercase();
+        let is_bot = client.user_agent.trim().is_empty()
+            || woothee::is_crawler(client.user_agent)
+            || ua.as_ref().is_some_and(|r| r.category == "crawler")
+            || ["headless", "bot", "spider", "crawl", "lighthouse", "pingdom", "uptime"]
+                .iter()
+                .any(|needle| lower.contains(needle));
+        let known = |s: &str| {
+            if s.is_empty() || s == "UNKNOWN" {
+                "Unknown".to_owned()
+            } else {
+                s.to_owned()
+            }
+        };
+        Self {
+            is_bot,
+            browser: known(ua.as_ref().map(|r| r.name).unwrap_or_default()),
+            os: known(ua.as_ref().map(|r| r.os).unwrap_or_default()),
+            mobile_agent: ua
+                .as_ref()
+                .is_some_and(|r| matches!(r.category, "smartphone" | "mobilephone")),
+            visitor: visitor_id(salt, site.site_id, client),
+        }
+    }
+}
+
 /// One event of a request, validated and enriched (or the reason it was dropped).
 pub fn enrich(
     site: &SiteRef,
@@ -99,6 +141,14 @@ pub fn enrich(
     salt: &[u8],
     now_ms: i64,
 ) -> Result<StreamEvent, Reason> {
+    enrich_from(site, raw, &Sender::of(site, client, salt), now_ms)
+}
+
+/// [`enrich`] with the sender already worked out.
+pub fn enrich_from(site: &SiteRef, raw: &Value, sender: &Sender, now_ms: i64) -> Result<StreamEvent, Reason> {
+    if sender.is_bot {
+        return Err("bot");
+    }
     if !raw.is_object() {
         return Err("not_an_object");
     }
@@ -121,36 +171,19 @@ pub fn enrich(
     if ts > now_ms + MAX_SKEW_MS || ts < now_ms - MAX_AGE_MS {
         return Err("timestamp_out_of_range");
     }
-    let ua = woothee::parser::Parser::new().parse(client.user_agent);
-    let is_bot = client.user_agent.trim().is_empty()
-        || woothee::is_crawler(client.user_agent)
-        || ua.as_ref().is_some_and(|r| r.category == "crawler")
-        || ["headless", "bot", "spider", "crawl", "lighthouse", "pingdom", "uptime"]
-            .iter()
-            .any(|needle| client.user_agent.to_ascii_lowercase().contains(needle));
-    if is_bot {
-        return Err("bot");
-    }
     let width = match raw.get("screen_width") {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_u64().filter(|w| *w <= 100_000).ok_or("screen_width_invalid")?),
     };
-    let device = match (width, ua.as_ref().map(|r| r.category)) {
-        (Some(w), _) if w < 576 => "mobile",
-        (Some(w), _) if w < 992 => "tablet",
-        (Some(_), _) => "desktop",
-        (None, Some("smartphone" | "mobilephone")) => "mobile",
-        _ => "desktop",
+    let device = match width {
+        Some(w) if w < 576 => "mobile",
+        Some(w) if w < 992 => "tablet",
+        Some(_) => "desktop",
+        None if sender.mobile_agent => "mobile",
+        None => "desktop",
     };
-    let known = |s: &str| {
-        if s.is_empty() || s == "UNKNOWN" {
-            "Unknown".to_owned()
-        } else {
-            s.to_owned()
-        }
-    };
-    let browser = known(ua.as_ref().map(|r| r.name).unwrap_or_default());
-    let os = known(ua.as_ref().map(|r| r.os).unwrap_or_default());
+    let browser = sender.browser.clone();
+    let os = sender.os.clone();
 
     let referrer_host = text(raw, "referrer")
         .and_then(|r| url::Url::parse(r).ok())
@@ -200,7 +233,7 @@ pub fn enrich(
         device: device.to_owned(),
         browser,
         os,
-        visitor: visitor_id(salt, site.site_id, client),
+        visitor: sender.visitor.clone(),
         props,
     })
 }
