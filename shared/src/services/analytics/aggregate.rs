@@ -267,6 +267,11 @@ async fn load_visits(tx: &mut pg::Tx, events: &[StreamEvent]) -> anyhow::Result<
     Ok(visits)
 }
 
+/// A rollup's key and its stored visitor sketch.
+type StoredSketch = (Uuid, String, DateTime<Utc>, String, Vec<u8>);
+/// A visit of the fold with its (site, visitor) key.
+type VisitEntry<'a> = (&'a (Uuid, String), &'a Visit);
+
 /// Adds a fold's increments to the rollups (sketches merged) and stores its visits: a few
 /// set-based statements per tenant, whatever the batch size.
 async fn write_fold(tx: &mut pg::Tx, fold: &Fold) -> anyhow::Result<()> {
@@ -284,7 +289,7 @@ async fn write_fold(tx: &mut pg::Tx, fold: &Fold) -> anyhow::Result<()> {
         let dims: Vec<&str> = rows.iter().map(|(k, _)| k.dimension).collect();
         let hours: Vec<DateTime<Utc>> = rows.iter().map(|(k, _)| k.hour).collect();
         let values: Vec<&str> = rows.iter().map(|(k, _)| k.value.as_str()).collect();
-        let existing: Vec<(Uuid, String, DateTime<Utc>, String, Vec<u8>)> = sqlx::query_as(
+        let existing: Vec<StoredSketch> = sqlx::query_as(
             "select r.site_id, r.dimension, r.hour, r.value, r.visitors from analytics_rollups r \
              join unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[]) as k(site_id, dimension, hour, value) \
                on r.site_id = k.site_id and r.dimension = k.dimension and r.hour = k.hour and r.value = k.value \
@@ -338,7 +343,7 @@ async fn write_fold(tx: &mut pg::Tx, fold: &Fold) -> anyhow::Result<()> {
         .await?;
     }
 
-    let mut visits_by_tenant: HashMap<Uuid, Vec<(&(Uuid, String), &Visit)>> = HashMap::new();
+    let mut visits_by_tenant: HashMap<Uuid, Vec<VisitEntry<'_>>> = HashMap::new();
     for (key, visit) in &fold.visits {
         visits_by_tenant.entry(visit.tenant).or_default().push((key, visit));
     }
