@@ -52,7 +52,10 @@ fn event(i: usize) -> serde_json::Value {
 #[tokio::main]
 async fn main() {
     let events: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(20_000);
-    println!("analytics benchmark, {events} events, {}", machine());
+    println!(
+        "analytics benchmark, {events} events per ingest run (a visitor sends 8; a batch is one visitor's), 40 pages, {}",
+        machine()
+    );
     let app = TestApp::new().await;
     let redis = shared::adapters::redis::connect(&redis_url())
         .await
@@ -95,9 +98,11 @@ async fn main() {
             let r = post("/analytics/collect")
                 .json(body)
                 .header("user-agent", UA)
+                // A visitor sends 8 events (Plausible sites see ~2-4 pageviews per visit and
+                // visitors come back within the day); a batch is one visitor's.
                 .header(
                     "x-forwarded-for",
-                    &format!("10.0.{}.{}", (sent / 250) % 250, sent % 250),
+                    &format!("10.0.{}.{}", (sent / 8 / 250) % 250, (sent / 8) % 250),
                 )
                 .send(&collect)
                 .await;

@@ -66,7 +66,7 @@ impl Aggregator {
             redis,
             stream: STREAM.to_owned(),
             consumer: format!("aggregator-{}", Uuid::new_v4().simple()),
-            batch: 2000,
+            batch: 5000,
         }
     }
 
