@@ -71,7 +71,12 @@ async fn preflight(headers: HeaderMap) -> Response {
         (status = 413, description = "Body too large", body = shared::http::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not JSON, no site_key, or an empty or oversized batch", body = shared::http::Problem, content_type = "application/problem+json"),
         NotFound, Upstream))]
-async fn collect(State(collector): State<Collector>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn collect(
+    State(collector): State<Collector>,
+    context: Option<axum::Extension<lambda_http::request::RequestContext>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     if body.len() > MAX_BODY {
         return Err(ApiError::PayloadTooLarge);
     }
@@ -84,10 +89,17 @@ async fn collect(State(collector): State<Collector>, headers: HeaderMap, body: B
     })?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let origin = header("origin");
-    let ip = header("x-forwarded-for")
-        .and_then(|v| v.split(',').next())
-        .map(str::trim)
-        .unwrap_or_default();
+    // The address API Gateway saw (a client can put anything at the front of X-Forwarded-For;
+    // the gateway appends the real one, so without a context the last hop is used).
+    let from_context = context.and_then(|axum::Extension(c)| match c {
+        lambda_http::request::RequestContext::ApiGatewayV2(c) => c.http.source_ip,
+        #[allow(unreachable_patterns)]
+        _ => None,
+    });
+    let from_header = header("x-forwarded-for")
+        .and_then(|v| v.rsplit(',').next())
+        .map(str::trim);
+    let ip = from_context.as_deref().or(from_header).unwrap_or_default();
     let client = Client {
         ip,
         user_agent: header("user-agent").unwrap_or_default(),

@@ -408,3 +408,81 @@ async fn sites_are_validated_limited_by_the_plan_and_isolated_per_tenant() {
         .await;
     assert_eq!(r.error_fields(), ["to"]);
 }
+
+#[tokio::test]
+async fn entries_that_cannot_be_stored_never_stall_the_aggregator() {
+    let w = world().await;
+    let site = w.site("shop.test").await;
+    let (id, key) = (site["id"].as_str().unwrap(), site["site_key"].as_str().unwrap());
+    // Written by something other than collect: a NUL in a text, and not an event at all.
+    let mut poisoned: Value = serde_json::from_str(
+        &serde_json::to_string(
+            &json!({"site": id, "tenant": w.tenant, "ts": chrono::Utc::now().timestamp_millis(),
+            "name": "pageview", "path": "/x\u{0}", "source": "", "utm_source": "", "utm_medium": "", "utm_campaign": "",
+            "device": "desktop", "browser": "Chrome", "os": "Linux", "visitor": "00ff"}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    poisoned["path"] = json!("/x\u{0}");
+    for entry in [poisoned.to_string(), "not json".to_owned()] {
+        let _: String = redis::cmd("XADD")
+            .arg(&w.collector.stream)
+            .arg("*")
+            .arg("e")
+            .arg(entry)
+            .query_async(&mut w.redis.clone())
+            .await
+            .unwrap();
+    }
+    // And events of a site that is deleted before they are folded.
+    w.app.subscribe(w.tenant, "scale").await;
+    let doomed = w.site("gone.test").await;
+    let r = w
+        .send(
+            json!({"site_key": doomed["site_key"], "url": "https://gone.test/"}),
+            CHROME,
+            "1.2.3.4",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    sqlx::query("delete from analytics_sites where id = $1::uuid")
+        .bind(doomed["id"].as_str().unwrap())
+        .execute(&w.app.db.owner)
+        .await
+        .unwrap();
+    w.send(
+        json!({"site_key": key, "url": "https://shop.test/"}),
+        CHROME,
+        "1.2.3.5",
+        None,
+    )
+    .await;
+
+    let report = w.aggregator().run(10).await.unwrap();
+    assert_eq!(
+        (report.malformed, report.orphaned, report.folded),
+        (2, 1, 1),
+        "{report:?}"
+    );
+    let day = today();
+    assert_eq!(
+        w.traffic(id, &format!("from={day}&to={day}")).await["totals"]["pageviews"],
+        1
+    );
+    let pending: (i64,) = redis::cmd("XPENDING")
+        .arg(&w.collector.stream)
+        .arg("aggregator")
+        .query_async::<redis::Value>(&mut w.redis.clone())
+        .await
+        .map(|v| match v {
+            redis::Value::Array(items) => match items.first() {
+                Some(redis::Value::Int(n)) => (*n,),
+                _ => (-1,),
+            },
+            _ => (-1,),
+        })
+        .unwrap();
+    assert_eq!(pending, (0,), "everything acknowledged");
+}

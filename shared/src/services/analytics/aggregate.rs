@@ -41,6 +41,8 @@ pub struct StepReport {
     pub skipped: usize,
     /// Entries that are not events (logged and acknowledged).
     pub malformed: usize,
+    /// Events of a site deleted since (acknowledged, not folded).
+    pub orphaned: usize,
     pub reclaimed: bool,
 }
 
@@ -89,6 +91,7 @@ impl Aggregator {
             total.folded += step.folded;
             total.skipped += step.skipped;
             total.malformed += step.malformed;
+            total.orphaned += step.orphaned;
             if step.read == 0 {
                 break;
             }
@@ -102,10 +105,15 @@ impl Aggregator {
         let mut report = StepReport::default();
         let mut tx = self.db.begin().await?;
         let lock_key = format!("analytics-aggregate:{}", self.stream);
-        sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 0))")
+        // Another run holds it (an overlapping invocation): leave the stream to it.
+        let locked: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(&lock_key)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+        if !locked {
+            tx.rollback().await?;
+            return Ok(report);
+        }
         let position: Option<String> = sqlx::query_scalar(
             "select last_id from analytics_stream_positions where stream = $1 and consumer_group = $2",
         )
@@ -164,8 +172,8 @@ impl Aggregator {
                 .get::<String>("e")
                 .and_then(|json| serde_json::from_str::<StreamEvent>(&json).ok());
             match parsed {
-                Some(e) => events.push(e),
-                None => {
+                Some(e) if e.is_clean() => events.push(e),
+                _ => {
                     report.malformed += 1;
                     tracing::error!(entry = %entry.id, "stream entry is not an analytics event; acknowledged without folding");
                 }
@@ -175,6 +183,9 @@ impl Aggregator {
         if let Some((ms, seq)) = newest
             && newest != position
         {
+            let before = events.len();
+            let events = existing_sites(&mut tx, events).await?;
+            report.orphaned = before - events.len();
             let visits = load_visits(&mut tx, &events).await?;
             let mut fold = Fold::with_visits(visits);
             for e in &events {
@@ -209,6 +220,33 @@ impl Aggregator {
         );
         Ok(report)
     }
+}
+
+/// The events whose site still exists for their tenant (a site deleted while its events were
+/// in the stream would otherwise fail the batch on its foreign key, forever).
+async fn existing_sites(tx: &mut pg::Tx, events: Vec<StreamEvent>) -> anyhow::Result<Vec<StreamEvent>> {
+    let mut by_tenant: HashMap<Uuid, HashSet<Uuid>> = HashMap::new();
+    for e in &events {
+        by_tenant.entry(e.tenant).or_default().insert(e.site);
+    }
+    let mut known: HashSet<(Uuid, Uuid)> = HashSet::new();
+    for (tenant, sites) in by_tenant {
+        pg::set_tenant(tx, tenant).await?;
+        let sites: Vec<Uuid> = sites.into_iter().collect();
+        let found: Vec<Uuid> = sqlx::query_scalar("select id from analytics_sites where id = any($1)")
+            .bind(&sites)
+            .fetch_all(&mut **tx)
+            .await?;
+        known.extend(found.into_iter().map(|s| (tenant, s)));
+    }
+    let (kept, gone): (Vec<_>, Vec<_>) = events.into_iter().partition(|e| known.contains(&(e.tenant, e.site)));
+    if !gone.is_empty() {
+        tracing::warn!(
+            events = gone.len(),
+            "events of deleted sites acknowledged without folding"
+        );
+    }
+    Ok(kept)
 }
 
 type VisitRow = (

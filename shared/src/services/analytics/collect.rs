@@ -148,17 +148,23 @@ impl Collector {
         let key = format!("analytics:salt:{day}");
         let mut redis = self.redis().await?;
         let unavailable = |e: redis::RedisError| CollectError::Unavailable(e.to_string());
-        // The first sandbox of the day sets it; everyone reads the winner.
-        let _: Option<String> = redis::cmd("SET")
+        // One command: set ours unless one exists, and answer the existing one (Redis >= 7).
+        let existing: Option<Vec<u8>> = redis::cmd("SET")
             .arg(&key)
             .arg(&fresh[..])
             .arg("NX")
+            .arg("GET")
             .arg("EX")
             .arg(2 * 24 * 3600)
             .query_async(&mut redis)
             .await
             .map_err(unavailable)?;
-        let salt: Vec<u8> = redis.get(&key).await.map_err(unavailable)?;
+        let salt = existing.unwrap_or_else(|| fresh.to_vec());
+        if salt.len() < 16 {
+            return Err(CollectError::Unavailable(
+                "the visitor salt in Redis is not usable".into(),
+            ));
+        }
         if let Ok(mut cached) = self.salt.lock() {
             *cached = Some((day, salt.clone()));
         }

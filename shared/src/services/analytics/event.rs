@@ -50,6 +50,26 @@ impl StreamEvent {
     pub fn is_pageview(&self) -> bool {
         self.name == "pageview"
     }
+
+    /// Whether every text can be stored (no control characters: collect strips them, but an
+    /// entry written by anything else must not stall the aggregator on a Postgres error).
+    pub fn is_clean(&self) -> bool {
+        [
+            &self.name,
+            &self.path,
+            &self.source,
+            &self.utm_source,
+            &self.utm_medium,
+            &self.utm_campaign,
+            &self.device,
+            &self.browser,
+            &self.os,
+            &self.visitor,
+        ]
+        .iter()
+        .all(|s| !s.chars().any(char::is_control))
+            && self.props.iter().all(|(k, v)| !k.contains('\0') && !v.contains('\0'))
+    }
 }
 
 /// The site a key resolved to.
@@ -84,8 +104,10 @@ fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
+/// At most `max` characters, control characters dropped (Postgres refuses NUL in text; none of
+/// them belongs in a report).
 fn clip(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
 /// Why an event was not taken.
@@ -155,6 +177,9 @@ pub fn enrich_from(site: &SiteRef, raw: &Value, sender: &Sender, now_ms: i64) ->
     let name = text(raw, "name").unwrap_or("pageview");
     if name.chars().count() > MAX_NAME {
         return Err("name_too_long");
+    }
+    if name.chars().any(char::is_control) {
+        return Err("name_invalid");
     }
     let page = text(raw, "url").ok_or("url_missing")?;
     if page.len() > MAX_URL {
@@ -365,9 +390,24 @@ mod tests {
                 "prop_not_scalar",
             ),
             (json!("pageview"), CHROME, "not_an_object"),
+            (
+                json!({"name": "a\u{0}b", "url": "https://example.com/"}),
+                CHROME,
+                "name_invalid",
+            ),
         ] {
             assert_eq!(enrich(&s, &raw, client(ua), b"s", NOW).unwrap_err(), reason, "{raw}");
         }
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_stream() {
+        let raw = json!({"url": "https://example.com/a%00b?utm_source=x%00y&utm_campaign=%0Anov",
+            "props": {"k\u{0}": "v\u{0}"}});
+        let e = enrich(&site(), &raw, client(CHROME), b"s", NOW).unwrap();
+        let all = serde_json::to_string(&e).unwrap();
+        assert!(!all.contains("\\u0000") && !all.contains('\0'), "{all}");
+        assert_eq!((e.utm_source.as_str(), e.utm_campaign.as_str()), ("xy", "nov"));
     }
 
     #[test]

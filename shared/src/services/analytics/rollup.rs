@@ -150,9 +150,11 @@ impl Fold {
             return;
         }
         let key = (e.site, e.visitor.clone());
-        let ongoing = self
-            .visits
-            .get(&key)
+        let stored = self.visits.get(&key);
+        // A pageview from well before the stored visit (a queued, late event) counts as a visit
+        // of its own and leaves the stored one alone.
+        let late = stored.is_some_and(|v| e.ts < v.last_seen - VISIT_TIMEOUT_MS);
+        let ongoing = stored
             .filter(|v| e.ts - v.last_seen <= VISIT_TIMEOUT_MS && e.ts >= v.last_seen - VISIT_TIMEOUT_MS)
             .cloned();
         let visit = match ongoing {
@@ -199,7 +201,9 @@ impl Fold {
                 .visitors
                 .insert_id(&visitor);
         }
-        self.visits.insert(key, visit);
+        if !late {
+            self.visits.insert(key, visit);
+        }
     }
 }
 
@@ -274,6 +278,20 @@ mod tests {
         second.add(&pv("a", 10, "/next"));
         let t = total(&second);
         assert_eq!((t.visits, t.bounces, t.duration_secs, t.pageviews), (0, -1, 600, 1));
+    }
+
+    #[test]
+    fn a_late_pageview_is_a_visit_of_its_own_and_keeps_the_current_one() {
+        let mut f = Fold::default();
+        f.add(&pv("a", 100, "/"));
+        f.add(&pv("a", 10, "/old")); // queued offline, delivered late
+        f.add(&pv("a", 105, "/next"));
+        let t = total(&f);
+        assert_eq!(
+            (t.pageviews, t.visits, t.bounces),
+            (3, 2, 1),
+            "the current visit continued"
+        );
     }
 
     #[test]
