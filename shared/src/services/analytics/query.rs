@@ -254,7 +254,10 @@ pub struct Ranked {
     /// The page path, the referring host (`Direct / None` for direct traffic) or the UTM value.
     pub value: String,
     pub pageviews: i64,
-    pub visits: i64,
+    /// Visits attributed to the value (referrers, UTM); absent for pages, which a visit passes
+    /// through rather than comes from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visits: Option<i64>,
     pub visitors: u64,
 }
 
@@ -297,7 +300,7 @@ async fn ranked(
                     value
                 },
                 pageviews,
-                visits,
+                visits: (dimension != "page").then_some(visits),
                 visitors: sketches(blobs)?.estimate(),
             })
         })
