@@ -460,6 +460,37 @@ async fn link_account(tx: &mut Tx, tenant: Uuid, customer: &str) -> Result<bool,
     Ok(linked == 1)
 }
 
+/// An object with its list field (`items`, `lines`) replaced by the complete list when one was
+/// fetched, and that list's raw items: read through the same typed view either way.
+fn with_full_list(obj: &Value, field: &str, all: Option<&[Value]>) -> (Value, Vec<Value>) {
+    let mut whole = obj.clone();
+    if let Some(all) = all
+        && let Some(list) = whole.get_mut(field)
+    {
+        *list = serde_json::json!({"object": "list", "data": all, "has_more": false});
+    }
+    let raw = whole
+        .get(field)
+        .and_then(|l| l.get("data"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    (whole, raw)
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds a row's gate: the last four parameters of every mirror upsert.
+trait BindGate<'q> {
+    fn bind_gate(self, g: &'q Gate) -> Self;
+}
+
+impl<'q> BindGate<'q> for PgQuery<'q> {
+    fn bind_gate(self, g: &'q Gate) -> Self {
+        self.bind(g.terminal).bind(g.created).bind(g.rank).bind(&g.source)
+    }
+}
+
 /// The gate condition every mirror upsert ends with.
 const GATE_WINS: &str = "(excluded.gate_terminal, excluded.gate_created, excluded.gate_rank, excluded.gate_source) \
      > (t.gate_terminal, t.gate_created, t.gate_rank, t.gate_source)";
@@ -503,10 +534,7 @@ async fn upsert_customer(tx: &mut Tx, obj: &Value, deleted: bool, source: &Sourc
         .bind(view.created)
         .bind(obj.get("livemode").and_then(Value::as_bool))
         .bind(obj)
-        .bind(g.terminal)
-        .bind(g.created)
-        .bind(g.rank)
-        .bind(&g.source)
+        .bind_gate(&g)
         .execute(&mut **tx)
         .await?
         .rows_affected()
@@ -525,21 +553,8 @@ async fn upsert_subscription(
     all_items: Option<&[Value]>,
     source: &Source,
 ) -> Result<bool, SyncError> {
-    let mut view = SubscriptionView::read(obj)?;
-    let mut raw_items: Vec<Value> = obj
-        .pointer("/items/data")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if let Some(all) = all_items {
-        // Read the complete list through the same view.
-        let mut whole = obj.clone();
-        if let Some(items) = whole.get_mut("items") {
-            *items = serde_json::json!({"object": "list", "data": all, "has_more": false});
-        }
-        view = SubscriptionView::read(&whole)?;
-        raw_items = all.to_vec();
-    }
+    let (whole, raw_items) = with_full_list(obj, "items", all_items);
+    let view = SubscriptionView::read(&whole)?;
     let g = gate_for(source, "subscription", view.status.as_deref());
     let first = view.items.first();
     let sql = format!(
@@ -573,10 +588,7 @@ async fn upsert_subscription(
         .bind(view.created)
         .bind(obj.get("livemode").and_then(Value::as_bool))
         .bind(obj)
-        .bind(g.terminal)
-        .bind(g.created)
-        .bind(g.rank)
-        .bind(&g.source)
+        .bind_gate(&g)
         .execute(&mut **tx)
         .await?
         .rows_affected()
@@ -612,23 +624,11 @@ async fn upsert_invoice(
     all_lines: Option<&[Value]>,
     source: &Source,
 ) -> Result<bool, SyncError> {
-    let mut view = InvoiceView::read(obj)?;
-    let Some(id) = view.id.clone() else {
+    let Some(id) = InvoiceView::read(obj)?.id else {
         return Ok(false);
     };
-    let mut raw_lines: Vec<Value> = obj
-        .pointer("/lines/data")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if let Some(all) = all_lines {
-        let mut whole = obj.clone();
-        if let Some(lines) = whole.get_mut("lines") {
-            *lines = serde_json::json!({"object": "list", "data": all, "has_more": false});
-        }
-        view = InvoiceView::read(&whole)?;
-        raw_lines = all.to_vec();
-    }
+    let (whole, raw_lines) = with_full_list(obj, "lines", all_lines);
+    let view = InvoiceView::read(&whole)?;
     let g = gate_for(source, "invoice", view.status.as_deref());
     let sql = format!(
         "insert into stripe_invoices as t (id, customer_id, subscription_id, number, status, currency, amount_due, \
@@ -665,10 +665,7 @@ async fn upsert_invoice(
         .bind(view.created)
         .bind(obj.get("livemode").and_then(Value::as_bool))
         .bind(obj)
-        .bind(g.terminal)
-        .bind(g.created)
-        .bind(g.rank)
-        .bind(&g.source)
+        .bind_gate(&g)
         .execute(&mut **tx)
         .await?
         .rows_affected()
@@ -725,10 +722,7 @@ async fn upsert_invoice_payment(tx: &mut Tx, obj: &Value, source: &Source) -> Re
         .bind(obj.get("amount_paid").and_then(Value::as_i64))
         .bind(text("currency"))
         .bind(obj)
-        .bind(g.terminal)
-        .bind(g.created)
-        .bind(g.rank)
-        .bind(&g.source)
+        .bind_gate(&g)
         .execute(&mut **tx)
         .await?
         .rows_affected()
@@ -761,10 +755,7 @@ async fn upsert_payment_intent(tx: &mut Tx, obj: &Value, source: &Source) -> Res
         .bind(view.created)
         .bind(obj.get("livemode").and_then(Value::as_bool))
         .bind(obj)
-        .bind(g.terminal)
-        .bind(g.created)
-        .bind(g.rank)
-        .bind(&g.source)
+        .bind_gate(&g)
         .execute(&mut **tx)
         .await?
         .rows_affected()
@@ -795,10 +786,7 @@ async fn upsert_refund(tx: &mut Tx, obj: &Value, source: &Source) -> Result<bool
         .bind(&view.status)
         .bind(view.created)
         .bind(obj)
-        .bind(g.terminal)
-        .bind(g.created)
-        .bind(g.rank)
-        .bind(&g.source)
+        .bind_gate(&g)
         .execute(&mut **tx)
         .await?
         .rows_affected()
