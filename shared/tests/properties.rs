@@ -1236,8 +1236,9 @@ fn if_match_value() -> impl Strategy<Value = Option<Vec<u8>>> {
 }
 
 /// The version an `If-Match` value names when it is shaped like our ETags (`"3"`, `W/"3"`,
-/// whitespace around), `Some(None)` for `*`, `None` when it is not an ETag of ours. Digits as
-/// Rust reads an `i32` (so `"+3"` and `"03"` pass: see `if_match_refuses_tags_we_never_issue`).
+/// whitespace around), `Some(None)` for `*`, `None` when it is not an ETag of ours: only the
+/// digits we write — no sign, no leading zero (`"+0"` and `"03"` are refused: see
+/// `if_match_refuses_tags_we_never_issue`).
 fn etag_version(header: &str) -> Option<Option<i32>> {
     let header = header.trim();
     if header == "*" {
@@ -1245,7 +1246,13 @@ fn etag_version(header: &str) -> Option<Option<i32>> {
     }
     let tag = header.strip_prefix("W/").unwrap_or(header);
     let digits = tag.strip_prefix('"')?.strip_suffix('"')?;
-    digits.parse::<i32>().ok().filter(|v| *v >= 0).map(Some)
+    let ours = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits.len() == 1 || !digits.starts_with('0'));
+    if !ours {
+        return None;
+    }
+    digits.parse::<i32>().ok().map(Some)
 }
 
 #[test]
@@ -1288,7 +1295,7 @@ fn if_match_reads_our_etags_and_refuses_anything_else_with_422() {
 /// leading zeros, so tags this API never issues are accepted as versions.
 #[test]
 fn if_match_refuses_tags_we_never_issue() {
-    for tag in ["\"+3\"", "\"03\"", "W/\"+3\""] {
+    for tag in ["\"+3\"", "\"03\"", "W/\"+3\"", "\"+0\"", "\"-0\""] {
         assert!(IfMatch::parse(tag).is_err(), "{tag} was accepted");
     }
 }
