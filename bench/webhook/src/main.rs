@@ -141,28 +141,52 @@ async fn main() {
         })
         .collect();
     let wall = Instant::now();
-    let mut handles = Vec::new();
-    for chunk in fresh.chunks(fresh.len().div_ceil(8)) {
+    let samples = in_flight(fresh, 8, move |(b, h)| {
         let inbox = inbox.clone();
-        let chunk = chunk.to_vec();
-        handles.push(tokio::spawn(async move {
-            let mut samples = Vec::new();
-            for (b, h) in chunk {
-                let t = Instant::now();
-                inbox.receive(Some(&h), &b, now).await.unwrap();
-                samples.push(t.elapsed());
-            }
-            samples
-        }));
-    }
-    let mut samples = Vec::new();
-    for h in handles {
-        samples.extend(h.await.unwrap());
-    }
+        async move {
+            inbox.receive(Some(&h), &b, now).await.unwrap();
+        }
+    })
+    .await;
     stats("inbox: new, 8 in flight", samples, wall.elapsed(), Some(base));
     let _ = dynamo.delete_table().table_name(&table).send().await;
 
     apply_bench(events, &run).await;
+}
+
+/// Runs `work` over `items` with `lanes` in flight (each lane sequential); the latency of each.
+async fn in_flight<T, F, Fut>(items: Vec<T>, lanes: usize, work: F) -> Vec<Duration>
+where
+    T: Send + 'static,
+    F: Fn(T) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let per_lane = items.len().div_ceil(lanes).max(1);
+    let mut lanes_items: Vec<Vec<T>> = Vec::new();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        lanes_items.push(items.by_ref().take(per_lane).collect());
+    }
+    let handles: Vec<_> = lanes_items
+        .into_iter()
+        .map(|lane| {
+            let work = work.clone();
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                for item in lane {
+                    let t = Instant::now();
+                    work(item).await;
+                    samples.push(t.elapsed());
+                }
+                samples
+            })
+        })
+        .collect();
+    let mut samples = Vec::new();
+    for h in handles {
+        samples.extend(h.await.unwrap());
+    }
+    samples
 }
 
 fn invoice_event(i: usize, run: &str) -> StripeEvent {
@@ -220,23 +244,12 @@ async fn apply_bench(events: usize, run: &str) {
 
     let fresh: Vec<StripeEvent> = (events..2 * events).map(|i| invoice_event(i, run)).collect();
     let wall = Instant::now();
-    let mut handles = Vec::new();
-    for chunk in fresh.chunks(fresh.len().div_ceil(8)) {
+    let samples = in_flight(fresh, 8, move |e| {
         let syncer = syncer.clone();
-        let chunk = chunk.to_vec();
-        handles.push(tokio::spawn(async move {
-            let mut samples = Vec::new();
-            for e in chunk {
-                let t = Instant::now();
-                syncer.apply(&e).await.unwrap();
-                samples.push(t.elapsed());
-            }
-            samples
-        }));
-    }
-    let mut samples = Vec::new();
-    for h in handles {
-        samples.extend(h.await.unwrap());
-    }
+        async move {
+            syncer.apply(&e).await.unwrap();
+        }
+    })
+    .await;
     stats("apply: new, 8 in flight", samples, wall.elapsed(), Some(base));
 }

@@ -12,7 +12,7 @@ use shared::http::docs::{NotFound, Upstream};
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{ApiError, Json};
 use shared::services::analytics::collect::{Accepted, CollectError, Collector};
-use shared::services::analytics::event::Client;
+use shared::services::analytics::event::{Client, client_ip};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -89,17 +89,12 @@ async fn collect(
     })?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let origin = header("origin");
-    // The address API Gateway saw (a client can put anything at the front of X-Forwarded-For;
-    // the gateway appends the real one, so without a context the last hop is used).
-    let from_context = context.and_then(|axum::Extension(c)| match c {
+    let context_ip = context.and_then(|axum::Extension(c)| match c {
         lambda_http::request::RequestContext::ApiGatewayV2(c) => c.http.source_ip,
         #[allow(unreachable_patterns)]
         _ => None,
     });
-    let from_header = header("x-forwarded-for")
-        .and_then(|v| v.rsplit(',').next())
-        .map(str::trim);
-    let ip = from_context.as_deref().or(from_header).unwrap_or_default();
+    let ip = client_ip(context_ip.as_deref(), header("x-forwarded-for"));
     let client = Client {
         ip,
         user_agent: header("user-agent").unwrap_or_default(),

@@ -38,6 +38,17 @@ async fn drain(sqs: &aws_sdk_sqs::Client, queue: &str) -> Vec<SqsMessage> {
     }
 }
 
+async fn queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
+    sqs.create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned()
+}
+
 fn sqs_event(records: Vec<SqsMessage>) -> SqsEvent {
     let mut event = SqsEvent::default();
     event.records = records;
@@ -118,24 +129,8 @@ async fn the_dlq_replay_moves_every_message_back_once() {
     let aws = moto().await;
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let unique = uuid::Uuid::new_v4().simple().to_string();
-    let dlq = sqs
-        .create_queue()
-        .queue_name(format!("replay-dlq-{unique}"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_owned();
-    let main = sqs
-        .create_queue()
-        .queue_name(format!("replay-main-{unique}"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_owned();
+    let dlq = queue(&sqs, &format!("replay-dlq-{unique}")).await;
+    let main = queue(&sqs, &format!("replay-main-{unique}")).await;
     for i in 0..13 {
         sqs.send_message()
             .queue_url(&dlq)

@@ -263,6 +263,15 @@ pub fn enrich_from(site: &SiteRef, raw: &Value, sender: &Sender, now_ms: i64) ->
     })
 }
 
+/// The client's address: what API Gateway saw (its request context), else the last hop of
+/// `X-Forwarded-For` (the gateway appends the real address; a client can write anything at the
+/// front).
+pub fn client_ip<'a>(context_ip: Option<&'a str>, forwarded_for: Option<&'a str>) -> &'a str {
+    context_ip
+        .or_else(|| forwarded_for.and_then(|v| v.rsplit(',').next()).map(str::trim))
+        .unwrap_or_default()
+}
+
 /// The daily visitor id: SHA-256 of (salt, site, IP, user agent), first 16 bytes in hex.
 pub fn visitor_id(salt: &[u8], site: Uuid, client: Client<'_>) -> String {
     let mut h = Sha256::new();
@@ -408,6 +417,20 @@ mod tests {
         let all = serde_json::to_string(&e).unwrap();
         assert!(!all.contains("\\u0000") && !all.contains('\0'), "{all}");
         assert_eq!((e.utm_source.as_str(), e.utm_campaign.as_str()), ("xy", "nov"));
+    }
+
+    #[test]
+    fn the_client_ip_is_the_one_the_gateway_saw() {
+        assert_eq!(
+            client_ip(Some("203.0.113.7"), Some("1.1.1.1, 203.0.113.7")),
+            "203.0.113.7"
+        );
+        assert_eq!(
+            client_ip(None, Some("6.6.6.6, 203.0.113.7")),
+            "203.0.113.7",
+            "a forged first hop is ignored"
+        );
+        assert_eq!(client_ip(None, None), "");
     }
 
     #[test]
