@@ -8,7 +8,9 @@ use shared::domain::{Page, Role};
 use shared::http::docs::{BodyProblems, Conflict, ListProblems, PlanLimit, TenantHeader, TenantProblems};
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{ApiError, Body, Core, Json, PageParams, Params, RawIdempotencyKey, TenantCtx, min, replayed_or};
-use shared::services::analytics::query::{self, Interval, ListParams, RangeParams, Ranked, Traffic};
+use shared::services::analytics::query::{
+    self, Interval, RangeParams, Ranked, ReferrersParams, TopPagesParams, Traffic,
+};
 use shared::services::analytics::sites::{self, NewSite, Site};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -101,34 +103,43 @@ async fn traffic(
 }
 
 #[derive(Debug, Deserialize)]
-struct RankedParams {
+struct TopPagesQuery {
     #[serde(flatten)]
     range: RangeParams,
     #[serde(flatten)]
-    list: ListParams,
+    list: TopPagesParams,
 }
 
-/// The most viewed pages of a range (`filter`: one page path).
+/// The most viewed pages of a range (`filter`: one page path; `source` or a `utm_*`: only
+/// pageviews of visits that came from it).
 #[utoipa::path(get, path = "/analytics/top-pages", tag = TAG, security(("bearer" = [])),
-    params(TenantHeader, RangeParams, ListParams),
+    params(TenantHeader, RangeParams, TopPagesParams),
     responses((status = 200, body = Vec<Ranked>), TenantProblems, ListProblems))]
 async fn top_pages(
     State(core): State<Core>,
     ctx: TenantCtx<min::Viewer>,
-    Params(p): Params<RankedParams>,
+    Params(p): Params<TopPagesQuery>,
 ) -> Result<Json<Vec<Ranked>>, ApiError> {
     Ok(Json(query::top_pages(&core.db, &ctx.scope, &p.range, &p.list).await?))
 }
 
+#[derive(Debug, Deserialize)]
+struct ReferrersQuery {
+    #[serde(flatten)]
+    range: RangeParams,
+    #[serde(flatten)]
+    list: ReferrersParams,
+}
+
 /// Where visits came from: referring hosts (`Direct / None` for direct traffic), or UTM values
-/// with `by`; `filter` keeps one value.
+/// with `by`; `filter` keeps one value; `page` counts only that page's pageviews and visitors.
 #[utoipa::path(get, path = "/analytics/referrers", tag = TAG, security(("bearer" = [])),
-    params(TenantHeader, RangeParams, ListParams),
+    params(TenantHeader, RangeParams, ReferrersParams),
     responses((status = 200, body = Vec<Ranked>), TenantProblems, ListProblems))]
 async fn referrers(
     State(core): State<Core>,
     ctx: TenantCtx<min::Viewer>,
-    Params(p): Params<RankedParams>,
+    Params(p): Params<ReferrersQuery>,
 ) -> Result<Json<Vec<Ranked>>, ApiError> {
     Ok(Json(query::referrers(&core.db, &ctx.scope, &p.range, &p.list).await?))
 }

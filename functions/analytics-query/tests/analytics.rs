@@ -213,6 +213,48 @@ async fn collected_traffic_shows_up_exactly_in_the_traffic_api() {
         .await;
     assert_eq!(utm.json[0]["value"], "email");
 
+    // Filters: the referrers of one page, the pages of one source or UTM value.
+    let ranked = |path: &'static str, q: &str| {
+        let q = format!("site={id}&from={day}&to={day}&{q}");
+        let w = &w;
+        async move {
+            get(path)
+                .bearer(&w.owner.token)
+                .tenant(w.tenant)
+                .query(&q)
+                .send(&w.query)
+                .await
+        }
+    };
+    let r = ranked("/analytics/referrers", "page=/pricing").await;
+    assert_eq!(
+        r.json,
+        json!([{"value": "Direct / None", "pageviews": 1, "visitors": 1},
+               {"value": "newsletter", "pageviews": 1, "visitors": 1}])
+    );
+    let r = ranked("/analytics/referrers", "page=/pricing&by=utm_medium").await;
+    assert_eq!(r.json, json!([{"value": "email", "pageviews": 1, "visitors": 1}]));
+    let r = ranked("/analytics/referrers", "page=/pricing&filter=Direct%20/%20None").await;
+    assert_eq!(r.json.as_array().unwrap().len(), 1);
+    let values = |r: &Resp| -> Vec<String> {
+        r.json
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["value"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let r = ranked("/analytics/top-pages", "source=newsletter").await;
+    assert_eq!(values(&r), ["/", "/pricing"]);
+    let r = ranked("/analytics/top-pages", "source=Direct%20/%20None").await;
+    assert_eq!(values(&r), ["/", "/pricing", "/signup"]);
+    let r = ranked("/analytics/top-pages", "source=google.com").await;
+    assert_eq!(values(&r), ["/blog"]);
+    let r = ranked("/analytics/top-pages", "utm_medium=email&filter=/pricing").await;
+    assert_eq!(values(&r), ["/pricing"]);
+    let r = ranked("/analytics/top-pages", "source=google.com&utm_medium=email").await;
+    assert_eq!(r.error_fields(), ["source"]);
+
     // Running again folds nothing more.
     assert_eq!(w.aggregator().run(10).await.unwrap().folded, 0);
     expect_totals(&w.traffic(id, &format!("from={day}&to={day}")).await);
@@ -258,6 +300,65 @@ async fn a_crash_between_read_and_commit_or_commit_and_ack_neither_loses_nor_dou
         (t["totals"]["pageviews"].as_i64(), t["totals"]["visitors"].as_i64()),
         (Some(7), Some(4))
     );
+}
+
+#[tokio::test]
+async fn a_batch_read_ahead_is_neither_lost_in_a_crash_nor_folded_twice_after_a_takeover() {
+    let w = world().await;
+    let site = w.site("shop.test").await;
+    let (id, key) = (site["id"].as_str().unwrap(), site["site_key"].as_str().unwrap());
+    traffic_of_three(&w, key).await;
+    let day = today();
+    let small = |batch| {
+        let mut a = w.aggregator();
+        a.batch = batch;
+        a
+    };
+
+    // Folds 3, reads the next 3 ahead, then dies: those stay pending and the next run folds them.
+    let first = small(3);
+    let (step, ahead) = first.step_ahead(StopAfter::Nothing, None, true).await.unwrap();
+    assert_eq!((step.read, step.folded), (3, 3));
+    assert!(ahead.is_some());
+    drop(ahead);
+    let report = small(2).run(100).await.unwrap();
+    assert_eq!(report.folded, 4, "the read-ahead entries and the rest");
+    assert!(report.reclaimed);
+    expect_totals(&w.traffic(id, &format!("from={day}&to={day}")).await);
+
+    // A run reads ahead, another run takes the entries over and folds them, then the first goes
+    // on with what it read: acknowledged, not folded again.
+    w.send(
+        json!({"site_key": key, "url": "https://shop.test/"}),
+        FIREFOX_MAC,
+        "203.0.113.9",
+        None,
+    )
+    .await;
+    w.send(
+        json!({"site_key": key, "url": "https://shop.test/about"}),
+        FIREFOX_MAC,
+        "203.0.113.10",
+        None,
+    )
+    .await;
+    let slow = small(1);
+    let (step, ahead) = slow.step_ahead(StopAfter::Nothing, None, true).await.unwrap();
+    assert_eq!(step.folded, 1);
+    assert_eq!(
+        small(5).run(10).await.unwrap().folded,
+        1,
+        "the takeover folds the read-ahead entry"
+    );
+    let (step, _) = slow.step_ahead(StopAfter::Nothing, ahead, true).await.unwrap();
+    assert_eq!((step.read, step.folded, step.skipped), (1, 0, 1));
+    let t = w.traffic(id, &format!("from={day}&to={day}")).await;
+    assert_eq!(
+        (t["totals"]["pageviews"].as_i64(), t["totals"]["visitors"].as_i64()),
+        (Some(8), Some(5))
+    );
+    // Nothing is left pending.
+    assert_eq!(small(5).run(10).await.unwrap().read, 0);
 }
 
 #[tokio::test]
@@ -404,6 +505,16 @@ async fn sites_are_validated_limited_by_the_plan_and_isolated_per_tenant() {
         .send(&w.query)
         .await;
     assert_eq!(r.error_fields(), ["to"]);
+    let r = get("/analytics/traffic")
+        .bearer(&w.owner.token)
+        .tenant(w.tenant)
+        .query(&format!(
+            "site={}&from=1999-12-31&to=2000-01-01",
+            site["id"].as_str().unwrap()
+        ))
+        .send(&w.query)
+        .await;
+    assert_eq!(r.error_fields(), ["from"]);
 }
 
 #[tokio::test]

@@ -55,6 +55,12 @@ pub struct Aggregator {
     pub batch: usize,
 }
 
+/// A batch of entries read from the stream, pending under this consumer until acknowledged.
+pub struct ReadAhead {
+    entries: Vec<StreamId>,
+    reclaimed: bool,
+}
+
 /// A stream id as (milliseconds, sequence), for ordering.
 fn parse_id(id: &str) -> (u64, u64) {
     let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
@@ -82,25 +88,79 @@ impl Aggregator {
         }
     }
 
-    /// Steps until the stream is drained (at most `max_steps`); returns the total folded.
+    /// Steps until the stream is drained (at most `max_steps`); returns the total folded. Each
+    /// step reads the next batch while it writes the current one (still under its lock).
     pub async fn run(&self, max_steps: usize) -> anyhow::Result<StepReport> {
         let mut total = StepReport::default();
+        let mut ahead = None;
         for _ in 0..max_steps {
-            let step = self.step(StopAfter::Nothing).await?;
+            let (step, next) = self.step_ahead(StopAfter::Nothing, ahead.take(), true).await?;
             total.read += step.read;
             total.folded += step.folded;
             total.skipped += step.skipped;
             total.malformed += step.malformed;
             total.orphaned += step.orphaned;
+            total.reclaimed |= step.reclaimed;
             if step.read == 0 {
                 break;
             }
+            ahead = next;
         }
         Ok(total)
     }
 
     /// One batch: reclaim pending entries first, else read new ones; fold; commit; ack.
     pub async fn step(&self, stop: StopAfter) -> anyhow::Result<StepReport> {
+        Ok(self.step_ahead(stop, None, false).await?.0)
+    }
+
+    /// The next batch under the lock: pending entries from `after` on (those of a consumer that
+    /// died), else new ones.
+    async fn read(&self, after: &str) -> anyhow::Result<ReadAhead> {
+        let mut redis = self.redis.clone();
+        // Pending entries of any consumer (we hold the lock: their owner is gone or done).
+        let claimed: StreamAutoClaimReply = redis
+            .xautoclaim_options(
+                &self.stream,
+                GROUP,
+                &self.consumer,
+                0,
+                after,
+                StreamAutoClaimOptions::default().count(self.batch),
+            )
+            .await?;
+        if !claimed.claimed.is_empty() {
+            return Ok(ReadAhead {
+                entries: claimed.claimed,
+                reclaimed: true,
+            });
+        }
+        let reply: StreamReadReply = redis
+            .xread_options(
+                &[&self.stream],
+                &[">"],
+                &StreamReadOptions::default()
+                    .group(GROUP, &self.consumer)
+                    .count(self.batch),
+            )
+            .await?;
+        Ok(ReadAhead {
+            entries: reply.keys.into_iter().flat_map(|k| k.ids).collect(),
+            reclaimed: false,
+        })
+    }
+
+    /// One batch, from `ahead` (read by the previous step) if given; with `read_ahead`, the
+    /// next batch is read while this one is written, before the commit releases the lock. A
+    /// crash leaves the read-ahead entries pending for the next run to reclaim; if another run
+    /// took them over and folded them meanwhile, they are at or below its committed position
+    /// and only acknowledged here.
+    pub async fn step_ahead(
+        &self,
+        stop: StopAfter,
+        ahead: Option<ReadAhead>,
+        read_ahead: bool,
+    ) -> anyhow::Result<(StepReport, Option<ReadAhead>)> {
         self.ensure_group().await?;
         let mut report = StepReport::default();
         let mut tx = self.db.begin().await?;
@@ -112,7 +172,7 @@ impl Aggregator {
             .await?;
         if !locked {
             tx.rollback().await?;
-            return Ok(report);
+            return Ok((report, None));
         }
         let position: Option<String> = sqlx::query_scalar(
             "select last_id from analytics_stream_positions where stream = $1 and consumer_group = $2",
@@ -123,40 +183,19 @@ impl Aggregator {
         .await?;
         let position = position.as_deref().map(parse_id);
 
-        let mut redis = self.redis.clone();
-        // Pending entries of any consumer (we hold the lock: their owner is gone or done).
-        let claimed: StreamAutoClaimReply = redis
-            .xautoclaim_options(
-                &self.stream,
-                GROUP,
-                &self.consumer,
-                0,
-                "0-0",
-                StreamAutoClaimOptions::default().count(self.batch),
-            )
-            .await?;
-        let entries: Vec<StreamId> = if claimed.claimed.is_empty() {
-            let reply: StreamReadReply = redis
-                .xread_options(
-                    &[&self.stream],
-                    &[">"],
-                    &StreamReadOptions::default()
-                        .group(GROUP, &self.consumer)
-                        .count(self.batch),
-                )
-                .await?;
-            reply.keys.into_iter().flat_map(|k| k.ids).collect()
-        } else {
-            report.reclaimed = true;
-            claimed.claimed
+        let batch = match ahead.filter(|a| !a.entries.is_empty()) {
+            Some(batch) => batch,
+            None => self.read("0-0").await?,
         };
+        report.reclaimed = batch.reclaimed;
+        let entries = batch.entries;
         report.read = entries.len();
         if entries.is_empty() {
             tx.rollback().await?;
-            return Ok(report);
+            return Ok((report, None));
         }
         if stop == StopAfter::Read {
-            return Ok(report);
+            return Ok((report, None));
         }
 
         let mut events = Vec::new();
@@ -180,37 +219,61 @@ impl Aggregator {
             }
         }
 
-        if let Some((ms, seq)) = newest
-            && newest != position
-        {
-            let before = events.len();
-            let events = existing_sites(&mut tx, events).await?;
-            report.orphaned = before - events.len();
-            let visits = load_visits(&mut tx, &events).await?;
-            let mut fold = Fold::with_visits(visits);
-            for e in &events {
-                fold.add(e);
+        // Pending entries after this batch (of a run that died between our steps), else new ones.
+        let after = entries
+            .last()
+            .map(|e| {
+                let (ms, seq) = parse_id(&e.id);
+                format!("{ms}-{}", seq.saturating_add(1))
+            })
+            .unwrap_or_else(|| "0-0".to_owned());
+        let next = async {
+            if read_ahead {
+                self.read(&after).await.map(Some)
+            } else {
+                Ok(None)
             }
-            report.folded = fold.folded;
-            write_fold(&mut tx, &fold).await?;
-            sqlx::query(
-                "insert into analytics_stream_positions (stream, consumer_group, last_id, events_folded) \
-                 values ($1, $2, $3, $4) on conflict (stream, consumer_group) do update \
-                 set last_id = excluded.last_id, events_folded = analytics_stream_positions.events_folded + $4, \
-                     updated_at = now()",
-            )
-            .bind(&self.stream)
-            .bind(GROUP)
-            .bind(format!("{ms}-{seq}"))
-            .bind(i64::try_from(fold.folded).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
-        }
+        };
+        let write = async {
+            if let Some((ms, seq)) = newest
+                && newest != position
+            {
+                let before = events.len();
+                let events = existing_sites(&mut tx, events).await?;
+                report.orphaned = before - events.len();
+                let visits = load_visits(&mut tx, &events).await?;
+                let mut fold = Fold::with_visits(visits);
+                for e in &events {
+                    fold.add(e);
+                }
+                report.folded = fold.folded;
+                write_fold(&mut tx, &fold).await?;
+                sqlx::query(
+                    "insert into analytics_stream_positions (stream, consumer_group, last_id, events_folded) \
+                     values ($1, $2, $3, $4) on conflict (stream, consumer_group) do update \
+                     set last_id = excluded.last_id, events_folded = analytics_stream_positions.events_folded + $4, \
+                         updated_at = now()",
+                )
+                .bind(&self.stream)
+                .bind(GROUP)
+                .bind(format!("{ms}-{seq}"))
+                .bind(i64::try_from(fold.folded).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?;
+            }
+            anyhow::Ok(())
+        };
+        // The read-ahead completes before the commit: read after the lock is released, it could
+        // take entries that another run's position would then pass over.
+        let (written, next) = tokio::join!(write, next);
+        written?;
+        let next = next?;
         tx.commit().await?;
         if stop == StopAfter::Commit {
-            return Ok(report);
+            return Ok((report, next));
         }
         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        let mut redis = self.redis.clone();
         let _: i64 = redis.xack(&self.stream, GROUP, &ids).await?;
         tracing::info!(
             read = report.read,
@@ -218,7 +281,7 @@ impl Aggregator {
             skipped = report.skipped,
             "analytics batch folded"
         );
-        Ok(report)
+        Ok((report, next))
     }
 }
 

@@ -1,12 +1,13 @@
 //! The traffic API over the rollups: series by hour or day (in any time zone) with the same
 //! figures for the previous period of equal length, top pages and referrers. Unique visitors of
 //! a bucket or a range come from merging the hourly sketches.
-use chrono::{Duration, NaiveDate, NaiveDateTime};
+use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::rollup::{SOURCE_PAGE, UTM_CAMPAIGN_PAGE, UTM_MEDIUM_PAGE, UTM_SOURCE_PAGE};
 use crate::adapters::pg::{self, Tx};
 use crate::domain::hll::Hll;
 use crate::domain::{DomainError, Scope, Validator};
@@ -35,6 +36,9 @@ pub struct RangeParams {
 
 const MAX_DAYS: i64 = 400;
 const MAX_HOURLY_DAYS: i64 = 31;
+/// Days outside these years are refused (no traffic there, and far years overflow time zones).
+const FIRST_YEAR: i32 = 2000;
+const LAST_YEAR: i32 = 2100;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
 pub struct Figures {
@@ -128,6 +132,15 @@ async fn prepare(tx: &mut Tx, params: &RangeParams, max_days: i64) -> Result<Str
         .await?;
     let site_zone = site_zone.ok_or(DomainError::NotFound)?;
     let mut v = Validator::new();
+    for (field, day) in [("from", params.from), ("to", params.to)] {
+        if !(FIRST_YEAR..=LAST_YEAR).contains(&day.year()) {
+            v.error(
+                field,
+                "out_of_range",
+                format!("must be a day between {FIRST_YEAR} and {LAST_YEAR}"),
+            );
+        }
+    }
     let days = (params.to - params.from).num_days() + 1;
     if days < 1 {
         v.error("to", "before_from", "must not be before from");
@@ -255,7 +268,7 @@ pub struct Ranked {
     pub value: String,
     pub pageviews: i64,
     /// Visits attributed to the value (referrers, UTM); absent for pages, which a visit passes
-    /// through rather than comes from.
+    /// through rather than comes from, and for the referrers of one page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub visits: Option<i64>,
     pub visitors: u64,
@@ -263,66 +276,123 @@ pub struct Ranked {
 
 type RankedRow = (String, i64, i64, Vec<Vec<u8>>);
 
+/// What a ranking reads: the rows of one dimension, or of a pair dimension (values
+/// `attribution \u{1f} path`) grouped by one part with the other part fixed.
+struct Breakdown<'a> {
+    dimension: &'a str,
+    /// 0: the whole value; 1: the attribution part; 2: the path part.
+    group_part: i32,
+    /// (part, value): only rows whose other part is this.
+    fixed: Option<(i32, &'a str)>,
+    /// Only this value of the grouped part.
+    filter: Option<&'a str>,
+    with_visits: bool,
+}
+
 /// The values of one dimension over a range, most pageviews first.
 async fn ranked(
     pool: &PgPool,
     scope: &Scope,
     params: &RangeParams,
-    dimension: &str,
-    filter: Option<&str>,
+    b: Breakdown<'_>,
     limit: i64,
 ) -> Result<Vec<Ranked>, DomainError> {
     let mut tx = pg::begin(pool, scope).await?;
     let tz = prepare(&mut tx, params, MAX_DAYS).await?;
+    let (fixed_part, fixed) = b.fixed.map_or((1, None), |(part, value)| (part, Some(value)));
     let rows: Vec<RankedRow> = sqlx::query_as(
-        "select value, sum(pageviews)::bigint, sum(visits)::bigint, array_agg(visitors) from analytics_rollups \
-         where site_id = $1 and dimension = $2 \
-           and hour >= ($3::date::timestamp at time zone $5) and hour < (($4::date + 1)::timestamp at time zone $5) \
-           and ($6::text is null or value = $6) \
-         group by value order by 2 desc, 3 desc, value limit $7",
+        "with r as ( \
+             select case when $8 = 0 then value else split_part(value, E'\\x1f', $8) end as v, \
+                    pageviews, visits, visitors \
+             from analytics_rollups \
+             where site_id = $1 and dimension = $2 \
+               and hour >= ($3::date::timestamp at time zone $5) and hour < (($4::date + 1)::timestamp at time zone $5) \
+               and ($10::text is null or split_part(value, E'\\x1f', $9) = $10) \
+         ) \
+         select v, sum(pageviews)::bigint, sum(visits)::bigint, array_agg(visitors) from r \
+         where ($6::text is null or v = $6) \
+         group by v order by 2 desc, 3 desc, v limit $7",
     )
     .bind(params.site)
-    .bind(dimension)
+    .bind(b.dimension)
     .bind(params.from)
     .bind(params.to)
     .bind(&tz)
-    .bind(filter)
+    .bind(b.filter)
     .bind(limit)
+    .bind(b.group_part)
+    .bind(fixed_part)
+    .bind(fixed)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
+    let direct = b.dimension == "source" || (b.dimension == SOURCE_PAGE && b.group_part == 1);
     rows.into_iter()
         .map(|(value, pageviews, visits, blobs)| {
             Ok(Ranked {
-                value: if value.is_empty() && dimension == "source" {
-                    "Direct / None".to_owned()
+                value: if value.is_empty() && direct {
+                    DIRECT.to_owned()
                 } else {
                     value
                 },
                 pageviews,
-                visits: (dimension != "page").then_some(visits),
+                visits: b.with_visits.then_some(visits),
                 visitors: sketches(blobs)?.estimate(),
             })
         })
         .collect()
 }
 
+/// How direct traffic (no referrer, no UTM source) is named.
+pub const DIRECT: &str = "Direct / None";
+
+fn source_value(s: &str) -> &str {
+    if s == DIRECT { "" } else { s }
+}
+
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ListParams {
+pub struct TopPagesParams {
     /// At most this many rows (1..=100, default 10).
     #[serde(default)]
     pub limit: Option<i64>,
-    /// Only this page path (top pages) or this source (referrers; `Direct / None` for direct).
+    /// Only this page path.
     #[serde(default)]
     pub filter: Option<String>,
-    /// Referrers only: group by `source` (default), `utm_source`, `utm_medium` or `utm_campaign`.
+    /// Only pageviews of visits from this source (`Direct / None` for direct traffic).
     #[serde(default)]
-    pub by: Option<String>,
+    pub source: Option<String>,
+    /// Only pageviews of visits with this `utm_source`.
+    #[serde(default)]
+    pub utm_source: Option<String>,
+    /// Only pageviews of visits with this `utm_medium`.
+    #[serde(default)]
+    pub utm_medium: Option<String>,
+    /// Only pageviews of visits with this `utm_campaign`.
+    #[serde(default)]
+    pub utm_campaign: Option<String>,
 }
 
-fn limit(params: &ListParams) -> Result<i64, DomainError> {
-    match params.limit {
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReferrersParams {
+    /// At most this many rows (1..=100, default 10).
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// Only this value (`Direct / None` for direct traffic).
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Group by `source` (default), `utm_source`, `utm_medium` or `utm_campaign`.
+    #[serde(default)]
+    pub by: Option<String>,
+    /// Only pageviews of this page path: each value's pageviews and visitors there (no visits:
+    /// a visit counts where it enters).
+    #[serde(default)]
+    pub page: Option<String>,
+}
+
+fn limit(limit: Option<i64>) -> Result<i64, DomainError> {
+    match limit {
         None => Ok(10),
         Some(l) if (1..=100).contains(&l) => Ok(l),
         Some(_) => Err(DomainError::invalid(
@@ -337,22 +407,56 @@ pub async fn top_pages(
     pool: &PgPool,
     scope: &Scope,
     range: &RangeParams,
-    list: &ListParams,
+    list: &TopPagesParams,
 ) -> Result<Vec<Ranked>, DomainError> {
-    ranked(pool, scope, range, "page", list.filter.as_deref(), limit(list)?).await
+    let limit = limit(list.limit)?;
+    let attributions: Vec<(&str, &str)> = [
+        (SOURCE_PAGE, list.source.as_deref().map(source_value)),
+        (UTM_SOURCE_PAGE, list.utm_source.as_deref()),
+        (UTM_MEDIUM_PAGE, list.utm_medium.as_deref()),
+        (UTM_CAMPAIGN_PAGE, list.utm_campaign.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(dim, value)| value.map(|v| (dim, v)))
+    .collect();
+    let breakdown = match attributions.as_slice() {
+        [] => Breakdown {
+            dimension: "page",
+            group_part: 0,
+            fixed: None,
+            filter: list.filter.as_deref(),
+            with_visits: false,
+        },
+        [(dimension, value)] => Breakdown {
+            dimension,
+            group_part: 2,
+            fixed: Some((1, value)),
+            filter: list.filter.as_deref(),
+            with_visits: false,
+        },
+        _ => {
+            return Err(DomainError::invalid(
+                "source",
+                "one_attribution",
+                "filter by one of source, utm_source, utm_medium, utm_campaign at a time",
+            ));
+        }
+    };
+    ranked(pool, scope, range, breakdown, limit).await
 }
 
 pub async fn referrers(
     pool: &PgPool,
     scope: &Scope,
     range: &RangeParams,
-    list: &ListParams,
+    list: &ReferrersParams,
 ) -> Result<Vec<Ranked>, DomainError> {
-    let dimension = match list.by.as_deref() {
-        None | Some("source") => "source",
-        Some("utm_source") => "utm_source",
-        Some("utm_medium") => "utm_medium",
-        Some("utm_campaign") => "utm_campaign",
+    let limit = limit(list.limit)?;
+    let (dimension, pair_dimension) = match list.by.as_deref() {
+        None | Some("source") => ("source", SOURCE_PAGE),
+        Some("utm_source") => ("utm_source", UTM_SOURCE_PAGE),
+        Some("utm_medium") => ("utm_medium", UTM_MEDIUM_PAGE),
+        Some("utm_campaign") => ("utm_campaign", UTM_CAMPAIGN_PAGE),
         Some(_) => {
             return Err(DomainError::invalid(
                 "by",
@@ -361,9 +465,22 @@ pub async fn referrers(
             ));
         }
     };
-    let filter = list
-        .filter
-        .as_deref()
-        .map(|f| if f == "Direct / None" { "" } else { f });
-    ranked(pool, scope, range, dimension, filter, limit(list)?).await
+    let filter = list.filter.as_deref().map(source_value);
+    let breakdown = match list.page.as_deref() {
+        None => Breakdown {
+            dimension,
+            group_part: 0,
+            fixed: None,
+            filter,
+            with_visits: true,
+        },
+        Some(page) => Breakdown {
+            dimension: pair_dimension,
+            group_part: 1,
+            fixed: Some((2, page)),
+            filter,
+            with_visits: false,
+        },
+    };
+    ranked(pool, scope, range, breakdown, limit).await
 }

@@ -19,6 +19,23 @@ pub const VISIT_TIMEOUT_MS: i64 = 30 * 60 * 1000;
 /// Dimensions of the rollups ('' is the site total).
 pub const TOTAL: &str = "";
 
+/// Pair dimensions: pageviews and visitors of a page by the source (or UTM value) of the visit,
+/// valued `attribution \u{1f} path` (events carry no control characters, see `is_clean`).
+pub const SOURCE_PAGE: &str = "source_page";
+pub const UTM_SOURCE_PAGE: &str = "utm_source_page";
+pub const UTM_MEDIUM_PAGE: &str = "utm_medium_page";
+pub const UTM_CAMPAIGN_PAGE: &str = "utm_campaign_page";
+pub const PAIR_SEPARATOR: char = '\u{1f}';
+
+/// The value of a pair dimension's row.
+pub fn pair(attribution: &str, path: &str) -> String {
+    let mut value = String::with_capacity(attribution.len() + 1 + path.len());
+    value.push_str(attribution);
+    value.push(PAIR_SEPARATOR);
+    value.push_str(path);
+    value
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RollupKey {
     pub site: Uuid,
@@ -190,6 +207,17 @@ impl Fold {
         };
         let mut rows = visit.dims.rows(false);
         rows.push(("page", e.path.clone()));
+        // The page by what its visit came from: referrers of one page, pages of one source.
+        for (dim, value) in [
+            (SOURCE_PAGE, &visit.dims.source),
+            (UTM_SOURCE_PAGE, &visit.dims.utm_source),
+            (UTM_MEDIUM_PAGE, &visit.dims.utm_medium),
+            (UTM_CAMPAIGN_PAGE, &visit.dims.utm_campaign),
+        ] {
+            if dim == SOURCE_PAGE || !value.is_empty() {
+                rows.push((dim, pair(value, &e.path)));
+            }
+        }
         for (dim, value) in rows {
             let c = self.at(e.site, hour, dim, value);
             c.pageviews += 1;
@@ -291,6 +319,35 @@ mod tests {
             (t.pageviews, t.visits, t.bounces),
             (3, 2, 1),
             "the current visit continued"
+        );
+    }
+
+    #[test]
+    fn pages_are_counted_by_the_source_of_their_visit() {
+        let mut f = Fold::default();
+        let mut from_news = pv("n", 0, "/");
+        from_news.source = "newsletter".into();
+        from_news.utm_campaign = "bf".into();
+        f.add(&from_news);
+        // The visit's second page keeps the visit's source, whatever its own referrer.
+        let mut next = pv("n", 2, "/pricing");
+        next.source = String::new();
+        f.add(&next);
+        f.add(&pv("g", 1, "/pricing"));
+        let pageviews = |dim: &str, value: &str| {
+            f.rollups
+                .iter()
+                .filter(|(k, _)| k.dimension == dim && k.value == value)
+                .map(|(_, c)| c.pageviews)
+                .sum::<i64>()
+        };
+        assert_eq!(pageviews(SOURCE_PAGE, &pair("newsletter", "/pricing")), 1);
+        assert_eq!(pageviews(SOURCE_PAGE, &pair("google.com", "/pricing")), 1);
+        assert_eq!(pageviews(UTM_CAMPAIGN_PAGE, &pair("bf", "/pricing")), 1);
+        assert_eq!(
+            pageviews(UTM_SOURCE_PAGE, &pair("", "/pricing")),
+            0,
+            "empty UTM values are left out"
         );
     }
 
