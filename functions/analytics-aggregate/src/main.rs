@@ -7,6 +7,10 @@ use shared::config::Env;
 use shared::services::analytics::aggregate::Aggregator;
 use std::sync::Arc;
 
+/// mimalloc: the JSON-heavy paths here allocate per field (see the workspace Cargo.toml).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Batches per invocation at most (the next minute's run continues).
 const MAX_STEPS: usize = 50;
 

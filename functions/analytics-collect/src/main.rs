@@ -1,6 +1,10 @@
 //! Wiring only: telemetry, config, clients (built once per sandbox), run.
 use shared::config::Env;
 
+/// mimalloc: the JSON-heavy paths here allocate per field (see the workspace Cargo.toml).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();

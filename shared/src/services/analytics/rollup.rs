@@ -6,8 +6,8 @@
 //! visit starts as a bounce; its second pageview takes the bounce back and every later pageview
 //! adds the time since the previous one to its duration.
 use chrono::{DateTime, TimeZone, Utc};
+use hashbrown::{Equivalent, HashMap};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::event::StreamEvent;
@@ -30,10 +30,14 @@ pub const PAIR_SEPARATOR: char = '\u{1f}';
 /// The value of a pair dimension's row.
 pub fn pair(attribution: &str, path: &str) -> String {
     let mut value = String::with_capacity(attribution.len() + 1 + path.len());
-    value.push_str(attribution);
-    value.push(PAIR_SEPARATOR);
-    value.push_str(path);
+    push_pair(&mut value, attribution, path);
     value
+}
+
+fn push_pair(out: &mut String, attribution: &str, path: &str) {
+    out.push_str(attribution);
+    out.push(PAIR_SEPARATOR);
+    out.push_str(path);
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,6 +46,42 @@ pub struct RollupKey {
     pub hour: DateTime<Utc>,
     pub dimension: &'static str,
     pub value: String,
+}
+
+/// A rollup key borrowed: finds a row without allocating (hashes as `RollupKey` does).
+#[derive(Hash)]
+struct KeyRef<'a> {
+    site: Uuid,
+    hour: DateTime<Utc>,
+    dimension: &'static str,
+    value: &'a str,
+}
+
+impl Equivalent<RollupKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &RollupKey) -> bool {
+        self.site == key.site && self.hour == key.hour && self.dimension == key.dimension && self.value == key.value
+    }
+}
+
+impl From<&KeyRef<'_>> for RollupKey {
+    fn from(k: &KeyRef<'_>) -> Self {
+        RollupKey {
+            site: k.site,
+            hour: k.hour,
+            dimension: k.dimension,
+            value: k.value.to_owned(),
+        }
+    }
+}
+
+/// A visit's key borrowed (hashes as `(Uuid, String)` does).
+#[derive(Hash)]
+struct VisitorRef<'a>(Uuid, &'a str);
+
+impl Equivalent<(Uuid, String)> for VisitorRef<'_> {
+    fn equivalent(&self, key: &(Uuid, String)) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -82,27 +122,40 @@ impl VisitDims {
     }
 
     /// The (dimension, value) rows a visit counts in (empty UTM values are left out).
-    fn rows(&self, with_entry: bool) -> Vec<(&'static str, String)> {
-        let mut rows = vec![
-            (TOTAL, String::new()),
-            ("source", self.source.clone()),
-            ("device", self.device.clone()),
-            ("browser", self.browser.clone()),
-            ("os", self.os.clone()),
-        ];
-        if with_entry {
-            rows.push(("entry", self.entry.clone()));
-        }
-        for (dim, value) in [
+    fn rows(&self, with_entry: bool) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            (TOTAL, ""),
+            ("source", self.source.as_str()),
+            ("device", &self.device),
+            ("browser", &self.browser),
+            ("os", &self.os),
+            ("entry", &self.entry),
             ("utm_source", &self.utm_source),
             ("utm_medium", &self.utm_medium),
             ("utm_campaign", &self.utm_campaign),
-        ] {
-            if !value.is_empty() {
-                rows.push((dim, value.clone()));
+        ]
+        .into_iter()
+        .filter(move |(dim, value)| match *dim {
+            "entry" => with_entry,
+            "utm_source" | "utm_medium" | "utm_campaign" => !value.is_empty(),
+            _ => true,
+        })
+    }
+}
+
+/// The sketch hash of a visitor id (hex of a salted SHA-256): its first 8 bytes, as
+/// `Hll::insert_id` takes them from the decoded bytes.
+pub fn visitor_hash(visitor: &str) -> u64 {
+    match visitor.get(..16).map(|head| u64::from_str_radix(head, 16)) {
+        Some(Ok(hash)) => hash,
+        _ => {
+            let bytes = hex::decode(visitor).unwrap_or_else(|_| visitor.as_bytes().to_vec());
+            let mut first = [0u8; 8];
+            for (slot, byte) in first.iter_mut().zip(bytes.iter()) {
+                *slot = *byte;
             }
+            u64::from_be_bytes(first)
         }
-        rows
     }
 }
 
@@ -131,6 +184,7 @@ pub struct Fold {
     pub tenants: HashMap<Uuid, Uuid>,
     pub visits: HashMap<(Uuid, String), Visit>,
     pub folded: u64,
+    scratch: String,
 }
 
 impl Fold {
@@ -142,32 +196,30 @@ impl Fold {
         }
     }
 
-    fn at(&mut self, site: Uuid, hour: DateTime<Utc>, dimension: &'static str, value: String) -> &mut Counts {
-        self.rollups
-            .entry(RollupKey {
-                site,
-                hour,
-                dimension,
-                value,
-            })
-            .or_default()
+    fn at(&mut self, site: Uuid, hour: DateTime<Utc>, dimension: &'static str, value: &str) -> &mut Counts {
+        let key = KeyRef {
+            site,
+            hour,
+            dimension,
+            value,
+        };
+        self.rollups.entry_ref(&key).or_default()
     }
 
     pub fn add(&mut self, e: &StreamEvent) {
         self.folded += 1;
         self.tenants.insert(e.site, e.tenant);
         let hour = hour_of(e.ts);
-        let visitor = hex::decode(&e.visitor).unwrap_or_else(|_| e.visitor.as_bytes().to_vec());
+        let visitor = visitor_hash(&e.visitor);
         if !e.is_pageview() {
-            for (dim, value) in [(TOTAL, String::new()), ("event", e.name.clone())] {
+            for (dim, value) in [(TOTAL, ""), ("event", e.name.as_str())] {
                 let c = self.at(e.site, hour, dim, value);
                 c.events += 1;
-                c.visitors.insert_id(&visitor);
+                c.visitors.insert_hash(visitor);
             }
             return;
         }
-        let key = (e.site, e.visitor.clone());
-        let stored = self.visits.get(&key);
+        let stored = self.visits.get(&VisitorRef(e.site, &e.visitor));
         // A pageview from well before the stored visit (a queued, late event) counts as a visit
         // of its own and leaves the stored one alone.
         let late = stored.is_some_and(|v| e.ts < v.last_seen - VISIT_TIMEOUT_MS);
@@ -205,9 +257,13 @@ impl Fold {
                 visit
             }
         };
-        let mut rows = visit.dims.rows(false);
-        rows.push(("page", e.path.clone()));
+        for (dim, value) in visit.dims.rows(false).chain([("page", e.path.as_str())]) {
+            let c = self.at(e.site, hour, dim, value);
+            c.pageviews += 1;
+            c.visitors.insert_hash(visitor);
+        }
         // The page by what its visit came from: referrers of one page, pages of one source.
+        let mut scratch = std::mem::take(&mut self.scratch);
         for (dim, value) in [
             (SOURCE_PAGE, &visit.dims.source),
             (UTM_SOURCE_PAGE, &visit.dims.utm_source),
@@ -215,22 +271,25 @@ impl Fold {
             (UTM_CAMPAIGN_PAGE, &visit.dims.utm_campaign),
         ] {
             if dim == SOURCE_PAGE || !value.is_empty() {
-                rows.push((dim, pair(value, &e.path)));
+                scratch.clear();
+                push_pair(&mut scratch, value, &e.path);
+                let c = self.at(e.site, hour, dim, &scratch);
+                c.pageviews += 1;
+                c.visitors.insert_hash(visitor);
             }
         }
-        for (dim, value) in rows {
-            let c = self.at(e.site, hour, dim, value);
-            c.pageviews += 1;
-            c.visitors.insert_id(&visitor);
-        }
+        self.scratch = scratch;
         // The entry row's visitors: those who started a visit there.
         if visit.pageviews == 1 {
-            self.at(e.site, hour, "entry", e.path.clone())
-                .visitors
-                .insert_id(&visitor);
+            self.at(e.site, hour, "entry", &e.path).visitors.insert_hash(visitor);
         }
         if !late {
-            self.visits.insert(key, visit);
+            match self.visits.get_mut(&VisitorRef(e.site, &e.visitor)) {
+                Some(stored) => *stored = visit,
+                None => {
+                    self.visits.insert((e.site, e.visitor.clone()), visit);
+                }
+            }
         }
     }
 }
