@@ -161,6 +161,7 @@ async fn collected_traffic_shows_up_exactly_in_the_traffic_api() {
     traffic_of_three(&w, key).await;
     let report = w.aggregator().run(100).await.unwrap();
     assert_eq!(report.folded, 7, "6 pageviews and 1 custom event");
+    assert_eq!(report.lag, Some(0), "nothing left unread");
 
     let day = today();
     let t = w.traffic(id, &format!("from={day}&to={day}&interval=hour")).await;
@@ -258,6 +259,17 @@ async fn collected_traffic_shows_up_exactly_in_the_traffic_api() {
     // Running again folds nothing more.
     assert_eq!(w.aggregator().run(10).await.unwrap().folded, 0);
     expect_totals(&w.traffic(id, &format!("from={day}&to={day}")).await);
+    // What arrives after a run is its lag until the next one.
+    w.send(
+        json!({"site_key": key, "url": "https://shop.test/later"}),
+        FIREFOX_MAC,
+        "203.0.113.77",
+        None,
+    )
+    .await;
+    assert_eq!(w.aggregator().lag().await.unwrap(), Some(1));
+    let report = w.aggregator().run(10).await.unwrap();
+    assert_eq!((report.folded, report.lag), (1, Some(0)));
 }
 
 #[tokio::test]

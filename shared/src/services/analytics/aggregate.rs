@@ -21,6 +21,7 @@ use sqlx::PgPool;
 use std::time::Instant;
 use uuid::Uuid;
 
+use super::collect::STREAM_CAP;
 use super::event::{STREAM, StreamEvent};
 use super::rollup::{Fold, Visit, VisitDims};
 use crate::adapters::pg;
@@ -28,6 +29,9 @@ use crate::adapters::redis::Redis;
 use crate::domain::hll::Hll;
 
 pub const GROUP: &str = "aggregator";
+/// Unread entries past this raise an alert: the stream is capped (`STREAM_CAP`), and what
+/// lags beyond the cap is trimmed unread.
+pub const LAG_ALERT: u64 = STREAM_CAP as u64 / 2;
 
 /// Where a test stops a step, to prove what a crash there does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +54,8 @@ pub struct StepReport {
     /// Events of a site deleted since (acknowledged, not folded).
     pub orphaned: usize,
     pub reclaimed: bool,
+    /// After a run: entries left unread in the stream (see `Aggregator::lag`).
+    pub lag: Option<u64>,
     /// Where the time went, in microseconds (logged; the benchmark prints it).
     pub micros: Micros,
 }
@@ -204,7 +210,35 @@ impl Aggregator {
         if let Some(ack) = acking {
             ack.await??;
         }
+        total.lag = self.lag().await?;
+        if total.lag.is_some_and(|lag| lag > LAG_ALERT) {
+            tracing::error!(
+                alert = "analytics_aggregation_lagging",
+                lag = total.lag,
+                cap = STREAM_CAP,
+                "the stream holds more unread events than the aggregator keeps up with; at the cap the oldest are trimmed unread"
+            );
+        }
         Ok(total)
+    }
+
+    /// Entries not yet delivered to the group (Redis 7 `XINFO GROUPS` lag; `None` when Redis
+    /// cannot tell, e.g. after entries were deleted).
+    pub async fn lag(&self) -> anyhow::Result<Option<u64>> {
+        let mut redis = self.redis.clone();
+        let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&self.stream)
+            .query_async(&mut redis)
+            .await?;
+        let lag = groups
+            .iter()
+            .find(|g| g.get("name").is_some_and(|name| redis::from_redis_value::<String>(name).is_ok_and(|n| n == GROUP)))
+            .and_then(|g| match g.get("lag") {
+                Some(redis::Value::Int(lag)) => u64::try_from(*lag).ok(),
+                _ => None,
+            });
+        Ok(lag)
     }
 
     async fn ack(&self, ids: &[String]) -> anyhow::Result<()> {
