@@ -115,6 +115,62 @@ pub const LINKS: &[Link] = &[
         parameter: "user_id",
         expression: "$response.body#/items/0/user_id",
     },
+    Link {
+        from: ("post", "/crm/contacts", "201"),
+        name: "GetContact",
+        to_operation_id: "get_contact",
+        parameter: "id",
+        expression: "$response.body#/id",
+    },
+    Link {
+        from: ("post", "/crm/contacts", "201"),
+        name: "UpdateContact",
+        to_operation_id: "update_contact",
+        parameter: "id",
+        expression: "$response.body#/id",
+    },
+    Link {
+        from: ("post", "/crm/contacts", "201"),
+        name: "MergeIntoContact",
+        to_operation_id: "merge_contact",
+        parameter: "id",
+        expression: "$response.body#/id",
+    },
+    Link {
+        from: ("post", "/crm/contacts", "201"),
+        name: "DeleteContact",
+        to_operation_id: "delete_contact",
+        parameter: "id",
+        expression: "$response.body#/id",
+    },
+    Link {
+        from: ("post", "/crm/companies", "201"),
+        name: "GetCompany",
+        to_operation_id: "get_company",
+        parameter: "id",
+        expression: "$response.body#/id",
+    },
+    Link {
+        from: ("post", "/crm/companies", "201"),
+        name: "UpdateCompany",
+        to_operation_id: "update_company",
+        parameter: "id",
+        expression: "$response.body#/id",
+    },
+    Link {
+        from: ("post", "/crm/companies", "201"),
+        name: "DeleteCompany",
+        to_operation_id: "delete_company",
+        parameter: "id",
+        expression: "$response.body#/id",
+    },
+    Link {
+        from: ("post", "/crm/custom-fields", "201"),
+        name: "DeleteCustomField",
+        to_operation_id: "delete_field",
+        parameter: "id",
+        expression: "$response.body#/id",
+    },
 ];
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -11,6 +11,7 @@ fn document() -> String {
         billing::openapi(),
         analytics_collect::openapi(),
         analytics_query::openapi(),
+        crm_contacts::openapi(),
         stripe_webhook::openapi(),
         api_docs::openapi(),
     ])

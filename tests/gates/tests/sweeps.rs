@@ -52,6 +52,27 @@ fn settings_factory<'a>(w: &'a World, path: &'a str) -> Pin<Box<dyn Future<Outpu
     })
 }
 
+/// A record of tenant A for each crm-contacts path with an id.
+fn crm_factory<'a>(w: &'a World, path: &'a str) -> Pin<Box<dyn Future<Output = Option<Params>> + 'a>> {
+    Box::pin(async move {
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let (create, body) = match path {
+            "/crm/contacts/{id}" | "/crm/contacts/{id}/merge" => (
+                "/crm/contacts",
+                json!({"first_name": "Victim", "email": format!("{unique}@example.com")}),
+            ),
+            "/crm/companies/{id}" => ("/crm/companies", json!({"name": format!("Victim {unique}")})),
+            "/crm/custom-fields/{id}" => (
+                "/crm/custom-fields",
+                json!({"entity": "contact", "key": format!("k{}", &unique[..12]), "label": "Victim", "type": "text"}),
+            ),
+            _ => return None,
+        };
+        let r = w.api("crm-contacts", w.as_a(post(create)).json(body)).await;
+        one("id", &r.json["id"])
+    })
+}
+
 fn no_ids<'a>(_: &'a World, _: &'a str) -> Pin<Box<dyn Future<Output = Option<Params>> + 'a>> {
     Box::pin(async { None })
 }
@@ -142,6 +163,13 @@ fn functions() -> Vec<Function> {
             router: |app: &TestApp| analytics_query::router(app.core.clone()),
             factory: no_ids as Factory,
             events_dir: "analytics-query",
+        },
+        Function {
+            name: "crm-contacts",
+            routes: crm_contacts::ROUTES,
+            router: |app: &TestApp| crm_contacts::router(app.core.clone()),
+            factory: crm_factory as Factory,
+            events_dir: "crm-contacts",
         },
         Function {
             name: "stripe-webhook",

@@ -233,7 +233,10 @@ impl Aggregator {
             .await?;
         let lag = groups
             .iter()
-            .find(|g| g.get("name").is_some_and(|name| redis::from_redis_value::<String>(name).is_ok_and(|n| n == GROUP)))
+            .find(|g| {
+                g.get("name")
+                    .is_some_and(|name| redis::from_redis_value::<String>(name).is_ok_and(|n| n == GROUP))
+            })
             .and_then(|g| match g.get("lag") {
                 Some(redis::Value::Int(lag)) => u64::try_from(*lag).ok(),
                 _ => None,
