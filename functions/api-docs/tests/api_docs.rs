@@ -12,6 +12,7 @@ fn document() -> String {
         analytics_collect::openapi(),
         analytics_query::openapi(),
         crm_contacts::openapi(),
+        crm_deals::openapi(),
         stripe_webhook::openapi(),
         api_docs::openapi(),
     ])

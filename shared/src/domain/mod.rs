@@ -2,6 +2,7 @@
 mod error;
 pub mod hll;
 pub mod page;
+pub mod rank;
 mod role;
 mod scope;
 pub mod secret;

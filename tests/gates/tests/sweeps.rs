@@ -73,6 +73,29 @@ fn crm_factory<'a>(w: &'a World, path: &'a str) -> Pin<Box<dyn Future<Output = O
     })
 }
 
+/// Records of tenant A for each crm-deals path with an id: a pipeline (and its second stage), a
+/// deal in its first stage.
+fn deals_factory<'a>(w: &'a World, path: &'a str) -> Pin<Box<dyn Future<Output = Option<Params>> + 'a>> {
+    Box::pin(async move {
+        if !path.starts_with("/crm/pipelines/{id}") && !path.starts_with("/crm/deals/{id}") {
+            return None;
+        }
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let body = json!({"name": format!("Victim {unique}"), "stages": [{"name": "A", "probability": 10},
+            {"name": "B", "probability": 20}]});
+        let pipeline = w.api("crm-deals", w.as_a(post("/crm/pipelines")).json(body)).await.json;
+        let stage = pipeline["stages"][1]["id"].as_str()?.to_owned();
+        if path.starts_with("/crm/pipelines/{id}") {
+            let mut params = one("id", &pipeline["id"])?;
+            params.insert("stage_id".to_owned(), stage);
+            return Some(params);
+        }
+        let body = json!({"stage_id": pipeline["stages"][0]["id"], "title": "Victim", "currency": "EUR"});
+        let deal = w.api("crm-deals", w.as_a(post("/crm/deals")).json(body)).await.json;
+        one("id", &deal["id"])
+    })
+}
+
 fn no_ids<'a>(_: &'a World, _: &'a str) -> Pin<Box<dyn Future<Output = Option<Params>> + 'a>> {
     Box::pin(async { None })
 }
@@ -170,6 +193,13 @@ fn functions() -> Vec<Function> {
             router: |app: &TestApp| crm_contacts::router(app.core.clone()),
             factory: crm_factory as Factory,
             events_dir: "crm-contacts",
+        },
+        Function {
+            name: "crm-deals",
+            routes: crm_deals::ROUTES,
+            router: |app: &TestApp| crm_deals::router(app.core.clone()),
+            factory: deals_factory as Factory,
+            events_dir: "crm-deals",
         },
         Function {
             name: "stripe-webhook",

@@ -130,11 +130,26 @@ pub struct CompanyRef {
     pub domain: Option<String>,
 }
 
+/// A deal of the contact, as its detail lists them.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+pub struct ContactDeal {
+    pub id: Uuid,
+    pub title: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub status: super::deals::Status,
+    pub stage_id: Uuid,
+    pub stage_name: String,
+    pub expected_close: Option<chrono::NaiveDate>,
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ContactDetail {
     #[serde(flatten)]
     pub contact: Contact,
     pub company: Option<CompanyRef>,
+    /// Its deals, open ones first, newest first (at most 50).
+    pub deals: Vec<ContactDeal>,
     /// The newest entries of the timeline (at most 20).
     pub activity: Vec<Activity>,
 }
@@ -301,11 +316,20 @@ pub async fn get(pool: &PgPool, scope: &Scope, id: Uuid) -> Result<ContactDetail
         }
         None => None,
     };
+    let deals = sqlx::query_as(
+        "select d.id, d.title, d.amount_minor, d.currency, d.status, d.stage_id, s.name as stage_name, d.expected_close \
+         from crm_deals d join crm_stages s on s.id = d.stage_id where d.contact_id = $1 \
+         order by d.status <> 'open', d.created_at desc, d.id desc limit 50",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
     let activity = activity::recent(&mut tx, Subject::Contact(id)).await?;
     tx.commit().await?;
     Ok(ContactDetail {
         contact,
         company,
+        deals,
         activity,
     })
 }
@@ -388,7 +412,7 @@ pub async fn delete(pool: &PgPool, scope: &Scope, id: Uuid) -> Result<(), Domain
 
 /// The tables that point at contacts, and their column: merging moves these rows to the kept
 /// contact (a test checks this list against the schema's foreign keys).
-pub const LINKS: &[(&str, &str)] = &[("crm_activities", "contact_id")];
+pub const LINKS: &[(&str, &str)] = &[("crm_activities", "contact_id"), ("crm_deals", "contact_id")];
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

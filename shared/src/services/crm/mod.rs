@@ -3,6 +3,8 @@
 pub mod activity;
 pub mod companies;
 pub mod contacts;
+pub mod deals;
 pub mod fields;
 pub mod input;
 pub mod listing;
+pub mod pipelines;
