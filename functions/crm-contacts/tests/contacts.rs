@@ -308,6 +308,22 @@ async fn custom_fields_are_typed_validated_filterable_and_removable() {
     assert_eq!(w.names(&q(r#"{"renews": {"gte": "2027-01-01"}}"#)).await, ["A "]);
     let r = w.get("/crm/contacts", &q(r#"{"nope": 1}"#)).await;
     assert_eq!(r.error_fields(), ["custom.nope"]);
+    // Dates are stored normalised and only in years Postgres takes.
+    let e = w
+        .contact(json!({"first_name": "E", "custom": {"renews": "2027-3-2"}}))
+        .await;
+    assert_eq!(e["custom"]["renews"], "2027-03-02");
+    assert_eq!(w.names(&q(r#"{"renews": "2027-03-02"}"#)).await, ["E "]);
+    let r = w
+        .post(
+            "/crm/contacts",
+            json!({"first_name": "F", "custom": {"renews": "0000-01-01"}}),
+        )
+        .await;
+    assert_eq!(r.error_fields(), ["custom.renews"]);
+    let r = w.get("/crm/contacts", &q(r#"{"renews": {"gte": "0000-01-01"}}"#)).await;
+    assert_eq!(r.error_fields(), ["custom.renews"]);
+    assert_eq!(w.get("/crm/contacts", "tag=%00").await.error_fields(), ["tag"]);
 
     // Deleting the definition removes its values.
     let defs = w.get("/crm/custom-fields", "entity=contact").await;
@@ -542,6 +558,30 @@ async fn merging_keeps_every_link_and_fills_the_gaps() {
         .map(|a| a["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["merged", "updated", "created", "created"]);
+    // The merged contact stays editable (its notes hold a line break).
+    let r = w
+        .patch(
+            &format!("/crm/contacts/{}", id(&kept)),
+            json!({"title": "Countess"}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // A kept contact without email takes the duplicate's, and lists it once.
+    let bare = w.contact(json!({"first_name": "Bare"})).await;
+    let mailed = w
+        .contact(json!({"first_name": "Mailed", "email": "bare@example.com"}))
+        .await;
+    let r = w
+        .post(
+            &format!("/crm/contacts/{}/merge", id(&bare)),
+            json!({"duplicate_id": id(&mailed)}),
+        )
+        .await;
+    assert_eq!(
+        (r.json["email"].as_str(), &r.json["other_emails"]),
+        (Some("bare@example.com"), &json!([]))
+    );
     // The duplicate's email is free again.
     w.contact(json!({"email": "ada.l@work.example"})).await;
     let r = w

@@ -331,6 +331,12 @@ async fn outcomes_are_stamped_validated_and_shown_on_the_contact() {
     );
     let r = w.send(patch(&path).json(json!({"stage_id": stage(&p, 0)}))).await;
     r.problem(422);
+    let r = w
+        .send(patch(&path).json(json!({"amount_minor": 10_000_000_000_001_i64, "expected_close": "0000-01-01"})))
+        .await;
+    let mut fields = r.error_fields();
+    fields.sort();
+    assert_eq!(fields, ["amount_minor", "expected_close"]);
 
     // Lost needs a reason; won stamps the time; reopening clears it.
     let r = w.send(patch(&path).json(json!({"status": "lost"}))).await;

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::activity::{self, Activity, Subject};
 use super::fields::{self, Entity};
 use super::input::{self, Address};
-use super::listing::{self, ListQuery, Listed, Search, Sort, SortSpec};
+use super::listing::{self, ListQuery, Listed, Search, Searched, Sort, SortSpec};
 use crate::adapters::pg::{self, Tx};
 use crate::domain::{DomainError, Page, Scope, Text, Validator};
 use crate::services::idempotency::{self, Created, IdempotencyKey};
@@ -151,7 +151,7 @@ async fn validate(tx: &mut Tx, input: &CompanyInput) -> Result<Valid, DomainErro
     let phone = input::phone(&mut v, "phone", input.phone.as_deref());
     let tags = input::tags(&mut v, &input.tags);
     let address = input::address(&mut v, &input.address);
-    let notes = input::text(&mut v, "notes", &input.notes, 20_000);
+    let notes = input::notes(&mut v, &input.notes);
     let source = input::source(&mut v, input.source.as_deref());
     let defs = fields::definitions(tx, Entity::Company).await?;
     let custom = fields::validate(&defs, &input.custom, &mut v);
@@ -176,7 +176,7 @@ fn domain_taken() -> DomainError {
 }
 
 async fn fetch(tx: &mut Tx, id: Uuid, lock: bool) -> Result<Option<Company>, DomainError> {
-    let lock = if lock { " for update of co" } else { "" };
+    let lock = if lock { " for no key update of co" } else { "" };
     Ok(sqlx::query_as(&format!(
         "select {COLUMNS} from crm_companies co where co.id = $1{lock}"
     ))
@@ -369,6 +369,7 @@ pub async fn list(pool: &PgPool, scope: &Scope, params: CompanyListParams) -> Re
     let mut tx = pg::begin(pool, scope).await?;
     let mut v = Validator::new();
     let search = Search::parse(params.q.as_deref(), &mut v);
+    let tag = listing::tag(params.tag.as_deref(), &mut v);
     let sort = Sort::parse(params.sort.as_deref(), SORTS, "name", search.is_some(), &mut v);
     let custom = match params.custom.as_deref() {
         Some(raw) => {
@@ -378,13 +379,17 @@ pub async fn list(pool: &PgPool, scope: &Scope, params: CompanyListParams) -> Re
         None => Vec::new(),
     };
     v.finish()?;
-    let searched: &[(&str, f32)] = &[("co.search_text", 1.0)];
+    let searched = &[Searched {
+        expr: "co.search_text",
+        weight: 1.0,
+    }];
     let query = ListQuery {
         sort,
         page: &page,
-        search: search.as_ref().map(|s| (s, searched)),
+        search: search.as_ref().map(|s| (s, &searched[..])),
         custom: &custom,
         alias: "co",
+        entity: "company",
     };
     query.check_cursor()?;
     if search.is_some() {
@@ -393,10 +398,8 @@ pub async fn list(pool: &PgPool, scope: &Scope, params: CompanyListParams) -> Re
     let mut qb = QueryBuilder::new(format!("select {COLUMNS}"));
     query.push_select_extras(&mut qb);
     qb.push(" from crm_companies co where true");
-    if let Some(tag) = &params.tag {
-        qb.push(" and co.tags @> array[")
-            .push_bind(tag.trim().to_lowercase())
-            .push("]");
+    if let Some(tag) = tag {
+        qb.push(" and co.tags @> array[").push_bind(tag).push("]");
     }
     if let Some(owner) = params.owner_id {
         qb.push(" and co.owner_id = ").push_bind(owner);

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::activity::{self, Activity, Subject};
 use super::fields::{self, Entity};
 use super::input::{self, Address};
-use super::listing::{self, ListQuery, Listed, Search, Sort, SortSpec};
+use super::listing::{self, ListQuery, Listed, Search, Searched, Sort, SortSpec};
 use crate::adapters::pg::{self, Tx};
 use crate::domain::{DomainError, Email, Page, Scope, Validator};
 use crate::services::entitlements::{self, Limit};
@@ -201,7 +201,7 @@ async fn validate(tx: &mut Tx, input: &ContactInput) -> Result<Valid, DomainErro
     let title = input::optional_text(&mut v, "title", input.title.as_deref(), 120);
     let tags = input::tags(&mut v, &input.tags);
     let address = input::address(&mut v, &input.address);
-    let notes = input::text(&mut v, "notes", &input.notes, 20_000);
+    let notes = input::notes(&mut v, &input.notes);
     let source = input::source(&mut v, input.source.as_deref());
     let defs = fields::definitions(tx, Entity::Contact).await?;
     let custom = fields::validate(&defs, &input.custom, &mut v);
@@ -239,7 +239,7 @@ fn email_taken() -> DomainError {
 }
 
 async fn fetch(tx: &mut Tx, id: Uuid, lock: bool) -> Result<Option<Contact>, DomainError> {
-    let lock = if lock { " for update of c" } else { "" };
+    let lock = if lock { " for no key update of c" } else { "" };
     Ok(
         sqlx::query_as(&format!("select {COLUMNS} from crm_contacts c where c.id = $1{lock}"))
             .bind(id)
@@ -434,7 +434,12 @@ pub async fn merge(pool: &PgPool, scope: &Scope, id: Uuid, input: MergeRequest) 
         ));
     }
     let mut tx = pg::begin(pool, scope).await?;
-    // Both rows locked in id order: concurrent merges of the same pair cannot deadlock.
+    // Their deals first (a deal's writer locks it, then touches its contact), then both
+    // contacts in id order: concurrent merges and deal changes cannot deadlock.
+    sqlx::query("select id from crm_deals where contact_id = any($1) order by id for no key update")
+        .bind([id, duplicate_id])
+        .execute(&mut *tx)
+        .await?;
     let locked: Vec<Uuid> = sqlx::query_scalar("select id from crm_contacts where id = any($1) order by id for update")
         .bind([id, duplicate_id])
         .fetch_all(&mut *tx)
@@ -468,10 +473,11 @@ pub async fn merge(pool: &PgPool, scope: &Scope, id: Uuid, input: MergeRequest) 
             mine.to_owned()
         }
     };
+    let email = fill(&kept.email, &dup.email);
     let mut other_emails = kept.other_emails.clone();
     for e in dup.email.iter().chain(dup.other_emails.iter()) {
         let same = |x: &String| x.eq_ignore_ascii_case(e);
-        if !kept.email.as_ref().is_some_and(same) && !other_emails.iter().any(same) {
+        if !email.as_ref().is_some_and(same) && !other_emails.iter().any(same) {
             other_emails.push(e.clone());
         }
     }
@@ -480,6 +486,15 @@ pub async fn merge(pool: &PgPool, scope: &Scope, id: Uuid, input: MergeRequest) 
         if !tags.contains(t) {
             tags.push(t.clone());
         }
+    }
+    if tags.len() > input::MAX_TAGS {
+        return Err(DomainError::conflict(
+            "merge-too-many-tags",
+            format!(
+                "together they have more than {} tags: remove some first",
+                input::MAX_TAGS
+            ),
+        ));
     }
     let mut custom = dup.custom.0.clone();
     custom.extend(kept.custom.0.clone());
@@ -493,6 +508,15 @@ pub async fn merge(pool: &PgPool, scope: &Scope, id: Uuid, input: MergeRequest) 
         (true, false) => dup.notes.clone(),
         (false, false) => format!("{}\n\n{}", kept.notes, dup.notes),
     };
+    if notes.chars().count() > input::MAX_NOTES {
+        return Err(DomainError::conflict(
+            "merge-notes-too-long",
+            format!(
+                "together their notes exceed {} characters: shorten one first",
+                input::MAX_NOTES
+            ),
+        ));
+    }
     // The duplicate goes first: its email is free before anything could collide.
     sqlx::query("delete from crm_contacts where id = $1")
         .bind(duplicate_id)
@@ -506,7 +530,7 @@ pub async fn merge(pool: &PgPool, scope: &Scope, id: Uuid, input: MergeRequest) 
     .bind(id)
     .bind(fill_text(&kept.first_name, &dup.first_name))
     .bind(fill_text(&kept.last_name, &dup.last_name))
-    .bind(fill(&kept.email, &dup.email))
+    .bind(&email)
     .bind(&other_emails)
     .bind(fill(&kept.phone, &dup.phone))
     .bind(fill(&kept.mobile, &dup.mobile))
@@ -589,6 +613,7 @@ pub async fn list(pool: &PgPool, scope: &Scope, params: ContactListParams) -> Re
     let mut tx = pg::begin(pool, scope).await?;
     let mut v = Validator::new();
     let search = Search::parse(params.q.as_deref(), &mut v);
+    let tag = listing::tag(params.tag.as_deref(), &mut v);
     let sort = Sort::parse(params.sort.as_deref(), SORTS, "-created_at", search.is_some(), &mut v);
     let custom = match params.custom.as_deref() {
         Some(raw) => {
@@ -598,13 +623,23 @@ pub async fn list(pool: &PgPool, scope: &Scope, params: ContactListParams) -> Re
         None => Vec::new(),
     };
     v.finish()?;
-    let searched: &[(&str, f32)] = &[("c.search_text", 1.0), ("co.search_text", 0.9)];
+    let searched = &[
+        Searched {
+            expr: "c.search_text",
+            weight: 1.0,
+        },
+        Searched {
+            expr: "co.search_text",
+            weight: 0.9,
+        },
+    ];
     let query = ListQuery {
         sort,
         page: &page,
-        search: search.as_ref().map(|s| (s, searched)),
+        search: search.as_ref().map(|s| (s, &searched[..])),
         custom: &custom,
         alias: "c",
+        entity: "contact",
     };
     query.check_cursor()?;
     if search.is_some() {
@@ -613,10 +648,8 @@ pub async fn list(pool: &PgPool, scope: &Scope, params: ContactListParams) -> Re
     let mut qb = QueryBuilder::new(format!("select {COLUMNS}"));
     query.push_select_extras(&mut qb);
     qb.push(" from crm_contacts c left join crm_companies co on co.id = c.company_id where true");
-    if let Some(tag) = &params.tag {
-        qb.push(" and c.tags @> array[")
-            .push_bind(tag.trim().to_lowercase())
-            .push("]");
+    if let Some(tag) = tag {
+        qb.push(" and c.tags @> array[").push_bind(tag).push("]");
     }
     if let Some(owner) = params.owner_id {
         qb.push(" and c.owner_id = ").push_bind(owner);

@@ -98,13 +98,17 @@ impl Deal {
     }
 }
 
+/// The largest amount, in minor units (10^13: a hundred billion in a two-decimal currency), so
+/// sums over a stage stay far inside 64 bits.
+pub const MAX_AMOUNT: i64 = 10_000_000_000_000;
+
 const COLUMNS: &str = "d.id, d.pipeline_id, d.stage_id, s.name as stage_name, d.title, d.amount_minor, d.currency, \
     d.owner_id, d.contact_id, d.company_id, d.expected_close, d.status, d.lost_reason, d.won_at, d.lost_at, \
     d.created_at, d.updated_at, d.version";
 const FROM: &str = "crm_deals d join crm_stages s on s.id = d.stage_id";
 
 async fn fetch(tx: &mut Tx, id: Uuid, lock: bool) -> Result<Option<Deal>, DomainError> {
-    let lock = if lock { " for update of d" } else { "" };
+    let lock = if lock { " for no key update of d" } else { "" };
     Ok(
         sqlx::query_as(&format!("select {COLUMNS} from {FROM} where d.id = $1{lock}"))
             .bind(id)
@@ -117,8 +121,11 @@ async fn fetch(tx: &mut Tx, id: Uuid, lock: bool) -> Result<Option<Deal>, Domain
 async fn validate(tx: &mut Tx, f: &DealFields) -> Result<(String, String, Option<String>), DomainError> {
     let mut v = Validator::new();
     let title = v.field("title", Text::parse(&f.title, 1, 200)).map(Text::into_inner);
-    if f.amount_minor < 0 {
-        v.error("amount_minor", "out_of_range", "must be 0 or more");
+    if !(0..=MAX_AMOUNT).contains(&f.amount_minor) {
+        v.error("amount_minor", "out_of_range", format!("must be 0 to {MAX_AMOUNT}"));
+    }
+    if f.expected_close.is_some_and(|d| !(1900..=9999).contains(&d.year())) {
+        v.error("expected_close", "out_of_range", "must be a date between 1900 and 9999");
     }
     let currency = f.currency.trim().to_ascii_uppercase();
     if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
@@ -153,10 +160,11 @@ async fn validate(tx: &mut Tx, f: &DealFields) -> Result<(String, String, Option
 
 /// Locks a stage's column and answers its pipeline; 404 when the stage is not the tenant's.
 async fn lock_stage(tx: &mut Tx, stage: Uuid) -> Result<Uuid, DomainError> {
-    let pipeline: Option<Uuid> = sqlx::query_scalar("select pipeline_id from crm_stages where id = $1 for update")
-        .bind(stage)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let pipeline: Option<Uuid> =
+        sqlx::query_scalar("select pipeline_id from crm_stages where id = $1 for no key update")
+            .bind(stage)
+            .fetch_optional(&mut **tx)
+            .await?;
     pipeline.ok_or(DomainError::NotFound)
 }
 
@@ -347,8 +355,9 @@ pub struct MoveRequest {
 /// Puts a deal into a stage between two neighbours: one row written under the stage's lock.
 pub async fn move_deal(pool: &PgPool, scope: &Scope, id: Uuid, input: MoveRequest) -> Result<Deal, DomainError> {
     let mut tx = pg::begin(pool, scope).await?;
-    let deal = fetch(&mut tx, id, true).await?.ok_or(DomainError::NotFound)?;
+    // The column first, then the deal: the order every writer of a column takes.
     let pipeline = lock_stage(&mut tx, input.stage_id).await?;
+    let deal = fetch(&mut tx, id, true).await?.ok_or(DomainError::NotFound)?;
     let mut v = Validator::new();
     let mut neighbour = async |field: &'static str, other: Option<Uuid>| -> Result<Option<String>, DomainError> {
         let Some(other) = other else {

@@ -1,6 +1,6 @@
 //! Tenant-defined custom fields of contacts and companies: typed (text, number, date, boolean,
 //! select), validated on every write, filterable in lists.
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sqlx::PgPool;
@@ -210,9 +210,16 @@ fn check_value(field: &CustomField, value: &Value) -> Result<Option<Value>, (&'s
             Value::String(s.to_owned())
         }
         (FieldType::Number, Value::Number(n)) if n.as_f64().is_some_and(f64::is_finite) => Value::Number(n.clone()),
-        (FieldType::Date, Value::String(s)) if NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() => {
-            Value::String(s.clone())
-        }
+        (FieldType::Date, Value::String(s)) => match NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d") {
+            // Stored normalised (equality filters compare the text), in years Postgres takes.
+            Ok(d) if (1..=9999).contains(&d.year()) => Value::String(d.format("%Y-%m-%d").to_string()),
+            _ => {
+                return Err((
+                    "invalid_type",
+                    "must be a date (YYYY-MM-DD, years 1 to 9999)".to_owned(),
+                ));
+            }
+        },
         (FieldType::Boolean, Value::Bool(b)) => Value::Bool(*b),
         (FieldType::Select, Value::String(s)) if field.options.contains(s) => Value::String(s.clone()),
         (FieldType::Select, _) => {
@@ -305,8 +312,12 @@ pub fn parse_filters(defs: &[CustomField], raw: &str, v: &mut Validator) -> Vec<
                     }
                 };
                 let (gte, lte) = (bound("gte"), bound("lte"));
-                if range.keys().any(|k| k != "gte" && k != "lte") || (gte.is_none() && lte.is_none()) {
+                let named = range.contains_key("gte") || range.contains_key("lte");
+                if range.keys().any(|k| k != "gte" && k != "lte") || !named {
                     v.error(&name, "invalid_filter", "a range takes `gte` and/or `lte`");
+                    continue;
+                }
+                if gte.is_none() && lte.is_none() {
                     continue;
                 }
                 filters.push(CustomFilter::Range {

@@ -27,6 +27,26 @@ pub struct Address {
 }
 
 pub const MAX_TAGS: usize = 50;
+pub const MAX_NOTES: usize = 20_000;
+
+/// Notes: free text over several lines (line breaks and tabs allowed, other control characters
+/// not), at most 20,000 characters.
+pub fn notes(v: &mut Validator, raw: &str) -> String {
+    let value = raw.trim();
+    if value.chars().count() > MAX_NOTES {
+        v.error("notes", "too_long", format!("must be at most {MAX_NOTES} characters"));
+    } else if value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        v.error(
+            "notes",
+            "invalid_characters",
+            "must not contain control characters other than line breaks and tabs",
+        );
+    }
+    value.to_owned()
+}
 
 /// Trimmed optional text of at most `max` characters; empty is none.
 pub fn optional_text(v: &mut Validator, field: &str, raw: Option<&str>, max: usize) -> Option<String> {

@@ -1,7 +1,7 @@
 //! Lists of contacts and companies: keyset pages under any offered sort (the cursor carries the
 //! sort it belongs to, the last row's sort value and id), filters, custom-field filters and
 //! search ranked by relevance (trigram word similarity, word prefixes first).
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
@@ -80,6 +80,12 @@ pub fn page_request(limit: Option<u32>, cursor: Option<&str>) -> Result<PageRequ
     })
 }
 
+/// The `tag` filter: a tag as tags are stored (trimmed, lower case, no control characters).
+pub fn tag(raw: Option<&str>, v: &mut Validator) -> Option<String> {
+    raw.and_then(|t| v.field("tag", crate::domain::Text::parse(t, 1, 50)))
+        .map(|t| t.into_inner().to_lowercase())
+}
+
 /// The value a row is sorted by.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum KeyValue {
@@ -141,6 +147,14 @@ impl Search {
     }
 }
 
+/// A text a search ranks by: `expr` in the outer query, with its weight. The candidates come
+/// from `app_crm_search` (see its migration: under RLS no trigram index could serve them).
+#[derive(Debug, Clone, Copy)]
+pub struct Searched<'a> {
+    pub expr: &'a str,
+    pub weight: f32,
+}
+
 /// Row-level extras a list selects beside the item: its sort value.
 #[derive(Debug, sqlx::FromRow)]
 pub struct Listed<T> {
@@ -155,12 +169,13 @@ pub struct Listed<T> {
 pub struct ListQuery<'a> {
     pub sort: Sort,
     pub page: &'a PageRequest<ListKey>,
-    /// `(text expression, similarity expression)` pairs searched, e.g. the record's own
-    /// `search_text` and its company's.
-    pub search: Option<(&'a Search, &'a [(&'a str, f32)])>,
+    /// What is searched: the record's own `search_text`, its company's, ...
+    pub search: Option<(&'a Search, &'a [Searched<'a>])>,
     pub custom: &'a [CustomFilter],
     /// The alias of the listed table (`c`), for `id` and `custom`.
     pub alias: &'a str,
+    /// `contact` or `company`: what `app_crm_search` looks for.
+    pub entity: &'a str,
 }
 
 impl ListQuery<'_> {
@@ -170,8 +185,8 @@ impl ListQuery<'_> {
             return Ok(());
         };
         let fits = match (self.sort, &key.value) {
-            (Sort::By { spec, .. }, KeyValue::Time(_)) => spec.time,
-            (Sort::By { spec, .. }, KeyValue::Text(_)) => !spec.time,
+            (Sort::By { spec, .. }, KeyValue::Time(t)) => spec.time && (1..=9999).contains(&t.year()),
+            (Sort::By { spec, .. }, KeyValue::Text(s)) => !spec.time && !s.contains('\0'),
             (Sort::Relevance, KeyValue::Score(_)) => true,
             _ => false,
         };
@@ -191,7 +206,7 @@ impl ListQuery<'_> {
             return;
         };
         qb.push("(greatest(");
-        for (i, (expr, weight)) in exprs.iter().enumerate() {
+        for (i, Searched { expr, weight, .. }) in exprs.iter().enumerate() {
             if i > 0 {
                 qb.push(", ");
             }
@@ -229,19 +244,14 @@ impl ListQuery<'_> {
     /// `and ...` conditions: search match, custom filters, keyset.
     pub fn push_conditions(&self, qb: &mut QueryBuilder<'_, Postgres>) {
         let a = self.alias;
-        if let Some((search, exprs)) = self.search {
-            qb.push(" and (");
-            for (i, (expr, _)) in exprs.iter().enumerate() {
-                if i > 0 {
-                    qb.push(" or ");
-                }
-                qb.push(format!("{expr} like "))
-                    .push_bind(search.anywhere.clone())
-                    .push(" or ")
-                    .push_bind(search.q.clone())
-                    .push(format!(" <% {expr}"));
-            }
-            qb.push(")");
+        if let Some((search, _)) = self.search {
+            qb.push(format!(" and {a}.id in (select app_crm_search("))
+                .push_bind(self.entity.to_owned())
+                .push(", ")
+                .push_bind(search.q.clone())
+                .push(", ")
+                .push_bind(search.anywhere.clone())
+                .push("))");
         }
         for filter in self.custom {
             match filter {

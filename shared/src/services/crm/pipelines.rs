@@ -125,7 +125,7 @@ async fn load(tx: &mut Tx, id: Uuid) -> Result<Pipeline, DomainError> {
 /// Locks a pipeline (its stage list changes one writer at a time); 404 when it is not the
 /// tenant's.
 async fn lock(tx: &mut Tx, id: Uuid) -> Result<(), DomainError> {
-    let found: Option<Uuid> = sqlx::query_scalar("select id from crm_pipelines where id = $1 for update")
+    let found: Option<Uuid> = sqlx::query_scalar("select id from crm_pipelines where id = $1 for no key update")
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?;
@@ -218,7 +218,7 @@ pub async fn rename(
     let name = v.field("name", Text::parse(&input.name, 1, 100)).map(Text::into_inner);
     v.finish()?;
     let mut tx = pg::begin(pool, scope).await?;
-    let version: Option<i32> = sqlx::query_scalar("select version from crm_pipelines where id = $1 for update")
+    let version: Option<i32> = sqlx::query_scalar("select version from crm_pipelines where id = $1 for no key update")
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -384,6 +384,18 @@ pub async fn delete_stage(
             "a pipeline keeps at least one stage",
         ));
     }
+    // The stage and the target, in id order, before their deals: moves into either wait.
+    let mut columns = vec![stage];
+    columns.extend(
+        params
+            .move_deals_to
+            .filter(|t| current.stages.iter().any(|s| s.id == *t)),
+    );
+    columns.sort();
+    sqlx::query("select id from crm_stages where id = any($1) order by id for no key update")
+        .bind(&columns)
+        .execute(&mut *tx)
+        .await?;
     let deals: Vec<Uuid> =
         sqlx::query_scalar("select id from crm_deals where stage_id = $1 order by rank, id for update")
             .bind(stage)
