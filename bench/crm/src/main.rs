@@ -171,10 +171,13 @@ async fn main() {
     .execute(&app.db.owner)
     .await
     .unwrap();
-    sqlx::query("analyze crm_contacts; analyze crm_companies")
-        .execute(&app.db.owner)
-        .await
-        .ok();
+    // Statistics, as autovacuum would gather them after such a load.
+    for table in ["crm_contacts", "crm_companies"] {
+        sqlx::query(&format!("analyze {table}"))
+            .execute(&app.db.owner)
+            .await
+            .unwrap();
+    }
     println!("  seeded in {:.1} s", start.elapsed().as_secs_f64());
 
     let api = crm_contacts::router(app.core.clone());
