@@ -113,19 +113,6 @@ const LAST: &[&str] = &[
     "Martin",
 ];
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    format!("{cores} cores, {cpu}")
-}
-
 const COLUMNS: &str = "c.id, c.first_name, c.last_name, c.email, c.other_emails, c.phone, c.mobile, c.title, \
     c.company_id, (select co.name from crm_companies co where co.id = c.company_id) as company_name, c.owner_id, \
     c.lifecycle_stage, c.tags, c.address, c.notes, c.source, c.custom, c.created_at, c.updated_at, c.version";
@@ -139,7 +126,10 @@ fn percentile(samples: &mut [Duration], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let contacts: i64 = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(100_000);
-    println!("CRM benchmark, {contacts} contacts, 5000 companies, {}", machine());
+    println!(
+        "CRM benchmark, {contacts} contacts, 5000 companies, {}",
+        testkit::machine()
+    );
     let app = TestApp::new().await;
     let owner = app.user("bench").await;
     let tenant = app.tenant(&owner).await;

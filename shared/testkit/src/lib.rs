@@ -601,3 +601,17 @@ pub async fn stripe_inbox_resources(aws: &aws_config::SdkConfig, prefix: &str) -
         .unwrap();
     (table, queue.queue_url().unwrap().to_owned())
 }
+
+/// The machine a benchmark ran on (cores and CPU model), for its printout.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!("{cores} cores, {cpu}")
+}

@@ -257,21 +257,13 @@ pub async fn update(
     patch: Value,
     if_match: Option<i32>,
 ) -> Result<Company, DomainError> {
-    if !patch.is_object() {
-        return Err(DomainError::invalid("body", "invalid_body", "must be a JSON object"));
-    }
     let mut tx = pg::begin(pool, scope).await?;
     let current = fetch(&mut tx, id, true).await?.ok_or(DomainError::NotFound)?;
-    let before = serde_json::to_value(current.editable()).map_err(anyhow::Error::from)?;
-    let mut doc = before.clone();
-    input::merge_patch(&mut doc, &patch);
-    let input: CompanyInput =
-        serde_json::from_value(doc.clone()).map_err(|e| DomainError::invalid("body", "invalid_body", e.to_string()))?;
+    let (input, changed) = input::patched(&current.editable(), &patch)?;
     let c = validate(&mut tx, &input).await?;
     if if_match.is_some_and(|v| v != current.version) {
         return Err(DomainError::StaleVersion);
     }
-    let changed = input::changed_keys(&before, &doc);
     if changed.is_empty() {
         tx.commit().await?;
         return Ok(current);

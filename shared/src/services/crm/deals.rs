@@ -275,21 +275,14 @@ pub async fn update(
     patch: Value,
     if_match: Option<i32>,
 ) -> Result<Deal, DomainError> {
-    if !patch.is_object() {
-        return Err(DomainError::invalid("body", "invalid_body", "must be a JSON object"));
-    }
     let mut tx = pg::begin(pool, scope).await?;
     let current = fetch(&mut tx, id, true).await?.ok_or(DomainError::NotFound)?;
-    let before = serde_json::to_value(current.editable()).map_err(anyhow::Error::from)?;
-    let mut doc = before.clone();
-    input::merge_patch(&mut doc, &patch);
-    let f: DealFields =
-        serde_json::from_value(doc.clone()).map_err(|e| DomainError::invalid("body", "invalid_body", e.to_string()))?;
+    let (f, changed) = input::patched(&current.editable(), &patch)?;
     let (title, currency, lost_reason) = validate(&mut tx, &f).await?;
     if if_match.is_some_and(|v| v != current.version) {
         return Err(DomainError::StaleVersion);
     }
-    if input::changed_keys(&before, &doc).is_empty() {
+    if changed.is_empty() {
         tx.commit().await?;
         return Ok(current);
     }
@@ -454,15 +447,7 @@ pub struct DealListParams {
 
 /// Deals, newest first.
 pub async fn list(pool: &PgPool, scope: &Scope, params: DealListParams) -> Result<Page<Deal>, DomainError> {
-    let page: PageRequest<pg::TimeKey> =
-        PageRequest::parse(params.limit, params.cursor.as_deref().filter(|c| !c.is_empty())).map_err(|issues| {
-            DomainError::Invalid(
-                issues
-                    .into_iter()
-                    .map(|(f, i)| crate::domain::FieldError::new(f, i.code, i.message))
-                    .collect(),
-            )
-        })?;
+    let page: PageRequest<pg::TimeKey> = super::listing::page_request(params.limit, params.cursor.as_deref())?;
     let mut tx = pg::begin(pool, scope).await?;
     let rows: Vec<Deal> = sqlx::query_as(&format!(
         "select {COLUMNS} from {FROM} where ($1::timestamptz is null or (d.created_at, d.id) < ($1, $2)) \

@@ -1,6 +1,7 @@
 //! The checks contacts and companies share: optional texts, phones, tags, addresses, sources,
 //! owners, and JSON merge patches (RFC 7396: a PATCH body is merged into the record's editable
 //! document, then the whole result is validated as a create would be).
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -168,6 +169,21 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
         }
         other => *target = other.clone(),
     }
+}
+
+/// A PATCH of a record: `patch` (a JSON object) merged into the record's editable document
+/// `current`, read back as a whole document (422 naming the problem when it is not one), with
+/// the top-level fields it changed (empty: nothing to write).
+pub fn patched<T: Serialize + DeserializeOwned>(current: &T, patch: &Value) -> Result<(T, Vec<String>), DomainError> {
+    if !patch.is_object() {
+        return Err(DomainError::invalid("body", "invalid_body", "must be a JSON object"));
+    }
+    let before = serde_json::to_value(current).map_err(anyhow::Error::from)?;
+    let mut doc = before.clone();
+    merge_patch(&mut doc, patch);
+    let changed = changed_keys(&before, &doc);
+    let input = serde_json::from_value(doc).map_err(|e| DomainError::invalid("body", "invalid_body", e.to_string()))?;
+    Ok((input, changed))
 }
 
 /// The top-level keys whose values differ between two documents (for the activity timeline).

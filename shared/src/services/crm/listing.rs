@@ -69,7 +69,10 @@ impl Sort {
 }
 
 /// The page a list asks for (an empty cursor is none).
-pub fn page_request(limit: Option<u32>, cursor: Option<&str>) -> Result<PageRequest<ListKey>, DomainError> {
+pub fn page_request<K: serde::de::DeserializeOwned>(
+    limit: Option<u32>,
+    cursor: Option<&str>,
+) -> Result<PageRequest<K>, DomainError> {
     PageRequest::parse(limit, cursor.filter(|c| !c.is_empty())).map_err(|issues| {
         DomainError::Invalid(
             issues
