@@ -172,8 +172,10 @@ async fn add_stage(
     Ok((StatusCode::CREATED, Json(pipeline)).into_response())
 }
 
-/// Rename, re-weight or reorder a stage (admin).
-#[utoipa::path(patch, path = "/crm/pipelines/{id}/stages/{stage_id}", tag = TAG, security(("bearer" = [])), request_body = StagePatch,
+/// Rename, re-weight or reorder a stage (admin): any of `name` (1–100 characters),
+/// `probability` (0–100) and `position` (0-based; the others shift).
+#[utoipa::path(patch, path = "/crm/pipelines/{id}/stages/{stage_id}", tag = TAG, security(("bearer" = [])),
+    request_body(content = Object, description = "Any of name, probability, position"),
     params(TenantHeader, ("id" = Uuid, Path), ("stage_id" = Uuid, Path)),
     responses((status = 200, body = Pipeline), NotFound, TenantProblems, BodyProblems))]
 async fn update_stage(

@@ -51,13 +51,47 @@ pub struct DealFields {
     pub lost_reason: Option<String>,
 }
 
+/// The body of `POST /crm/deals`: the stage it starts in and the deal's fields.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDeal {
     /// The stage it starts in (at the bottom of the column); its pipeline is the deal's.
     pub stage_id: Uuid,
-    #[serde(flatten)]
-    pub fields: DealFields,
+    pub title: String,
+    /// In minor units of `currency`.
+    #[serde(default)]
+    pub amount_minor: i64,
+    /// ISO 4217, e.g. `EUR`.
+    pub currency: String,
+    #[serde(default)]
+    pub owner_id: Option<Uuid>,
+    #[serde(default)]
+    pub contact_id: Option<Uuid>,
+    #[serde(default)]
+    pub company_id: Option<Uuid>,
+    #[serde(default)]
+    pub expected_close: Option<NaiveDate>,
+    #[serde(default)]
+    pub status: Status,
+    /// Required when `status` is `lost`.
+    #[serde(default)]
+    pub lost_reason: Option<String>,
+}
+
+impl NewDeal {
+    fn fields(&self) -> DealFields {
+        DealFields {
+            title: self.title.clone(),
+            amount_minor: self.amount_minor,
+            currency: self.currency.clone(),
+            owner_id: self.owner_id,
+            contact_id: self.contact_id,
+            company_id: self.company_id,
+            expected_close: self.expected_close,
+            status: self.status,
+            lost_reason: self.lost_reason.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
@@ -212,7 +246,8 @@ async fn on_timeline(tx: &mut Tx, scope: &Scope, deal: &Deal, kind: &str) -> Res
 pub async fn create(pool: &PgPool, scope: &Scope, input: NewDeal) -> Result<Deal, DomainError> {
     let tenant = scope.tenant_id().ok_or(DomainError::NotFound)?;
     let mut tx = pg::begin(pool, scope).await?;
-    let (title, currency, lost_reason) = validate(&mut tx, &input.fields).await?;
+    let f = input.fields();
+    let (title, currency, lost_reason) = validate(&mut tx, &f).await?;
     let pipeline = match lock_stage(&mut tx, input.stage_id).await {
         Err(DomainError::NotFound) => {
             return Err(DomainError::invalid(
@@ -229,7 +264,6 @@ pub async fn create(pool: &PgPool, scope: &Scope, input: NewDeal) -> Result<Deal
         .await?;
     let key = rank::between(last.as_deref(), None).map_err(anyhow::Error::from)?;
     let id = Uuid::now_v7();
-    let f = &input.fields;
     sqlx::query(
         "insert into crm_deals (id, tenant_id, pipeline_id, stage_id, rank, title, amount_minor, currency, owner_id, \
          contact_id, company_id, expected_close, status, lost_reason, won_at, lost_at) \
