@@ -196,6 +196,7 @@ pub async fn create(
         Ok(tx) => tx,
         Err(replay) => return Ok(Created::Replayed(replay)),
     };
+    fields::lock_definitions(&mut tx, false).await?;
     let c = validate(&mut tx, &input).await?;
     let id = Uuid::now_v7();
     sqlx::query(
@@ -258,6 +259,7 @@ pub async fn update(
     if_match: Option<i32>,
 ) -> Result<Company, DomainError> {
     let mut tx = pg::begin(pool, scope).await?;
+    fields::lock_definitions(&mut tx, false).await?;
     let current = fetch(&mut tx, id, true).await?.ok_or(DomainError::NotFound)?;
     let (input, changed) = input::patched(&current.editable(), &patch)?;
     let c = validate(&mut tx, &input).await?;

@@ -259,6 +259,7 @@ pub async fn create(
         Ok(tx) => tx,
         Err(replay) => return Ok(Created::Replayed(replay)),
     };
+    fields::lock_definitions(&mut tx, false).await?;
     let c = validate(&mut tx, &input).await?;
     entitlements::lock(&mut tx, Limit::Contacts).await?;
     let used: i64 = sqlx::query_scalar("select count(*) from crm_contacts")
@@ -343,6 +344,7 @@ pub async fn update(
     if_match: Option<i32>,
 ) -> Result<Contact, DomainError> {
     let mut tx = pg::begin(pool, scope).await?;
+    fields::lock_definitions(&mut tx, false).await?;
     let current = fetch(&mut tx, id, true).await?.ok_or(DomainError::NotFound)?;
     let (input, changed) = input::patched(&current.editable(), &patch)?;
     let c = validate(&mut tx, &input).await?;
@@ -426,6 +428,7 @@ pub async fn merge(pool: &PgPool, scope: &Scope, id: Uuid, input: MergeRequest) 
         ));
     }
     let mut tx = pg::begin(pool, scope).await?;
+    fields::lock_definitions(&mut tx, false).await?;
     // Their deals first (a deal's writer locks it, then touches its contact), then both
     // contacts in id order: concurrent merges and deal changes cannot deadlock.
     sqlx::query("select id from crm_deals where contact_id = any($1) order by id for no key update")

@@ -123,10 +123,7 @@ pub async fn create(pool: &PgPool, scope: &Scope, input: NewCustomField) -> Resu
     v.finish()?;
     let mut tx = pg::begin(pool, scope).await?;
     // One definition change at a time per tenant: the count below stays true.
-    sqlx::query("select pg_advisory_xact_lock(hashtextextended('crm-fields:' || $1::text, 0))")
-        .bind(tenant_id)
-        .execute(&mut *tx)
-        .await?;
+    lock_definitions(&mut tx, true).await?;
     let count: i64 = sqlx::query_scalar("select count(*) from crm_custom_fields where entity = $1")
         .bind(input.entity)
         .fetch_one(&mut *tx)
@@ -165,6 +162,8 @@ pub async fn create(pool: &PgPool, scope: &Scope, input: NewCustomField) -> Resu
 /// Deletes a definition and its values from every record.
 pub async fn delete(pool: &PgPool, scope: &Scope, id: Uuid) -> Result<(), DomainError> {
     let mut tx = pg::begin(pool, scope).await?;
+    // Waits for writes that validated custom values against the definitions being removed.
+    lock_definitions(&mut tx, true).await?;
     let gone: Option<(Entity, String)> =
         sqlx::query_as("delete from crm_custom_fields where id = $1 returning entity, key")
             .bind(id)
@@ -179,6 +178,23 @@ pub async fn delete(pool: &PgPool, scope: &Scope, id: Uuid) -> Result<(), Domain
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// The tenant's definition lock: exclusive for changing definitions, shared for writing
+/// custom values (taken first in such a transaction, before any row lock, so a definition's
+/// removal never races a write that validated against it).
+pub async fn lock_definitions(tx: &mut Tx, exclusive: bool) -> Result<(), DomainError> {
+    let function = if exclusive {
+        "pg_advisory_xact_lock"
+    } else {
+        "pg_advisory_xact_lock_shared"
+    };
+    sqlx::query(&format!(
+        "select {function}(hashtextextended('crm-fields:' || app_current_tenant()::text, 0))"
+    ))
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
