@@ -14,8 +14,18 @@ About the local emulator (`cargo lambda watch`) only, never about the functions:
   function error or panic comes back as `{"errorType":...,"errorMessage":...}`. Such failures
   are dropped (`filter_failure`) and counted in CONTRACT_EMULATOR_LOG, which local/contract.py
   prints with its figures.
+
+About the generated data, not the functions:
+
+- `Idempotency-Key`: a client sends a fresh key per operation and the same key only to retry
+  it. Generated values repeat across unrelated requests, and the same key and body replay the
+  first answer (by design, for 24 h) even after the created resource was deleted, which the
+  stateful checks would read as "created resource not found". A well-formed key therefore gets
+  a unique suffix per request (`before_call`); malformed ones are sent as generated, so their
+  422 is still checked. Replays are tested in the functions' own tests.
 """
 import os
+import uuid
 
 import schemathesis
 
@@ -51,3 +61,15 @@ def filter_failure(context, failure, case, response) -> bool:
             with open(log, "a", encoding="utf-8") as f:
                 f.write(f"{response.request.method} {response.request.url}\n")
     return not emulator_page
+
+
+def _valid_idempotency_key(value) -> bool:
+    return isinstance(value, str) and 1 <= len(value) <= 218 and all(33 <= ord(c) <= 126 for c in value)
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    headers = case.headers or {}
+    for name in list(headers):
+        if name.lower() == "idempotency-key" and _valid_idempotency_key(headers[name]):
+            headers[name] = f"{headers[name]}-{uuid.uuid4()}"
