@@ -170,7 +170,8 @@ async fn main() {
     }
     println!("  seeded in {:.1} s", start.elapsed().as_secs_f64());
 
-    let api = crm_contacts::router(app.core.clone());
+    let files = testkit::crm_files(&testkit::moto().await, "bench").await;
+    let api = crm_contacts::router(app.core.clone(), files);
     let scope = Scope {
         actor: Actor::User {
             user_id: owner.id,

@@ -172,6 +172,20 @@ pub const LINKS: &[Link] = &[
         expression: "$response.body#/id",
     },
     Link {
+        from: ("post", "/crm/imports", "201"),
+        name: "GetImport",
+        to_operation_id: "get_import",
+        parameter: "id",
+        expression: "$response.body#/id",
+    },
+    Link {
+        from: ("post", "/crm/exports", "201"),
+        name: "GetExport",
+        to_operation_id: "get_export",
+        parameter: "id",
+        expression: "$response.body#/id",
+    },
+    Link {
         from: ("post", "/crm/pipelines", "201"),
         name: "GetPipeline",
         to_operation_id: "get_pipeline",

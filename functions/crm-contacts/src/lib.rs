@@ -1,12 +1,16 @@
 //! `crm-contacts`: contacts and companies (custom fields, search, keyset lists with filters,
 //! detail with company and timeline, JSON merge patch with If-Match, merging duplicates) and
-//! the tenant's custom-field definitions. Rules live in `shared::services::crm`.
+//! the tenant's custom-field definitions; CSV imports (presigned upload, then a job the
+//! `crm-import` worker runs) and exports (a job that ends in a presigned download). Rules live
+//! in `shared::services::crm`.
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
+use shared::adapters::crm_files::CrmFiles;
+use shared::domain::DomainError;
 use shared::domain::{Page, Role};
 use shared::http::docs::{
     BodyProblems, Conflict, ListProblems, NotFound, PlanLimit, PreconditionFailed, TenantHeader, TenantProblems,
@@ -17,7 +21,11 @@ use shared::http::{
 };
 use shared::services::crm::companies::{self, Company, CompanyDetail, CompanyInput, CompanyListParams};
 use shared::services::crm::contacts::{self, Contact, ContactDetail, ContactInput, ContactListParams, MergeRequest};
+use shared::services::crm::exports::{self, Export, NewExport};
 use shared::services::crm::fields::{self, CustomField, Entity, NewCustomField};
+use shared::services::crm::imports::{self, Import, NewImport, NewUpload, Upload};
+use shared::services::crm::jobs::{JobKind, JobMessage};
+use shared::services::idempotency::Created;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -40,9 +48,28 @@ pub const ROUTES: &[RouteSpec] = &[
     RouteSpec::new("GET", "/crm/custom-fields", Access::Tenant(Role::Viewer)),
     RouteSpec::new("POST", "/crm/custom-fields", Access::Tenant(Role::Admin)),
     RouteSpec::new("DELETE", "/crm/custom-fields/{id}", Access::Tenant(Role::Admin)),
+    RouteSpec::new("POST", "/crm/imports/uploads", Access::Tenant(Role::Member)),
+    RouteSpec::new("GET", "/crm/imports", Access::Tenant(Role::Viewer)),
+    RouteSpec::new("POST", "/crm/imports", Access::Tenant(Role::Member)),
+    RouteSpec::new("GET", "/crm/imports/{id}", Access::Tenant(Role::Viewer)),
+    RouteSpec::new("POST", "/crm/exports", Access::Tenant(Role::Member)),
+    RouteSpec::new("GET", "/crm/exports/{id}", Access::Tenant(Role::Member)),
 ];
 
-pub fn api() -> OpenApiRouter<Core> {
+/// What the handlers share: the core (database, auth) and the jobs' bucket and queue.
+#[derive(Clone)]
+pub struct CrmState {
+    pub core: Core,
+    pub files: CrmFiles,
+}
+
+impl FromRef<CrmState> for Core {
+    fn from_ref(state: &CrmState) -> Core {
+        state.core.clone()
+    }
+}
+
+pub fn api() -> OpenApiRouter<CrmState> {
     OpenApiRouter::with_openapi(shared::http::docs::base())
         .routes(routes!(list_contacts, create_contact))
         .routes(routes!(get_contact, update_contact, delete_contact))
@@ -51,11 +78,16 @@ pub fn api() -> OpenApiRouter<Core> {
         .routes(routes!(get_company, update_company, delete_company))
         .routes(routes!(list_fields, create_field))
         .routes(routes!(delete_field))
+        .routes(routes!(create_upload))
+        .routes(routes!(list_imports, create_import))
+        .routes(routes!(get_import))
+        .routes(routes!(create_export))
+        .routes(routes!(get_export))
 }
 
-pub fn router(core: Core) -> Router {
+pub fn router(core: Core, files: CrmFiles) -> Router {
     let (routes, _) = api().split_for_parts();
-    shared::http::finish(routes.with_state(core))
+    shared::http::finish(routes.with_state(CrmState { core, files }))
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
@@ -261,4 +293,128 @@ async fn delete_field(
 ) -> Result<StatusCode, ApiError> {
     fields::delete(&core.db, &ctx.scope, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn storage(err: anyhow::Error) -> ApiError {
+    ApiError::from(DomainError::Internal(err.context("crm files")))
+}
+
+/// Queues a job. A lost message is not a lost job: the worker's scheduled sweep queues jobs
+/// that stay without progress again, so a failure here is logged, not answered.
+async fn enqueue(files: &CrmFiles, kind: JobKind, tenant_id: Option<Uuid>, id: Uuid) {
+    let Some(tenant_id) = tenant_id else { return };
+    if let Err(e) = files.enqueue(&JobMessage { kind, tenant_id, id }).await {
+        tracing::warn!(job = %id, error = %e, "job not queued; the worker's sweep will queue it");
+    }
+}
+
+/// Start an import (member): where to PUT the CSV file (at most 100 MiB), for 15 minutes.
+/// Then `POST /crm/imports` with the `upload_key`.
+#[utoipa::path(post, path = "/crm/imports/uploads", tag = TAG, security(("bearer" = [])), request_body = NewUpload,
+    params(TenantHeader),
+    responses((status = 201, body = Upload), TenantProblems, BodyProblems))]
+async fn create_upload(
+    State(state): State<CrmState>,
+    ctx: TenantCtx<min::Member>,
+    body: Body<NewUpload>,
+) -> Result<Response, ApiError> {
+    let key = imports::upload_key(&ctx.scope, &body.value)?;
+    let presigned = state
+        .files
+        .presign_upload(&key, body.value.size)
+        .await
+        .map_err(storage)?;
+    let upload = Upload {
+        upload_key: key,
+        method: "PUT".to_owned(),
+        url: presigned.url,
+        headers: presigned.headers,
+        expires_at: presigned.expires_at,
+    };
+    Ok((StatusCode::CREATED, Json(upload)).into_response())
+}
+
+/// The tenant's imports, newest first (at most 50).
+#[utoipa::path(get, path = "/crm/imports", tag = TAG, security(("bearer" = [])), params(TenantHeader),
+    responses((status = 200, body = Vec<Import>), TenantProblems))]
+async fn list_imports(State(core): State<Core>, ctx: TenantCtx<min::Viewer>) -> Result<Json<Vec<Import>>, ApiError> {
+    Ok(Json(imports::list(&core.db, &ctx.scope).await?))
+}
+
+/// Import an uploaded CSV of contacts or companies (member). The header is read now: a file
+/// that is not UTF-8 CSV, or a mapping naming a column the file lacks, answers 422. Columns map
+/// to fields by their header names unless `mapping` says otherwise. The rows are applied by the
+/// worker; follow `GET /crm/imports/{id}`. Honours `Idempotency-Key`.
+#[utoipa::path(post, path = "/crm/imports", tag = TAG, security(("bearer" = [])), request_body = NewImport,
+    params(TenantHeader, ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation")),
+    responses((status = 201, body = Import), TenantProblems, BodyProblems))]
+async fn create_import(
+    State(state): State<CrmState>,
+    ctx: TenantCtx<min::Member>,
+    idem: RawIdempotencyKey,
+    body: Body<NewImport>,
+) -> Result<Response, ApiError> {
+    let key = idem.with_request("POST /crm/imports", &body.raw)?;
+    let upload_key = imports::own_upload_key(&ctx.scope, &body.value.upload_key)?;
+    let head = state.files.head(upload_key).await.map_err(storage)?;
+    let outcome = imports::create(&state.core.db, &ctx.scope, body.value, head, key.as_ref()).await?;
+    if let Created::Fresh(import) = &outcome {
+        enqueue(&state.files, JobKind::Import, ctx.scope.tenant_id(), import.id).await;
+    }
+    Ok(replayed_or(outcome))
+}
+
+/// An import's progress (rows done of total; created, updated, skipped, failed), its first
+/// failed rows, and once it ended a link to a CSV of every failed row.
+#[utoipa::path(get, path = "/crm/imports/{id}", tag = TAG, security(("bearer" = [])), params(TenantHeader, ("id" = Uuid, Path)),
+    responses((status = 200, body = Import), NotFound, TenantProblems))]
+async fn get_import(
+    State(state): State<CrmState>,
+    ctx: TenantCtx<min::Viewer>,
+    PathId(id): PathId<Uuid>,
+) -> Result<Json<Import>, ApiError> {
+    let (mut import, errors_key) = imports::get(&state.core.db, &ctx.scope, id).await?;
+    if let Some(key) = errors_key {
+        let name = format!("import-errors-{id}.csv");
+        import.errors_url = Some(state.files.presign_download(&key, &name).await.map_err(storage)?);
+    }
+    Ok(Json(import))
+}
+
+/// Export contacts or companies as CSV (member): `filters` are the list's parameters. The worker
+/// writes the file; `GET /crm/exports/{id}` then gives the download link. Honours
+/// `Idempotency-Key`.
+#[utoipa::path(post, path = "/crm/exports", tag = TAG, security(("bearer" = [])), request_body = NewExport,
+    params(TenantHeader, ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation")),
+    responses((status = 201, body = Export), TenantProblems, BodyProblems))]
+async fn create_export(
+    State(state): State<CrmState>,
+    ctx: TenantCtx<min::Member>,
+    idem: RawIdempotencyKey,
+    body: Body<NewExport>,
+) -> Result<Response, ApiError> {
+    let key = idem.with_request("POST /crm/exports", &body.raw)?;
+    let outcome = exports::create(&state.core.db, &ctx.scope, body.value, key.as_ref()).await?;
+    if let Created::Fresh(export) = &outcome {
+        enqueue(&state.files, JobKind::Export, ctx.scope.tenant_id(), export.id).await;
+    }
+    Ok(replayed_or(outcome))
+}
+
+/// An export's state; when completed, `download_url` (valid 15 minutes from this answer).
+#[utoipa::path(get, path = "/crm/exports/{id}", tag = TAG, security(("bearer" = [])), params(TenantHeader, ("id" = Uuid, Path)),
+    responses((status = 200, body = Export), NotFound, TenantProblems))]
+async fn get_export(
+    State(state): State<CrmState>,
+    ctx: TenantCtx<min::Member>,
+    PathId(id): PathId<Uuid>,
+) -> Result<Json<Export>, ApiError> {
+    let row = exports::get(&state.core.db, &ctx.scope, id).await?;
+    let key = row.object_key.clone();
+    let name = row.file_name();
+    let mut export = row.view();
+    if let Some(key) = key {
+        export.download_url = Some(state.files.presign_download(&key, &name).await.map_err(storage)?);
+    }
+    Ok(Json(export))
 }

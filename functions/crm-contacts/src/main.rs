@@ -4,5 +4,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
     let config = shared::Config::from_env()?;
     let core = shared::Core::new(config)?;
-    shared::http::run(crm_contacts::router(core)).await
+    let aws = shared::adapters::aws::sdk_config().await;
+    let files = shared::adapters::crm_files::CrmFiles::new(&aws, &shared::config::Env::from_process())?;
+    shared::http::run(crm_contacts::router(core, files)).await
 }

@@ -19,7 +19,8 @@ async fn world() -> World {
     let app = TestApp::new().await;
     let owner = app.user("owner").await;
     let tenant = app.tenant(&owner).await;
-    let api = crm_contacts::router(app.core.clone());
+    let files = testkit::crm_files(&testkit::moto().await, "contacts").await;
+    let api = crm_contacts::router(app.core.clone(), files);
     World {
         app,
         api,

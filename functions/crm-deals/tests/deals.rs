@@ -24,7 +24,10 @@ async fn world() -> World {
     let owner = app.user("owner").await;
     let tenant = app.tenant(&owner).await;
     let api = crm_deals::router(app.core.clone());
-    let contacts = crm_contacts::router(app.core.clone());
+    let contacts = crm_contacts::router(
+        app.core.clone(),
+        testkit::crm_files(&testkit::moto().await, "deals").await,
+    );
     World {
         app: std::sync::Arc::new(app),
         api,

@@ -1,6 +1,8 @@
 //! The only code that talks to the outside world.
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(all(feature = "s3", feature = "sqs"))]
+pub mod crm_files;
 pub mod jwt;
 pub mod pg;
 #[cfg(feature = "redis")]

@@ -64,6 +64,11 @@ impl Validator {
         self.errors.push(FieldError::new(field, code, message));
     }
 
+    /// The issues recorded so far (a bulk import reports them per row).
+    pub fn into_errors(self) -> Vec<FieldError> {
+        self.errors
+    }
+
     /// `Ok` only when no field had an issue.
     pub fn finish(self) -> Result<(), DomainError> {
         if self.errors.is_empty() {

@@ -602,6 +602,33 @@ pub async fn stripe_inbox_resources(aws: &aws_config::SdkConfig, prefix: &str) -
     (table, queue.queue_url().unwrap().to_owned())
 }
 
+/// A uniquely named bucket and queue in moto for CRM imports and exports, shaped like
+/// template.yaml's `CrmFilesBucket` and `CrmJobsQueue`.
+#[cfg(feature = "aws")]
+pub async fn crm_files(aws: &aws_config::SdkConfig, prefix: &str) -> shared::adapters::crm_files::CrmFiles {
+    let unique = Uuid::new_v4().simple().to_string();
+    let s3 = shared::adapters::aws::s3(aws);
+    let bucket = format!("{prefix}-crm-files-{}", &unique[..16]);
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("the moto server answers: run local/up --services-only first");
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    let queue = sqs
+        .create_queue()
+        .queue_name(format!("{prefix}-crm-jobs-{unique}"))
+        .send()
+        .await
+        .unwrap();
+    shared::adapters::crm_files::CrmFiles {
+        s3,
+        sqs,
+        bucket,
+        queue_url: queue.queue_url().unwrap().to_owned(),
+    }
+}
+
 /// The machine a benchmark ran on (cores and CPU model), for its printout.
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")

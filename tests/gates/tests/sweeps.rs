@@ -66,6 +66,22 @@ fn crm_factory<'a>(w: &'a World, path: &'a str) -> Pin<Box<dyn Future<Output = O
                 "/crm/custom-fields",
                 json!({"entity": "contact", "key": format!("k{}", &unique[..12]), "label": "Victim", "type": "text"}),
             ),
+            "/crm/exports/{id}" => ("/crm/exports", json!({"entity": "contacts", "filters": {"tag": "vip"}})),
+            "/crm/imports/{id}" => {
+                // An import needs an uploaded file; its row is what the routes read.
+                let id = uuid::Uuid::now_v7();
+                sqlx::query(
+                    "insert into crm_imports (id, tenant_id, entity, source, object_key, header, mapping, dedupe, \
+                     created_by) values ($1, $2, 'contacts', 'csv', $3, '{Email}', '[\"email\"]', 'skip', 'test')",
+                )
+                .bind(id)
+                .bind(w.a.id)
+                .bind(format!("imports/{}/{id}.csv", w.a.id))
+                .execute(&w.app.db.owner)
+                .await
+                .unwrap();
+                return Some(Params::from([("id".to_owned(), id.to_string())]));
+            }
             _ => return None,
         };
         let r = w.api("crm-contacts", w.as_a(post(create)).json(body)).await;
@@ -126,6 +142,43 @@ fn stripe_webhook_router(_: &TestApp) -> axum::Router {
     stripe_webhook::router(stripe_webhook::WebhookState {
         inbox: std::sync::Arc::new(inbox),
     })
+}
+
+/// `crm-contacts` with clients of the moto server and a bucket and queue that do not exist:
+/// presigning needs no network; queueing fails and is logged (the worker's sweep would queue
+/// the job); the sweeps check auth, roles and isolation, tests/jobs.rs the files.
+fn crm_contacts_router(app: &TestApp) -> axum::Router {
+    let moto = std::env::var("TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(&moto)
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test", "test", None, None, "gates",
+            ))
+            .build(),
+    );
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .endpoint_url(&moto)
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "test", "test", None, None, "gates",
+            ))
+            .build(),
+    );
+    crm_contacts::router(
+        app.core.clone(),
+        shared::adapters::crm_files::CrmFiles {
+            s3,
+            sqs,
+            bucket: "gates-crm-files-absent".to_owned(),
+            queue_url: format!("{moto}/000000000000/gates-crm-jobs-absent"),
+        },
+    )
 }
 
 /// `billing` against a stub Stripe that answers every call with a session-like object: the
@@ -190,7 +243,7 @@ fn functions() -> Vec<Function> {
         Function {
             name: "crm-contacts",
             routes: crm_contacts::ROUTES,
-            router: |app: &TestApp| crm_contacts::router(app.core.clone()),
+            router: crm_contacts_router,
             factory: crm_factory as Factory,
             events_dir: "crm-contacts",
         },

@@ -106,17 +106,17 @@ const COLUMNS: &str = "co.id, co.name, co.domain, co.industry, co.phone, co.owne
     co.source, co.custom, (select count(*) from crm_contacts c where c.company_id = co.id) as contacts, \
     co.created_at, co.updated_at, co.version";
 
-struct Valid {
-    name: String,
-    domain: Option<String>,
-    industry: Option<String>,
-    phone: Option<String>,
-    owner_id: Option<Uuid>,
-    tags: Vec<String>,
-    address: Address,
-    notes: String,
-    source: String,
-    custom: Map<String, Value>,
+pub(super) struct Valid {
+    pub name: String,
+    pub domain: Option<String>,
+    pub industry: Option<String>,
+    pub phone: Option<String>,
+    pub owner_id: Option<Uuid>,
+    pub tags: Vec<String>,
+    pub address: Address,
+    pub notes: String,
+    pub source: String,
+    pub custom: Map<String, Value>,
 }
 
 fn valid_domain(domain: &str) -> bool {
@@ -131,10 +131,10 @@ fn valid_domain(domain: &str) -> bool {
         })
 }
 
-async fn validate(tx: &mut Tx, input: &CompanyInput) -> Result<Valid, DomainError> {
-    let mut v = Validator::new();
+/// The checks that need no database: every field, the custom values against `defs`.
+pub(super) fn check(input: &CompanyInput, defs: &[fields::CustomField], v: &mut Validator) -> Valid {
     let name = v.field("name", Text::parse(&input.name, 1, 200)).map(Text::into_inner);
-    let domain = input::optional_text(&mut v, "domain", input.domain.as_deref(), 253).map(|d| {
+    let domain = input::optional_text(v, "domain", input.domain.as_deref(), 253).map(|d| {
         let d = d.to_ascii_lowercase();
         let d = d
             .trim_start_matches("https://")
@@ -147,28 +147,27 @@ async fn validate(tx: &mut Tx, input: &CompanyInput) -> Result<Valid, DomainErro
         }
         d
     });
-    let industry = input::optional_text(&mut v, "industry", input.industry.as_deref(), 100);
-    let phone = input::phone(&mut v, "phone", input.phone.as_deref());
-    let tags = input::tags(&mut v, &input.tags);
-    let address = input::address(&mut v, &input.address);
-    let notes = input::notes(&mut v, &input.notes);
-    let source = input::source(&mut v, input.source.as_deref());
-    let defs = fields::definitions(tx, Entity::Company).await?;
-    let custom = fields::validate(&defs, &input.custom, &mut v);
-    input::check_owner(tx, &mut v, input.owner_id).await?;
-    v.finish()?;
-    Ok(Valid {
+    Valid {
         name: name.unwrap_or_default(),
         domain,
-        industry,
-        phone,
+        industry: input::optional_text(v, "industry", input.industry.as_deref(), 100),
+        phone: input::phone(v, "phone", input.phone.as_deref()),
         owner_id: input.owner_id,
-        tags,
-        address,
-        notes,
-        source,
-        custom,
-    })
+        tags: input::tags(v, &input.tags),
+        address: input::address(v, &input.address),
+        notes: input::notes(v, &input.notes),
+        source: input::source(v, input.source.as_deref()),
+        custom: fields::validate(defs, &input.custom, v),
+    }
+}
+
+async fn validate(tx: &mut Tx, input: &CompanyInput) -> Result<Valid, DomainError> {
+    let mut v = Validator::new();
+    let defs = fields::definitions(tx, Entity::Company).await?;
+    let valid = check(input, &defs, &mut v);
+    input::check_owner(tx, &mut v, input.owner_id).await?;
+    v.finish()?;
+    Ok(valid)
 }
 
 fn domain_taken() -> DomainError {

@@ -159,29 +159,27 @@ const COLUMNS: &str = "c.id, c.first_name, c.last_name, c.email, c.other_emails,
     c.lifecycle_stage, c.tags, c.address, c.notes, c.source, c.custom, c.created_at, c.updated_at, c.version";
 
 /// A contact ready to be stored.
-struct Valid {
-    first_name: String,
-    last_name: String,
-    email: Option<String>,
-    phone: Option<String>,
-    mobile: Option<String>,
-    title: Option<String>,
-    company_id: Option<Uuid>,
-    owner_id: Option<Uuid>,
-    stage: LifecycleStage,
-    tags: Vec<String>,
-    address: Address,
-    notes: String,
-    source: String,
-    custom: Map<String, Value>,
+pub(super) struct Valid {
+    pub first_name: String,
+    pub last_name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub mobile: Option<String>,
+    pub title: Option<String>,
+    pub company_id: Option<Uuid>,
+    pub owner_id: Option<Uuid>,
+    pub stage: LifecycleStage,
+    pub tags: Vec<String>,
+    pub address: Address,
+    pub notes: String,
+    pub source: String,
+    pub custom: Map<String, Value>,
 }
 
-/// Checks every field (all issues at once), the custom values against the definitions, the
-/// owner's membership and the company's existence, inside the tenant's transaction.
-async fn validate(tx: &mut Tx, input: &ContactInput) -> Result<Valid, DomainError> {
-    let mut v = Validator::new();
-    let first_name = input::text(&mut v, "first_name", &input.first_name, 100);
-    let last_name = input::text(&mut v, "last_name", &input.last_name, 100);
+/// The checks that need no database: every field, the custom values against `defs`.
+pub(super) fn check(input: &ContactInput, defs: &[fields::CustomField], v: &mut Validator) -> Valid {
+    let first_name = input::text(v, "first_name", &input.first_name, 100);
+    let last_name = input::text(v, "last_name", &input.last_name, 100);
     let email = input
         .email
         .as_deref()
@@ -196,15 +194,30 @@ async fn validate(tx: &mut Tx, input: &ContactInput) -> Result<Valid, DomainErro
             "a contact needs a first name, a last name or an email",
         );
     }
-    let phone = input::phone(&mut v, "phone", input.phone.as_deref());
-    let mobile = input::phone(&mut v, "mobile", input.mobile.as_deref());
-    let title = input::optional_text(&mut v, "title", input.title.as_deref(), 120);
-    let tags = input::tags(&mut v, &input.tags);
-    let address = input::address(&mut v, &input.address);
-    let notes = input::notes(&mut v, &input.notes);
-    let source = input::source(&mut v, input.source.as_deref());
+    Valid {
+        first_name,
+        last_name,
+        email,
+        phone: input::phone(v, "phone", input.phone.as_deref()),
+        mobile: input::phone(v, "mobile", input.mobile.as_deref()),
+        title: input::optional_text(v, "title", input.title.as_deref(), 120),
+        company_id: input.company_id,
+        owner_id: input.owner_id,
+        stage: input.lifecycle_stage,
+        tags: input::tags(v, &input.tags),
+        address: input::address(v, &input.address),
+        notes: input::notes(v, &input.notes),
+        source: input::source(v, input.source.as_deref()),
+        custom: fields::validate(defs, &input.custom, v),
+    }
+}
+
+/// Checks every field (all issues at once), the custom values against the definitions, the
+/// owner's membership and the company's existence, inside the tenant's transaction.
+async fn validate(tx: &mut Tx, input: &ContactInput) -> Result<Valid, DomainError> {
+    let mut v = Validator::new();
     let defs = fields::definitions(tx, Entity::Contact).await?;
-    let custom = fields::validate(&defs, &input.custom, &mut v);
+    let valid = check(input, &defs, &mut v);
     input::check_owner(tx, &mut v, input.owner_id).await?;
     if let Some(company) = input.company_id {
         let known: bool = sqlx::query_scalar("select exists (select 1 from crm_companies where id = $1)")
@@ -216,22 +229,7 @@ async fn validate(tx: &mut Tx, input: &ContactInput) -> Result<Valid, DomainErro
         }
     }
     v.finish()?;
-    Ok(Valid {
-        first_name,
-        last_name,
-        email,
-        phone,
-        mobile,
-        title,
-        company_id: input.company_id,
-        owner_id: input.owner_id,
-        stage: input.lifecycle_stage,
-        tags,
-        address,
-        notes,
-        source,
-        custom,
-    })
+    Ok(valid)
 }
 
 fn email_taken() -> DomainError {

@@ -1,0 +1,168 @@
+//! `crm-import`: the CRM jobs worker.
+//!
+//! - SQS (`CrmJobsQueue`, one message per job): an import is applied in chunks from its
+//!   committed offset (`shared::services::crm::imports`), its failed rows written to the bucket
+//!   as CSV at the end; an export pages through the list and writes its CSV. A run that nears
+//!   the Lambda's deadline stops between chunks and queues the job again; one that dies is
+//!   redelivered by SQS and resumes where the last commit left it (then the DLQ).
+//! - Schedule (every 5 minutes): jobs without progress for 10 minutes (a message lost, or
+//!   dead-lettered) are queued again.
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use serde_json::Value;
+use shared::adapters::crm_files::CrmFiles;
+use shared::config::Env;
+use shared::domain::DomainError;
+use shared::services::crm::exports;
+use shared::services::crm::imports::{self, RunOptions, RunOutcome};
+use shared::services::crm::jobs::{self, JobKind, JobMessage};
+use sqlx::PgPool;
+use std::time::{Duration, Instant};
+
+/// A job without progress this long is queued again by the sweep.
+pub const STALLED_AFTER: Duration = Duration::from_secs(10 * 60);
+/// Time kept free before the Lambda's deadline: the chunk in flight and the re-queue.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(30);
+
+pub struct Worker {
+    pub db: PgPool,
+    pub files: CrmFiles,
+    pub options: RunOptions,
+}
+
+impl Worker {
+    /// `DATABASE_URL` (portal_app), `DATABASE_MAX_CONNECTIONS` (2), the bucket and the queue.
+    pub fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> anyhow::Result<Self> {
+        let max: u32 = env.parsed_or("DATABASE_MAX_CONNECTIONS", 2)?;
+        Ok(Self {
+            db: shared::adapters::pg::pool(&env.required("DATABASE_URL")?, max)?,
+            files: CrmFiles::new(aws, env)?,
+            options: RunOptions::default(),
+        })
+    }
+
+    /// An SQS batch (`Records`) or the schedule's event (anything else).
+    pub async fn handle(&self, payload: Value, deadline_ms: u64) -> Result<Value, lambda_runtime::Error> {
+        let deadline = deadline_instant(deadline_ms);
+        if payload.get("Records").is_some() {
+            let event: SqsEvent = serde_json::from_value(payload)?;
+            Ok(serde_json::to_value(self.handle_sqs(event, deadline).await)?)
+        } else {
+            let queued = self.sweep().await?;
+            Ok(serde_json::json!({"queued": queued}))
+        }
+    }
+
+    pub async fn handle_sqs(&self, event: SqsEvent, deadline: Option<Instant>) -> SqsBatchResponse {
+        let mut response = SqsBatchResponse::default();
+        for record in &event.records {
+            let id = record.message_id.clone().unwrap_or_default();
+            let outcome = match serde_json::from_str::<JobMessage>(record.body.as_deref().unwrap_or_default()) {
+                Ok(message) => self.run(&message, deadline).await,
+                Err(e) => {
+                    // Not ours to retry: it can never parse.
+                    tracing::error!(message_id = %id, error = %e, "not a CRM job message; dropped");
+                    Ok(())
+                }
+            };
+            if let Err(e) = outcome {
+                tracing::error!(message_id = %id, error = %format!("{e:#}"), "CRM job failed; SQS will retry it");
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                response.batch_item_failures.push(failure);
+            }
+        }
+        response
+    }
+
+    /// Runs one job to its end (or to the deadline, then queues it again).
+    pub async fn run(&self, message: &JobMessage, deadline: Option<Instant>) -> anyhow::Result<()> {
+        match message.kind {
+            JobKind::Import => self.import(message, deadline).await,
+            JobKind::Export => self.export(message).await,
+        }
+    }
+
+    async fn import(&self, message: &JobMessage, deadline: Option<Instant>) -> anyhow::Result<()> {
+        let Some(job) = imports::load(&self.db, message.tenant_id, message.id).await? else {
+            return Ok(());
+        };
+        let offset = u64::try_from(job.byte_offset).unwrap_or_default();
+        let Some(data) = self.files.read_from(&job.object_key, offset).await? else {
+            imports::fail(
+                &self.db,
+                &job,
+                "the uploaded file is gone (uploads are kept for 7 days); upload it again",
+            )
+            .await?;
+            return Ok(());
+        };
+        let options = RunOptions {
+            deadline: deadline.or(self.options.deadline),
+            ..self.options
+        };
+        match imports::run(&self.db, &job, &data, options).await? {
+            RunOutcome::Finished { failed } => {
+                let errors_key = if failed > 0 {
+                    let key = format!("imports/{}/{}-errors.csv", job.tenant_id, job.id);
+                    self.files
+                        .put_csv(&key, imports::errors_csv(&self.db, &job).await?)
+                        .await?;
+                    Some(key)
+                } else {
+                    None
+                };
+                imports::complete(&self.db, &job, errors_key.as_deref()).await?;
+                tracing::info!(import = %job.id, failed, "import completed");
+            }
+            RunOutcome::Paused => {
+                self.files.enqueue(message).await?;
+                tracing::info!(import = %job.id, "import paused before the deadline; queued again");
+            }
+            RunOutcome::Superseded => tracing::info!(import = %job.id, "another run is further; this one stopped"),
+        }
+        Ok(())
+    }
+
+    async fn export(&self, message: &JobMessage) -> anyhow::Result<()> {
+        let Some(job) = exports::load(&self.db, message.tenant_id, message.id).await? else {
+            return Ok(());
+        };
+        match exports::build(&self.db, &job).await {
+            Ok((bytes, rows)) => {
+                let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+                self.files.put_csv(&job.object_key(), bytes).await?;
+                exports::finish(&self.db, &job, Ok((rows, size))).await?;
+                tracing::info!(export = %job.id, rows, size, "export completed");
+            }
+            // Filters that no longer hold (a custom field deleted since): the export cannot be
+            // made, and retrying will not change that.
+            Err(DomainError::Invalid(errors)) => {
+                let why = errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                exports::finish(&self.db, &job, Err(&format!("the filters are no longer valid: {why}"))).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    /// Queues the jobs that stalled; answers how many.
+    pub async fn sweep(&self) -> anyhow::Result<usize> {
+        let stalled = jobs::stalled(&self.db, STALLED_AFTER).await?;
+        for message in &stalled {
+            self.files.enqueue(message).await?;
+            tracing::warn!(job = %message.id, kind = ?message.kind, "stalled CRM job queued again");
+        }
+        Ok(stalled.len())
+    }
+}
+
+/// The Lambda's deadline (ms since the epoch) as an instant, less the margin.
+fn deadline_instant(deadline_ms: u64) -> Option<Instant> {
+    let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).ok()?;
+    let left = Duration::from_millis(deadline_ms.checked_sub(now_ms)?);
+    Some(Instant::now() + left.checked_sub(DEADLINE_MARGIN).unwrap_or_default())
+}

@@ -1,0 +1,760 @@
+//! CRM imports and exports end to end against real Postgres and the moto server: a presigned
+//! upload to S3, `POST /crm/imports` (crm-contacts), the job message taken from the SQS queue,
+//! the worker's run, the errors file and the export downloaded from their presigned links.
+//! Needs `local/up --services-only` (Postgres and moto).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use axum::Router;
+use crm_import::Worker;
+use serde_json::{Value, json};
+use shared::adapters::crm_files::CrmFiles;
+use shared::services::crm::imports::RunOptions;
+use shared::services::crm::jobs::JobMessage;
+use testkit::{Resp, TestApp, TestUser, get, post};
+use uuid::Uuid;
+
+struct World {
+    app: TestApp,
+    api: Router,
+    files: CrmFiles,
+    owner: TestUser,
+    tenant: Uuid,
+}
+
+async fn world() -> World {
+    let app = TestApp::new().await;
+    let owner = app.user("owner").await;
+    let tenant = app.tenant(&owner).await;
+    let files = testkit::crm_files(&testkit::moto().await, "jobs").await;
+    let api = crm_contacts::router(app.core.clone(), files.clone());
+    World {
+        app,
+        api,
+        files,
+        owner,
+        tenant,
+    }
+}
+
+impl World {
+    fn worker(&self, chunk_rows: usize) -> Worker {
+        Worker {
+            db: self.app.core.db.clone(),
+            files: self.files.clone(),
+            options: RunOptions {
+                chunk_rows,
+                ..RunOptions::default()
+            },
+        }
+    }
+
+    async fn post_as(&self, who: &TestUser, tenant: Uuid, path: &str, body: Value) -> Resp {
+        post(path)
+            .bearer(&who.token)
+            .tenant(tenant)
+            .json(body)
+            .send(&self.api)
+            .await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Resp {
+        self.post_as(&self.owner, self.tenant, path, body).await
+    }
+
+    async fn get(&self, path: &str, query: &str) -> Resp {
+        get(path)
+            .bearer(&self.owner.token)
+            .tenant(self.tenant)
+            .query(query)
+            .send(&self.api)
+            .await
+    }
+
+    /// The presigned upload, then a PUT of the bytes to moto as a browser would.
+    async fn upload_as(&self, who: &TestUser, tenant: Uuid, bytes: Vec<u8>) -> String {
+        let r = self
+            .post_as(who, tenant, "/crm/imports/uploads", json!({"size": bytes.len()}))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert_eq!(r.json["method"], "PUT");
+        let mut put = reqwest::Client::new().put(r.json["url"].as_str().unwrap());
+        for (k, v) in r.json["headers"].as_object().unwrap() {
+            put = put.header(k, v.as_str().unwrap());
+        }
+        let resp = put.body(bytes).send().await.unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+        r.json["upload_key"].as_str().unwrap().to_owned()
+    }
+
+    async fn upload(&self, bytes: Vec<u8>) -> String {
+        self.upload_as(&self.owner, self.tenant, bytes).await
+    }
+
+    /// The next message the API queued (and removes it, as Lambda's poller does).
+    async fn next_job(&self) -> JobMessage {
+        let out = self
+            .files
+            .sqs
+            .receive_message()
+            .queue_url(&self.files.queue_url)
+            .wait_time_seconds(2)
+            .max_number_of_messages(1)
+            .send()
+            .await
+            .unwrap();
+        let message = out.messages().first().expect("a job was queued").clone();
+        self.files
+            .sqs
+            .delete_message()
+            .queue_url(&self.files.queue_url)
+            .receipt_handle(message.receipt_handle().unwrap())
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_str(message.body().unwrap()).unwrap()
+    }
+
+    async fn import(&self, key: &str, entity: &str, dedupe: &str, mapping: Value) -> Value {
+        let r = self
+            .post(
+                "/crm/imports",
+                json!({"entity": entity, "upload_key": key, "dedupe": dedupe, "mapping": mapping, "file_name": "t.csv"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert_eq!(r.json["status"], "queued");
+        r.json
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .bind(self.tenant)
+            .fetch_one(&self.app.db.owner)
+            .await
+            .unwrap()
+    }
+}
+
+async fn download(url: &str) -> String {
+    let resp = reqwest::get(url).await.unwrap();
+    assert!(resp.status().is_success());
+    resp.text().await.unwrap()
+}
+
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(text.as_bytes());
+    reader
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_messy_csv_imports_with_exact_row_accounting_and_a_downloadable_errors_file() {
+    let w = world().await;
+    let r = w
+        .post(
+            "/crm/custom-fields",
+            json!({"entity": "contact", "key": "plan", "label": "Plan", "type": "select", "options": ["basic", "pro"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = w
+        .post(
+            "/crm/contacts",
+            json!({"first_name": "Existing", "email": "existing@example.com", "notes": "old", "tags": ["old"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let existing = r.json["id"].as_str().unwrap().to_owned();
+
+    let mut file: Vec<u8> =
+        b"\xEF\xBB\xBFFirst Name,Last Name,E-Mail,Company,Notes,Tags,Stage,Plan,Owner,Ignored\r\n".to_vec();
+    let rows: Vec<Vec<u8>> = vec![
+        // 1 (line 2): created, company created, owner by email
+        format!("Ada,Lovelace,ada@example.com,Analytical Engines,Met at the fair,vip;speaker,customer,pro,{},x\r\n", w.owner.email).into_bytes(),
+        // 2 (lines 3-4): a quoted line break and comma
+        b"Grace,Hopper,grace@example.com,Navy,\"Line one\nLine two, with comma\",vip,Marketing Qualified Lead,basic,,x\r\n".to_vec(),
+        // 3 (line 5): missing columns
+        b"Missing,Columns,missing@example.com\r\n".to_vec(),
+        // 4 (line 6): an extra column
+        b"Extra,Cols,extra@example.com,C,N,T,lead,basic,,x,surplus\r\n".to_vec(),
+        // 5 (line 7): Latin-1, not UTF-8
+        b"Ren\xe9,Descartes,rene@example.com,,,,,,,x\r\n".to_vec(),
+        // 6 (line 8): a 10 MB row
+        [b"Big,Row,big@example.com,,\"".to_vec(), vec![b'x'; 10 * 1024 * 1024], b"\",,,,,x\r\n".to_vec()].concat(),
+        // 7 (line 9): a bad email, and a formula in the row (guarded in the errors file)
+        b"=1+1,Email,not-an-email,,,,,,,x\r\n".to_vec(),
+        // 8 (line 10): formulas are data on import
+        b"\"=HYPERLINK(\"\"http://evil\"\")\",Formula,formula@example.com,,@SUM(1+1),,,,,x\r\n".to_vec(),
+        // 9 (line 11): row 1's email again (another case): updates Ada
+        b"Ada,Again,ADA@example.com,,,newtag,,,,x\r\n".to_vec(),
+        // 10 (line 12): an existing contact: updated
+        b"Existing,Person,existing@example.com,,Updated note,,,,,x\r\n".to_vec(),
+        // 11 (line 13): an owner who is not a member
+        b"Unknown,Owner,uo@example.com,,,,,,nobody@example.com,x\r\n".to_vec(),
+        // 12 (line 14): an unknown lifecycle stage
+        b"Bad,Stage,bs@example.com,,,,vip-stage,,,x\r\n".to_vec(),
+        // 13 (line 15): a select value that is not an option; then a blank line (16)
+        b"Bad,Plan,bp@example.com,,,,,gold,,x\r\n\r\n".to_vec(),
+        // 14 (line 17): a cell an export guarded
+        b"'=1+2,Guarded,guarded@example.com,,,,,,,x\r\n".to_vec(),
+        // 15 (line 18): nothing that names a contact
+        b",,,,,,,,,x\r\n".to_vec(),
+        // 16 (line 19): no final line break; links to row 1's company
+        b"Last,Row,last@example.com,Analytical Engines,,,,,,x".to_vec(),
+    ];
+    for row in rows {
+        file.extend(row);
+    }
+    let key = w.upload(file).await;
+    let import = w.import(&key, "contacts", "update", json!({"Ignored": null})).await;
+    let id = import["id"].as_str().unwrap().to_owned();
+    let columns: Vec<(String, Value)> = import["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["header"].as_str().unwrap().to_owned(), c["field"].clone()))
+        .collect();
+    assert_eq!(columns[0], ("First Name".to_owned(), json!("first_name")));
+    assert_eq!(columns[2], ("E-Mail".to_owned(), json!("email")));
+    assert_eq!(columns[7], ("Plan".to_owned(), json!("custom.plan")));
+    assert_eq!(columns[9], ("Ignored".to_owned(), Value::Null));
+
+    let job = w.next_job().await;
+    assert_eq!(job.id.to_string(), id);
+    w.worker(4).run(&job, None).await.unwrap();
+
+    let r = w.get(&format!("/crm/imports/{id}"), "").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let i = &r.json;
+    assert_eq!(i["status"], "completed", "{i}");
+    assert_eq!(
+        (
+            &i["rows_total"],
+            &i["rows_done"],
+            &i["created"],
+            &i["updated"],
+            &i["skipped"],
+            &i["failed"]
+        ),
+        (&json!(16), &json!(16), &json!(5), &json!(2), &json!(0), &json!(9)),
+        "{i}"
+    );
+    assert_eq!(i["companies_created"], 2);
+    let failed: Vec<(i64, i64)> = i["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["row"].as_i64().unwrap(), e["line"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            (3, 5),
+            (4, 6),
+            (5, 7),
+            (6, 8),
+            (7, 9),
+            (11, 13),
+            (12, 14),
+            (13, 15),
+            (15, 18)
+        ]
+    );
+    let message = |row: i64| {
+        i["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["row"] == row)
+            .unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(message(3).contains("3 columns; the header has 10"), "{}", message(3));
+    assert!(message(4).contains("11 columns"), "{}", message(4));
+    assert!(message(5).contains("\"First Name\" is not UTF-8"), "{}", message(5));
+    assert!(message(6).contains("1 MiB"), "{}", message(6));
+    assert!(message(7).starts_with("email:"), "{}", message(7));
+    assert!(message(11).contains("nobody@example.com"), "{}", message(11));
+    assert!(message(12).starts_with("lifecycle_stage:"), "{}", message(12));
+    assert!(message(13).starts_with("custom.plan:"), "{}", message(13));
+    assert!(message(15).starts_with("first_name:"), "{}", message(15));
+
+    // The errors file: every failed row with its data, formulas guarded, the 10 MB row shortened.
+    let errors = csv_rows(&download(i["errors_url"].as_str().unwrap()).await);
+    assert_eq!(errors[0], ["row", "line", "fields", "error", "data"]);
+    assert_eq!(errors.len(), 10);
+    let bad_email = errors.iter().find(|e| e[0] == "7").unwrap();
+    assert!(bad_email[4].starts_with("'=1+1,Email,not-an-email"), "{bad_email:?}");
+    let big = errors.iter().find(|e| e[0] == "6").unwrap();
+    assert!(big[4].chars().count() <= 2000);
+
+    // What landed.
+    let list = w.get("/crm/contacts", "limit=100&sort=email").await;
+    assert_eq!(list.status, 200);
+    let items = list.json["items"].as_array().unwrap();
+    let by_email = |e: &str| {
+        items
+            .iter()
+            .find(|c| c["email"] == e)
+            .unwrap_or_else(|| panic!("{e} missing"))
+    };
+    assert_eq!(items.len(), 6, "{items:?}");
+    let ada = by_email("ada@example.com");
+    assert_eq!(ada["last_name"], "Again");
+    assert_eq!(ada["tags"], json!(["vip", "speaker", "newtag"]));
+    assert_eq!(ada["owner_id"], json!(w.owner.id));
+    assert_eq!(ada["lifecycle_stage"], "customer");
+    assert_eq!(ada["custom"], json!({"plan": "pro"}));
+    assert_eq!(ada["source"], "import");
+    let grace = by_email("grace@example.com");
+    assert_eq!(grace["notes"], "Line one\nLine two, with comma");
+    assert_eq!(grace["lifecycle_stage"], "marketing_qualified");
+    assert_eq!(grace["company_name"], "Navy");
+    let updated = by_email("existing@example.com");
+    assert_eq!(updated["id"].as_str().unwrap(), existing);
+    assert_eq!(updated["notes"], "Updated note");
+    assert_eq!(updated["last_name"], "Person");
+    assert_eq!(updated["tags"], json!(["old"]));
+    assert_eq!(updated["version"], 2);
+    assert_eq!(
+        by_email("formula@example.com")["first_name"],
+        "=HYPERLINK(\"http://evil\")"
+    );
+    assert_eq!(by_email("formula@example.com")["notes"], "@SUM(1+1)");
+    assert_eq!(by_email("guarded@example.com")["first_name"], "=1+2");
+    assert_eq!(by_email("last@example.com")["company_id"], ada["company_id"]);
+    assert_eq!(
+        w.count("select count(*) from crm_companies where tenant_id = $1").await,
+        2
+    );
+    let detail = w
+        .get(&format!("/crm/contacts/{}", ada["id"].as_str().unwrap()), "")
+        .await;
+    let kinds: Vec<&str> = detail.json["activity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["imported", "imported"]);
+
+    // Another delivery of the same message changes nothing.
+    w.worker(4).run(&job, None).await.unwrap();
+    assert_eq!(
+        w.count("select count(*) from crm_contacts where tenant_id = $1").await,
+        6
+    );
+    let again = w.get(&format!("/crm/imports/{id}"), "").await;
+    assert_eq!(again.json["created"], 5);
+    let list = w.get("/crm/imports", "").await;
+    assert_eq!(list.json.as_array().unwrap().len(), 1);
+}
+
+fn people(from: usize, to: usize) -> Vec<u8> {
+    let mut file = b"first_name,last_name,email,company\n".to_vec();
+    for i in from..to {
+        file.extend(format!("First{i},Last{i},p{i}@example.com,Company {}\n", i % 7).into_bytes());
+    }
+    file
+}
+
+#[tokio::test]
+async fn a_crash_mid_import_resumes_at_the_last_commit_and_duplicates_nothing() {
+    let w = world().await;
+    // Room for every contact of this test (the free plan allows 500).
+    w.app.subscribe(w.tenant, "scale").await;
+    let key = w.upload(people(0, 250)).await;
+    let id = w.import(&key, "contacts", "create", Value::Null).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let job = w.next_job().await;
+
+    // Dies in the third chunk of 50, after writing it, before its commit.
+    let mut crashing = w.worker(50);
+    crashing.options.crash_in_chunk = Some(2);
+    assert!(crashing.run(&job, None).await.is_err());
+    let r = w.get(&format!("/crm/imports/{id}"), "").await;
+    assert_eq!(r.json["status"], "running");
+    assert_eq!(r.json["rows_done"], 100);
+    assert_eq!(r.json["rows_total"], 250);
+    assert_eq!(
+        w.count("select count(*) from crm_contacts where tenant_id = $1").await,
+        100
+    );
+
+    // The redelivery resumes at row 101.
+    w.worker(50).run(&job, None).await.unwrap();
+    let r = w.get(&format!("/crm/imports/{id}"), "").await;
+    assert_eq!(r.json["status"], "completed", "{}", r.json);
+    assert_eq!((&r.json["created"], &r.json["failed"]), (&json!(250), &json!(0)));
+    assert_eq!(r.json["errors_url"], Value::Null);
+    assert_eq!(
+        w.count("select count(*) from crm_contacts where tenant_id = $1").await,
+        250
+    );
+    assert_eq!(
+        w.count("select count(distinct lower(email)) from crm_contacts where tenant_id = $1")
+            .await,
+        250
+    );
+    assert_eq!(
+        w.count("select count(*) from crm_companies where tenant_id = $1").await,
+        7
+    );
+    assert_eq!(
+        w.count("select count(*) from crm_activities where tenant_id = $1 and contact_id is not null")
+            .await,
+        250
+    );
+
+    // Two runs of one job at once (a duplicate delivery): one applies each chunk, the other stops.
+    let key = w.upload(people(1000, 1300)).await;
+    w.import(&key, "contacts", "create", Value::Null).await;
+    let job = w.next_job().await;
+    let (a, b) = (w.worker(25), w.worker(25));
+    let (ra, rb) = tokio::join!(a.run(&job, None), b.run(&job, None));
+    ra.unwrap();
+    rb.unwrap();
+    assert_eq!(
+        w.count("select count(*) from crm_contacts where tenant_id = $1").await,
+        550
+    );
+    let r = w.get(&format!("/crm/imports/{}", job.id), "").await;
+    assert_eq!(
+        (&r.json["status"], &r.json["created"]),
+        (&json!("completed"), &json!(300))
+    );
+
+    // A run that reaches its deadline stops between chunks and queues the job again.
+    let key = w.upload(people(2000, 2100)).await;
+    w.import(&key, "contacts", "skip", Value::Null).await;
+    let job = w.next_job().await;
+    let past = std::time::Instant::now();
+    w.worker(25).run(&job, Some(past)).await.unwrap();
+    let again = w.next_job().await;
+    assert_eq!(again, job);
+    w.worker(25).run(&again, None).await.unwrap();
+    assert_eq!(
+        w.count("select count(*) from crm_contacts where tenant_id = $1").await,
+        650
+    );
+}
+
+#[tokio::test]
+async fn the_plan_limit_fails_the_rows_past_it() {
+    let w = world().await;
+    // The free plan allows 500 contacts.
+    let key = w.upload(people(0, 520)).await;
+    let id = w.import(&key, "contacts", "skip", Value::Null).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let job = w.next_job().await;
+    w.worker(200).run(&job, None).await.unwrap();
+    let r = w.get(&format!("/crm/imports/{id}"), "").await;
+    assert_eq!(
+        (&r.json["created"], &r.json["failed"]),
+        (&json!(500), &json!(20)),
+        "{}",
+        r.json
+    );
+    assert!(
+        r.json["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("allows 500 contacts")
+    );
+    assert_eq!(
+        w.count("select count(*) from crm_contacts where tenant_id = $1").await,
+        500
+    );
+}
+
+#[tokio::test]
+async fn companies_dedupe_by_domain_then_by_name() {
+    let w = world().await;
+    let r = w
+        .post(
+            "/crm/companies",
+            json!({"name": "Acme", "domain": "acme.test", "tags": ["a"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let file = b"Company Name,Website,Industry,Tags\n\
+        Acme Corp,https://www.acme.test/,Rockets,b\n\
+        Globex,,Energy,\n\
+        globex,,Utilities,c\n\
+        Initech,initech.test,Software,\n\
+        Bad,not a domain,,\n"
+        .to_vec();
+    let key = w.upload(file).await;
+    let id = w.import(&key, "companies", "update", Value::Null).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let job = w.next_job().await;
+    w.worker(100).run(&job, None).await.unwrap();
+    let r = w.get(&format!("/crm/imports/{id}"), "").await;
+    assert_eq!(
+        (&r.json["created"], &r.json["updated"], &r.json["failed"]),
+        (&json!(2), &json!(2), &json!(1)),
+        "{}",
+        r.json
+    );
+    let list = w.get("/crm/companies", "limit=100&sort=name").await;
+    let names: Vec<(&str, &str)> = list.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["industry"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("Acme Corp", "Rockets"),
+            ("globex", "Utilities"),
+            ("Initech", "Software")
+        ]
+    );
+    let acme = &list.json["items"][0];
+    assert_eq!(acme["domain"], "acme.test");
+    assert_eq!(acme["tags"], json!(["a", "b"]));
+}
+
+#[tokio::test]
+async fn exports_guard_formulas_follow_the_list_filters_and_import_back() {
+    let w = world().await;
+    w.post(
+        "/crm/custom-fields",
+        json!({"entity": "contact", "key": "seats", "label": "Seats", "type": "number"}),
+    )
+    .await;
+    let tricky = [
+        json!({"first_name": "=cmd|' /C calc'!A0", "last_name": "Eve", "email": "eve@example.com",
+               "phone": "+49 30 1234567", "title": "-Director", "notes": "@SUM(A1)\nsecond line",
+               "tags": ["vip"], "custom": {"seats": -3}}),
+        json!({"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com", "tags": ["vip", "x"],
+               "address": {"city": "London", "country": "GB"}, "custom": {"seats": 12.5}}),
+        json!({"first_name": "Plain", "email": "plain@example.com", "tags": ["other"]}),
+    ];
+    for body in &tricky {
+        let r = w.post("/crm/contacts", body.clone()).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    for (filters, field) in [
+        (json!({"sort": "shoe_size"}), "filters.sort"),
+        (json!({"limit": 5}), "filters.limit"),
+        (json!({"nope": 1}), "filters"),
+        (json!({"custom": "{\"unknown\": 1}"}), "filters.custom.unknown"),
+    ] {
+        let r = w
+            .post("/crm/exports", json!({"entity": "contacts", "filters": filters}))
+            .await;
+        assert_eq!(r.status, 422, "{filters}: {}", r.text);
+        assert!(r.error_fields().iter().any(|f| f == field), "{filters}: {}", r.text);
+    }
+    assert_eq!(
+        w.count("select count(*) from crm_exports where tenant_id = $1").await,
+        0
+    );
+
+    let r = w
+        .post(
+            "/crm/exports",
+            json!({"entity": "contacts", "filters": {"tag": "vip", "sort": "email"}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["status"], "queued");
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        w.get(&format!("/crm/exports/{id}"), "").await.json["download_url"],
+        Value::Null
+    );
+    let job = w.next_job().await;
+    w.worker(100).run(&job, None).await.unwrap();
+    let r = w.get(&format!("/crm/exports/{id}"), "").await;
+    assert_eq!(
+        (&r.json["status"], &r.json["rows"]),
+        (&json!("completed"), &json!(2)),
+        "{}",
+        r.json
+    );
+    let text = download(r.json["download_url"].as_str().unwrap()).await;
+    let rows = csv_rows(&text);
+    let header = &rows[0];
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    assert!(header.contains(&"custom.seats".to_owned()));
+    assert_eq!(rows.len(), 3);
+    let ada = &rows[1];
+    let eve = &rows[2];
+    assert_eq!(ada[col("email")], "ada@example.com");
+    assert_eq!(ada[col("tags")], "vip; x");
+    assert_eq!(ada[col("address.city")], "London");
+    assert_eq!(ada[col("custom.seats")], "12.5");
+    assert_eq!(eve[col("first_name")], "'=cmd|' /C calc'!A0");
+    assert_eq!(eve[col("phone")], "'+49 30 1234567");
+    assert_eq!(eve[col("title")], "'-Director");
+    assert_eq!(eve[col("notes")], "'@SUM(A1)\nsecond line");
+    assert_eq!(eve[col("custom.seats")], "-3", "a plain number is not a formula");
+
+    // The file imports back as it is (into another tenant).
+    let other = w.app.user("other").await;
+    let other_tenant = w.app.tenant(&other).await;
+    let r = w
+        .post_as(
+            &other,
+            other_tenant,
+            "/crm/custom-fields",
+            json!({"entity": "contact", "key": "seats", "label": "Seats", "type": "number"}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let key = w.upload_as(&other, other_tenant, text.into_bytes()).await;
+    let r = w
+        .post_as(
+            &other,
+            other_tenant,
+            "/crm/imports",
+            json!({"entity": "contacts", "upload_key": key}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let job = w.next_job().await;
+    w.worker(100).run(&job, None).await.unwrap();
+    let list = get("/crm/contacts")
+        .bearer(&other.token)
+        .tenant(other_tenant)
+        .query("sort=email")
+        .send(&w.api)
+        .await;
+    let items = list.json["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{}", list.text);
+    for (item, original) in items.iter().zip([&tricky[1], &tricky[0]]) {
+        for field in ["first_name", "email", "tags", "custom"] {
+            assert_eq!(item[field], original[field], "{field}");
+        }
+    }
+    assert_eq!(items[1]["notes"], "@SUM(A1)\nsecond line");
+    assert_eq!(items[1]["phone"], "+49 30 1234567");
+    assert_eq!(items[0]["address"]["city"], "London");
+
+    // Isolation: the other tenant's ids answer 404, its upload keys are not this tenant's.
+    let theirs = get(&format!("/crm/exports/{id}"))
+        .bearer(&other.token)
+        .tenant(other_tenant)
+        .send(&w.api)
+        .await;
+    assert_eq!(theirs.status, 404);
+    let their_import = get(&format!("/crm/imports/{}", job.id))
+        .bearer(&w.owner.token)
+        .tenant(w.tenant)
+        .send(&w.api)
+        .await;
+    assert_eq!(their_import.status, 404);
+    let r = w
+        .post("/crm/imports", json!({"entity": "contacts", "upload_key": key}))
+        .await;
+    assert_eq!(r.status, 422);
+    assert_eq!(r.error_fields(), ["upload_key"]);
+}
+
+#[tokio::test]
+async fn bad_uploads_and_mappings_answer_422_and_record_nothing() {
+    let w = world().await;
+    for size in [0u64, 200 * 1024 * 1024] {
+        let r = w.post("/crm/imports/uploads", json!({"size": size})).await;
+        assert_eq!(r.status, 422, "{}", r.text);
+    }
+    let never = format!("imports/{}/{}.csv", w.tenant, Uuid::now_v7());
+    let utf16 = w.upload(b"\xFF\xFEE\x00m\x00a\x00i\x00l\x00\n\x00".to_vec()).await;
+    let latin = w.upload(b"Pr\xe9nom,Email\nRen\xe9,r@example.com\n".to_vec()).await;
+    let good = w.upload(b"Email,Name\na@example.com,A\n".to_vec()).await;
+    let empty_header = w.upload(b"\n\n".to_vec()).await;
+    for (body, code) in [
+        (json!({"entity": "contacts", "upload_key": never}), "not_uploaded"),
+        (
+            json!({"entity": "contacts", "upload_key": "imports/x/y.csv"}),
+            "unknown_upload",
+        ),
+        (json!({"entity": "contacts", "upload_key": utf16}), "wrong_encoding"),
+        (json!({"entity": "contacts", "upload_key": latin}), "wrong_encoding"),
+        (json!({"entity": "contacts", "upload_key": empty_header}), "no_header"),
+        (
+            json!({"entity": "contacts", "upload_key": good, "mapping": {"Mail": "email"}}),
+            "unknown_column",
+        ),
+        (
+            json!({"entity": "contacts", "upload_key": good, "mapping": {"Email": "shoe"}}),
+            "unknown_field",
+        ),
+        (
+            json!({"entity": "contacts", "upload_key": good, "mapping": {"Email": null, "Name": null}}),
+            "required",
+        ),
+        (
+            json!({"entity": "companies", "upload_key": good, "mapping": {"Name": "phone"}}),
+            "required",
+        ),
+    ] {
+        let r = w.post("/crm/imports", body.clone()).await;
+        assert_eq!(r.status, 422, "{body}: {}", r.text);
+        let codes: Vec<&str> = r.json["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["code"].as_str().unwrap())
+            .collect();
+        assert!(codes.contains(&code), "{body}: {}", r.text);
+    }
+    assert_eq!(
+        w.count("select count(*) from crm_imports where tenant_id = $1").await,
+        0
+    );
+    // A viewer reads imports but starts none.
+    let viewer = w.app.user("viewer").await;
+    w.app.add_member(w.tenant, &viewer, shared::domain::Role::Viewer).await;
+    let r = w
+        .post_as(
+            &viewer,
+            w.tenant,
+            "/crm/imports",
+            json!({"entity": "contacts", "upload_key": good}),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+}
+
+#[tokio::test]
+async fn the_sweep_queues_jobs_whose_message_was_lost() {
+    let w = world().await;
+    let key = w.upload(people(0, 10)).await;
+    let id = w.import(&key, "contacts", "skip", Value::Null).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let _lost = w.next_job().await;
+    let worker = w.worker(100);
+    assert_eq!(worker.sweep().await.unwrap(), 0, "a fresh job is not stalled");
+    sqlx::query("update crm_imports set updated_at = now() - interval '11 minutes' where id = $1::uuid")
+        .bind(&id)
+        .execute(&w.app.db.owner)
+        .await
+        .unwrap();
+    assert!(worker.sweep().await.unwrap() >= 1);
+    let job = w.next_job().await;
+    assert_eq!(job.id.to_string(), id);
+    worker.run(&job, None).await.unwrap();
+    let r = w.get(&format!("/crm/imports/{id}"), "").await;
+    assert_eq!(
+        (&r.json["status"], &r.json["created"]),
+        (&json!("completed"), &json!(10))
+    );
+}

@@ -1,0 +1,160 @@
+//! The bucket and queue of CRM imports and exports: presigned uploads and downloads, reading an
+//! uploaded file (its head, or the rest from an offset), writing an export, queueing a job.
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::config::{ConfigError, Env};
+use crate::services::crm::imports::{FileHead, HEAD_BYTES};
+use crate::services::crm::jobs::JobMessage;
+
+/// How long a presigned upload or download link works.
+pub const LINK_TTL: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Clone)]
+pub struct CrmFiles {
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    /// `CRM_FILES_BUCKET`.
+    pub bucket: String,
+    /// `CRM_JOBS_QUEUE_URL`.
+    pub queue_url: String,
+}
+
+/// A presigned request: the method, URL and headers to send, until `expires_at`.
+pub struct Presigned {
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl CrmFiles {
+    pub fn new(aws: &aws_config::SdkConfig, env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            s3: super::aws::s3(aws),
+            sqs: super::aws::sqs(aws),
+            bucket: env.required("CRM_FILES_BUCKET")?,
+            queue_url: env.required("CRM_JOBS_QUEUE_URL")?,
+        })
+    }
+
+    fn config() -> anyhow::Result<PresigningConfig> {
+        Ok(PresigningConfig::expires_in(LINK_TTL)?)
+    }
+
+    fn expires_at() -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::seconds(i64::try_from(LINK_TTL.as_secs()).unwrap_or(900))
+    }
+
+    /// A PUT of exactly `size` bytes of CSV to `key`.
+    pub async fn presign_upload(&self, key: &str, size: u64) -> anyhow::Result<Presigned> {
+        let request = self
+            .s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("text/csv")
+            .content_length(i64::try_from(size)?)
+            .presigned(Self::config()?)
+            .await?;
+        // What the client must send besides the body: the signed headers, less those a browser
+        // sets itself (Host, Content-Length: it matches when the file has the declared size).
+        let mut headers: BTreeMap<String, String> = request
+            .headers()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case("host") && !k.eq_ignore_ascii_case("content-length"))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+            .collect();
+        headers.insert("content-type".to_owned(), "text/csv".to_owned());
+        Ok(Presigned {
+            url: request.uri().to_owned(),
+            headers,
+            expires_at: Self::expires_at(),
+        })
+    }
+
+    /// A GET of `key` that saves as `file_name`.
+    pub async fn presign_download(&self, key: &str, file_name: &str) -> anyhow::Result<String> {
+        let request = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .response_content_disposition(format!("attachment; filename=\"{file_name}\""))
+            .response_content_type("text/csv; charset=utf-8")
+            .presigned(Self::config()?)
+            .await?;
+        Ok(request.uri().to_owned())
+    }
+
+    /// The object's size and first 64 KiB; `None` when nothing was uploaded under `key`.
+    pub async fn head(&self, key: &str) -> anyhow::Result<Option<FileHead>> {
+        let head = match self.s3.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(head) => head,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let size = u64::try_from(head.content_length().unwrap_or_default()).unwrap_or_default();
+        if size == 0 {
+            return Ok(Some(FileHead {
+                size,
+                bytes: Vec::new(),
+            }));
+        }
+        let bytes = self.read_range(key, &format!("bytes=0-{}", HEAD_BYTES - 1)).await?;
+        Ok(bytes.map(|bytes| FileHead { size, bytes }))
+    }
+
+    /// The object from `offset` to its end; `None` when it is gone.
+    pub async fn read_from(&self, key: &str, offset: u64) -> anyhow::Result<Option<Vec<u8>>> {
+        let head = match self.s3.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(head) => head,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let size = u64::try_from(head.content_length().unwrap_or_default()).unwrap_or_default();
+        if offset >= size {
+            return Ok(Some(Vec::new()));
+        }
+        self.read_range(key, &format!("bytes={offset}-")).await
+    }
+
+    async fn read_range(&self, key: &str, range: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        match self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(range)
+            .send()
+            .await
+        {
+            Ok(object) => Ok(Some(object.body.collect().await?.into_bytes().to_vec())),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn put_csv(&self, key: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("text/csv; charset=utf-8")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    pub async fn enqueue(&self, message: &JobMessage) -> anyhow::Result<()> {
+        self.sqs
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(serde_json::to_string(message)?)
+            .send()
+            .await?;
+        Ok(())
+    }
+}
