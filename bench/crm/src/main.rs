@@ -5,6 +5,7 @@
 //! Goal: handler <= 2x the raw SQL.
 //!
 //! Usage: cargo run --release -p bench-crm [-- CONTACTS]   (default 100000)
+//!        cargo run --release -p bench-crm -- import [ROWS]   (import rows/s; see import.rs)
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
@@ -123,8 +124,15 @@ fn percentile(samples: &mut [Duration], p: f64) -> f64 {
     samples[i].as_secs_f64() * 1000.0
 }
 
+mod import;
+
 #[tokio::main]
 async fn main() {
+    if std::env::args().nth(1).as_deref() == Some("import") {
+        let rows = std::env::args().nth(2).and_then(|n| n.parse().ok()).unwrap_or(100_000);
+        import::run(rows).await;
+        return;
+    }
     let contacts: i64 = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(100_000);
     println!(
         "CRM benchmark, {contacts} contacts, 5000 companies, {}",
