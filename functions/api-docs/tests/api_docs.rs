@@ -4,9 +4,9 @@
 use serde_json::Value;
 use testkit::{TestDb, get};
 
-/// Every HTTP function's document, merged, with links. A new function adds itself here.
-fn document() -> String {
-    api_docs::document_json([
+/// Every HTTP function's document. A new function adds itself here.
+fn documents() -> Vec<utoipa::openapi::OpenApi> {
+    vec![
         settings::openapi(),
         billing::openapi(),
         analytics_collect::openapi(),
@@ -15,7 +15,27 @@ fn document() -> String {
         crm_deals::openapi(),
         stripe_webhook::openapi(),
         api_docs::openapi(),
-    ])
+    ]
+}
+
+/// The documents merged, with links.
+fn document() -> String {
+    api_docs::document_json(documents())
+}
+
+/// Two functions' schemas of one name would merge into one (the later wins silently), and the
+/// other function's responses would be checked against the wrong shape.
+#[test]
+fn no_two_functions_define_a_schema_of_the_same_name_differently() {
+    let mut seen: std::collections::BTreeMap<String, Value> = std::collections::BTreeMap::new();
+    for doc in documents() {
+        let doc = serde_json::to_value(doc).unwrap();
+        for (name, schema) in doc["components"]["schemas"].as_object().into_iter().flatten() {
+            if let Some(before) = seen.insert(name.clone(), schema.clone()) {
+                assert_eq!(&before, schema, "two different schemas are named {name}: rename one");
+            }
+        }
+    }
 }
 
 const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi.json");

@@ -137,7 +137,7 @@ pub struct FileHead {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Column {
+pub struct ImportColumn {
     pub header: String,
     /// The field it fills; `null`: ignored.
     pub field: Option<String>,
@@ -160,7 +160,7 @@ pub struct Import {
     pub file_name: Option<String>,
     pub status: JobStatus,
     pub dedupe: Dedupe,
-    pub columns: Vec<Column>,
+    pub columns: Vec<ImportColumn>,
     /// Data rows in the file (known once the worker has read it).
     pub rows_total: Option<i64>,
     pub rows_done: i64,
@@ -220,7 +220,7 @@ impl ImportRow {
             .header
             .iter()
             .enumerate()
-            .map(|(i, h)| Column {
+            .map(|(i, h)| ImportColumn {
                 header: h.clone(),
                 field: self.mapping.0.get(i).cloned().flatten(),
             })
