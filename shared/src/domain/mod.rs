@@ -1,4 +1,5 @@
 //! Entities, newtypes that parse their input once, and the domain error.
+pub mod envelope;
 mod error;
 pub mod hll;
 pub mod page;
