@@ -13,6 +13,7 @@ fn documents() -> Vec<utoipa::openapi::OpenApi> {
         analytics_query::openapi(),
         crm_contacts::openapi(),
         crm_deals::openapi(),
+        connectors::openapi(),
         stripe_webhook::openapi(),
         api_docs::openapi(),
     ]

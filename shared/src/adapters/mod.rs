@@ -4,6 +4,8 @@ pub mod aws;
 #[cfg(all(feature = "s3", feature = "sqs"))]
 pub mod crm_files;
 pub mod jwt;
+#[cfg(feature = "kms")]
+pub mod kms;
 pub mod pg;
 #[cfg(feature = "redis")]
 pub mod redis;

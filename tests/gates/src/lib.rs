@@ -36,6 +36,11 @@ pub struct Function {
     pub factory: Factory,
     /// Where its sample bodies live: `events/<events_dir>/`.
     pub events_dir: &'static str,
+    /// Path parameters that name a catalog entry every tenant has its own of (a connector's
+    /// `kind`), not a resource of one tenant. As B in B's own tenant such a path answers B's
+    /// own entry: it must show nothing of A's (the factory's `_marker` value) and change
+    /// nothing of A's; naming A's tenant it answers 404 like any other.
+    pub keys: &'static [&'static str],
 }
 
 /// An operation of the document with its declared access and owning function.
@@ -290,7 +295,19 @@ pub async fn isolation_sweep(world: &World, functions: &[Function], ops: &[Opera
                 continue;
             }
         };
-        a_ids.extend(params.values().cloned());
+        let keyed = op
+            .params()
+            .iter()
+            .all(|p| functions[op.function].keys.contains(&p.as_str()));
+        if !keyed {
+            a_ids.extend(
+                params
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with('_'))
+                    .map(|(_, v)| v.clone()),
+            );
+        }
+        let marker = params.get("_marker").cloned();
         let body = match sample_body(&functions[op.function], op) {
             Ok(b) => b,
             Err(e) => {
@@ -305,6 +322,9 @@ pub async fn isolation_sweep(world: &World, functions: &[Function], ops: &[Opera
             let r = world.call(op, &path, &world.b.owner, tenant, body.as_ref()).await;
             report.calls += 1;
             let ok = match op.access {
+                Access::Tenant(_) if keyed && tenant == world.b.id => {
+                    !r.status.is_server_error() && marker.as_deref().is_some_and(|m| !r.text.contains(m))
+                }
                 Access::Tenant(_) => r.status == 404,
                 // A capability in the path (an invitation token) is not B's to use.
                 _ => !r.status.is_success() && !r.status.is_server_error(),

@@ -136,6 +136,7 @@ fn function(broken: bool) -> Function {
         },
         factory: factory as Factory,
         events_dir: "demo",
+        keys: &[],
     }
 }
 

@@ -181,6 +181,45 @@ fn crm_contacts_router(app: &TestApp) -> axum::Router {
     )
 }
 
+/// `connectors` with the local stack's settings: a test key, private addresses allowed (the
+/// factory's store is on 127.0.0.1), no provider overrides.
+fn connectors_router(app: &TestApp) -> axum::Router {
+    let service = shared::services::connectors::Connectors {
+        db: app.db.app.clone(),
+        keys: shared::services::connectors::Keys::Local(
+            shared::domain::envelope::LocalKek::from_hex(&"5a".repeat(32)).unwrap(),
+        ),
+        http: reqwest::Client::new(),
+        bases: std::collections::HashMap::new(),
+        allow_private: true,
+    };
+    connectors::router(app.core.clone(), service)
+}
+
+/// Tenant A's Shopify connector; `_marker` is in its settings, for the check that B's own
+/// view of the kind shows nothing of A's.
+fn connectors_factory<'a>(w: &'a World, path: &'a str) -> Pin<Box<dyn Future<Output = Option<Params>> + 'a>> {
+    Box::pin(async move {
+        if !path.starts_with("/connectors/{kind}") {
+            return None;
+        }
+        let marker = format!("m{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+        let body = json!({"store_url": format!("http://127.0.0.1:9/{marker}"), "access_token": "shpat_victim00000000"});
+        let r = w
+            .api(
+                "connectors",
+                w.as_a(testkit::req(http::Method::PUT, "/connectors/shopify"))
+                    .json(body),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        Some(Params::from([
+            ("kind".to_owned(), "shopify".to_owned()),
+            ("_marker".to_owned(), marker),
+        ]))
+    })
+}
+
 /// `billing` against a stub Stripe that answers every call with a session-like object: the
 /// sweeps check auth, roles and isolation, not Stripe (tests/billing.rs fakes its contract).
 fn billing_router(app: &TestApp) -> axum::Router {
@@ -207,6 +246,7 @@ fn functions() -> Vec<Function> {
             router: |app: &TestApp| settings::router(app.core.clone()),
             factory: settings_factory as Factory,
             events_dir: "settings",
+            keys: &[],
         },
         Function {
             name: "api-docs",
@@ -214,6 +254,7 @@ fn functions() -> Vec<Function> {
             router: |app: &TestApp| api_docs::router(api_docs::DocsState { db: app.db.app.clone() }),
             factory: no_ids as Factory,
             events_dir: "api-docs",
+            keys: &[],
         },
         Function {
             name: "billing",
@@ -221,6 +262,7 @@ fn functions() -> Vec<Function> {
             router: billing_router,
             factory: no_ids as Factory,
             events_dir: "billing",
+            keys: &[],
         },
         Function {
             name: "analytics-collect",
@@ -232,6 +274,7 @@ fn functions() -> Vec<Function> {
             },
             factory: no_ids as Factory,
             events_dir: "analytics-collect",
+            keys: &[],
         },
         Function {
             name: "analytics-query",
@@ -239,6 +282,7 @@ fn functions() -> Vec<Function> {
             router: |app: &TestApp| analytics_query::router(app.core.clone()),
             factory: no_ids as Factory,
             events_dir: "analytics-query",
+            keys: &[],
         },
         Function {
             name: "crm-contacts",
@@ -246,6 +290,15 @@ fn functions() -> Vec<Function> {
             router: crm_contacts_router,
             factory: crm_factory as Factory,
             events_dir: "crm-contacts",
+            keys: &[],
+        },
+        Function {
+            name: "connectors",
+            routes: connectors::ROUTES,
+            router: connectors_router,
+            factory: connectors_factory as Factory,
+            events_dir: "connectors",
+            keys: &["kind"],
         },
         Function {
             name: "crm-deals",
@@ -253,6 +306,7 @@ fn functions() -> Vec<Function> {
             router: |app: &TestApp| crm_deals::router(app.core.clone()),
             factory: deals_factory as Factory,
             events_dir: "crm-deals",
+            keys: &[],
         },
         Function {
             name: "stripe-webhook",
@@ -260,6 +314,7 @@ fn functions() -> Vec<Function> {
             router: stripe_webhook_router,
             factory: no_ids as Factory,
             events_dir: "stripe-webhook",
+            keys: &[],
         },
     ]
 }

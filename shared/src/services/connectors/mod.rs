@@ -22,10 +22,13 @@ use crate::domain::{DomainError, FieldError, Scope};
 /// How long a provider call may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The key-encryption key of connector secrets.
+/// The key-encryption key of connector secrets: a KMS key in AWS (`CONNECTOR_KMS_KEY_ID`), a
+/// local key file in the local stack (`CONNECTOR_LOCAL_KEY_FILE`).
 #[derive(Clone)]
 pub enum Keys {
     Local(LocalKek),
+    #[cfg(feature = "kms")]
+    Kms(crate::adapters::kms::KmsKek),
 }
 
 impl Keys {
@@ -35,6 +38,8 @@ impl Keys {
                 let (key, wrapped) = kek.new_data_key()?;
                 Ok((key, wrapped, kek.key_ref.clone()))
             }
+            #[cfg(feature = "kms")]
+            Keys::Kms(kms) => kms.new_data_key().await,
         }
     }
 
@@ -45,6 +50,8 @@ impl Keys {
                 "sealed under {}, not the configured local key",
                 sealed.key_ref
             ))),
+            #[cfg(feature = "kms")]
+            Keys::Kms(kms) => kms.unwrap_key(sealed).await,
         }
     }
 }
@@ -59,6 +66,27 @@ pub struct Connectors {
     pub http: reqwest::Client,
     pub bases: HashMap<Kind, String>,
     pub allow_private: bool,
+}
+
+impl Connectors {
+    /// `CONNECTOR_BASE_URLS` (provider API overrides), `CONNECTORS_ALLOW_PRIVATE_NETWORKS`
+    /// (`true` switches the SSRF guard off: refused unless `STAGE` is unset or `local`).
+    pub fn from_env(db: PgPool, keys: Keys, env: &crate::config::Env) -> anyhow::Result<Self> {
+        let bases = parse_bases(&env.optional("CONNECTOR_BASE_URLS").unwrap_or_default())
+            .map_err(|e| anyhow::anyhow!("CONNECTOR_BASE_URLS: {e}"))?;
+        let allow_private = env.optional("CONNECTORS_ALLOW_PRIVATE_NETWORKS").as_deref() == Some("true");
+        let stage = env.optional("STAGE").unwrap_or_else(|| "local".to_owned());
+        if allow_private && stage != "local" {
+            anyhow::bail!("CONNECTORS_ALLOW_PRIVATE_NETWORKS=true is for the local stack only (STAGE is {stage})");
+        }
+        Ok(Self {
+            db,
+            keys,
+            http: reqwest::Client::builder().timeout(CALL_TIMEOUT).build()?,
+            bases,
+            allow_private,
+        })
+    }
 }
 
 /// `CONNECTOR_BASE_URLS`: `kind=url,kind=url` (the local stack's and tests' fakes).
