@@ -356,7 +356,10 @@ async fn create_import(
 ) -> Result<Response, ApiError> {
     let key = idem.with_request("POST /crm/imports", &body.raw)?;
     let upload_key = imports::own_upload_key(&ctx.scope, &body.value.upload_key)?;
-    let head = state.files.head(upload_key).await.map_err(storage)?;
+    let head = match state.files.copy_for_job(upload_key).await.map_err(storage)? {
+        Some(job_key) => state.files.head(&job_key).await.map_err(storage)?,
+        None => None,
+    };
     let outcome = imports::create(&state.core.db, &ctx.scope, body.value, head, key.as_ref()).await?;
     if let Created::Fresh(import) = &outcome {
         enqueue(&state.files, JobKind::Import, ctx.scope.tenant_id(), import.id).await;

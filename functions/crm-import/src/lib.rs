@@ -119,6 +119,9 @@ impl Worker {
                 tracing::info!(import = %job.id, "import paused before the deadline; queued again");
             }
             RunOutcome::Superseded => tracing::info!(import = %job.id, "another run is further; this one stopped"),
+            RunOutcome::GaveUp => {
+                tracing::error!(alert = "crm_import_given_up", import = %job.id, "import given up after runs without progress");
+            }
         }
         Ok(())
     }

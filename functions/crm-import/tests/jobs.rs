@@ -758,3 +758,84 @@ async fn the_sweep_queues_jobs_whose_message_was_lost() {
         (&json!("completed"), &json!(10))
     );
 }
+
+#[tokio::test]
+async fn a_nul_byte_fails_its_row_not_the_import_and_a_second_put_changes_nothing() {
+    let w = world().await;
+    let file = b"first_name,last_name,email\nAda,Love\0lace,ada@example.com\nGrace,Hopper,grace@example.com\n".to_vec();
+    let key = w.upload(file).await;
+    let id = w.import(&key, "contacts", "skip", Value::Null).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The upload's URL is still valid: a second PUT to its key must not change what is imported.
+    w.files
+        .s3
+        .put_object()
+        .bucket(&w.files.bucket)
+        .key(&key)
+        .body(
+            b"first_name,last_name,email\nMallory,Evil,mallory@example.com\n"
+                .to_vec()
+                .into(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let job = w.next_job().await;
+    w.worker(10).run(&job, None).await.unwrap();
+    let r = w.get(&format!("/crm/imports/{id}"), "").await;
+    assert_eq!(
+        (&r.json["status"], &r.json["created"], &r.json["failed"]),
+        (&json!("completed"), &json!(1), &json!(1)),
+        "{}",
+        r.json
+    );
+    assert_eq!(r.json["errors"][0]["fields"], "last_name");
+    let errors = csv_rows(&download(r.json["errors_url"].as_str().unwrap()).await);
+    assert!(errors[1][4].contains("Love\u{FFFD}lace"), "{errors:?}");
+    let list = w.get("/crm/contacts", "").await;
+    assert_eq!(list.json["items"][0]["email"], "grace@example.com");
+
+    // A header with NUL bytes (UTF-16 without its byte order mark) is refused up front.
+    let utf16 = w.upload(b"E\0m\0a\0i\0l\0\n\0".to_vec()).await;
+    let r = w
+        .post("/crm/imports", json!({"entity": "contacts", "upload_key": utf16}))
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.json["errors"][0]["code"], "wrong_encoding");
+}
+
+#[tokio::test]
+async fn an_import_that_never_progresses_is_given_up_after_five_runs() {
+    let w = world().await;
+    let key = w.upload(people(0, 30)).await;
+    let id = w.import(&key, "contacts", "skip", Value::Null).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let job = w.next_job().await;
+    // The first chunk commits; then every run dies in the next one.
+    let mut first = w.worker(10);
+    first.options.crash_in_chunk = Some(1);
+    assert!(first.run(&job, None).await.is_err());
+    let mut dying = w.worker(10);
+    dying.options.crash_in_chunk = Some(0);
+    for _ in 0..4 {
+        assert!(dying.run(&job, None).await.is_err());
+    }
+    // Four runs without progress after a chunk: not given up yet (progress reset the count).
+    assert_eq!(w.get(&format!("/crm/imports/{id}"), "").await.json["status"], "running");
+    assert!(dying.run(&job, None).await.is_err());
+    dying.run(&job, None).await.unwrap();
+    let r = w.get(&format!("/crm/imports/{id}"), "").await;
+    assert_eq!(r.json["status"], "failed", "{}", r.json);
+    assert!(r.json["error"].as_str().unwrap().contains("row 11"), "{}", r.json);
+    assert_eq!(r.json["created"], 10);
+    // Given up is final: the sweep leaves it, another delivery does nothing.
+    w.worker(10).run(&job, None).await.unwrap();
+    assert_eq!(
+        w.count("select count(*) from crm_contacts where tenant_id = $1").await,
+        10
+    );
+}

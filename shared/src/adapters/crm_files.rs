@@ -88,6 +88,33 @@ impl CrmFiles {
         Ok(request.uri().to_owned())
     }
 
+    /// Copies an upload to a key of its own for the job (`imports/<tenant>/jobs/<id>.csv`): the
+    /// upload's presigned URL stays valid for a while, and a second PUT must not change a file
+    /// an import is reading by offsets. `None` when nothing was uploaded under `upload_key`.
+    pub async fn copy_for_job(&self, upload_key: &str) -> anyhow::Result<Option<String>> {
+        let prefix = upload_key.rsplit_once('/').map(|(p, _)| p).unwrap_or_default();
+        let job_key = format!("{prefix}/jobs/{}.csv", uuid::Uuid::now_v7());
+        match self
+            .s3
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(&job_key)
+            .copy_source(format!("{}/{upload_key}", self.bucket))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(Some(job_key)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.meta().code() == Some("NoSuchKey")) =>
+            {
+                Ok(None)
+            }
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The object's size and first 64 KiB; `None` when nothing was uploaded under `key`.
     pub async fn head(&self, key: &str) -> anyhow::Result<Option<FileHead>> {
         let head = match self.s3.head_object().bucket(&self.bucket).key(key).send().await {
@@ -98,12 +125,17 @@ impl CrmFiles {
         let size = u64::try_from(head.content_length().unwrap_or_default()).unwrap_or_default();
         if size == 0 {
             return Ok(Some(FileHead {
+                object_key: key.to_owned(),
                 size,
                 bytes: Vec::new(),
             }));
         }
         let bytes = self.read_range(key, &format!("bytes=0-{}", HEAD_BYTES - 1)).await?;
-        Ok(bytes.map(|bytes| FileHead { size, bytes }))
+        Ok(bytes.map(|bytes| FileHead {
+            object_key: key.to_owned(),
+            size,
+            bytes,
+        }))
     }
 
     /// The object from `offset` to its end; `None` when it is gone.

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::companies::{self, CompanyListParams};
 use super::contacts::{self, ContactListParams};
 use super::fields::{self, CustomField};
-use super::imports::{JobStatus, worker_scope};
+use super::imports::{JobStatus, MAX_ATTEMPTS, worker_scope};
 use super::input::Address;
 use super::table::{self, TableEntity};
 use crate::adapters::pg;
@@ -67,10 +67,11 @@ pub struct ExportRow {
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    pub attempts: i32,
 }
 
-const COLUMNS: &str =
-    "id, tenant_id, entity, filters, status, rows, bytes, object_key, error, created_by, created_at, finished_at";
+const COLUMNS: &str = "id, tenant_id, entity, filters, status, rows, bytes, object_key, error, created_by, created_at, \
+    finished_at, attempts";
 
 impl ExportRow {
     pub fn view(self) -> Export {
@@ -198,13 +199,28 @@ pub async fn get(pool: &PgPool, scope: &Scope, id: Uuid) -> Result<ExportRow, Do
 pub async fn load(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<Option<ExportRow>, DomainError> {
     let scope = worker_scope(tenant_id, "", format!("export:{id}"));
     let mut tx = pg::begin(pool, &scope).await?;
+    // Every run counts (in its own commit); after MAX_ATTEMPTS the export is given up.
     let row: Option<ExportRow> = sqlx::query_as(&format!(
-        "update crm_exports set status = 'running', updated_at = now() \
+        "update crm_exports set status = 'running', attempts = attempts + 1, updated_at = now() \
          where id = $1 and status in ('queued', 'running') returning {COLUMNS}"
     ))
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
+    let row = match row {
+        Some(row) if row.attempts > MAX_ATTEMPTS => {
+            sqlx::query(
+                "update crm_exports set status = 'failed', finished_at = now(), \
+                 error = 'stopped after ' || $2 || ' runs that could not write the file' where id = $1",
+            )
+            .bind(id)
+            .bind(MAX_ATTEMPTS)
+            .execute(&mut *tx)
+            .await?;
+            None
+        }
+        other => other,
+    };
     tx.commit().await?;
     Ok(row)
 }
@@ -243,7 +259,7 @@ struct Sheet {
 
 impl Sheet {
     fn new(header: &[String]) -> Result<Self, DomainError> {
-        let mut out = csv::Writer::from_writer(Vec::new());
+        let mut out = table::writer();
         out.write_record(header).map_err(csv_error)?;
         Ok(Self { out, rows: 0 })
     }

@@ -132,6 +132,8 @@ pub struct NewImport {
 
 /// The start of the uploaded file, as the bucket gave it.
 pub struct FileHead {
+    /// The object the job reads (the upload's copy of its own).
+    pub object_key: String,
     pub size: u64,
     pub bytes: Vec<u8>,
 }
@@ -339,6 +341,12 @@ pub fn parse_header(head: &FileHead) -> Result<Header, DomainError> {
                 "the header row is not UTF-8 text; save the file as \"CSV UTF-8\" and upload it again",
             )
         })?;
+    if columns.iter().any(|c| c.contains('\0')) {
+        return Err(file_error(
+            "wrong_encoding",
+            "the header row holds NUL bytes: the file is probably UTF-16; save it as \"CSV UTF-8\" and upload it again",
+        ));
+    }
     Ok(Header {
         columns,
         data_offset: bom as u64 + end,
@@ -355,7 +363,7 @@ pub async fn create(
     idem: Option<&IdempotencyKey>,
 ) -> Result<Created<Import>, DomainError> {
     let tenant_id = scope.tenant_id().ok_or(DomainError::NotFound)?;
-    let key = own_upload_key(scope, &input.upload_key)?;
+    own_upload_key(scope, &input.upload_key)?;
     let file_name = match input.file_name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
         Some(name) => Some(
             Text::parse(name, 1, 255)
@@ -380,7 +388,7 @@ pub async fn create(
     .bind(Uuid::now_v7())
     .bind(tenant_id)
     .bind(input.entity)
-    .bind(key)
+    .bind(&head.object_key)
     .bind(file_name)
     .bind(&header.columns)
     .bind(Json(&mapping))
@@ -500,7 +508,12 @@ pub enum RunOutcome {
     Superseded,
     /// The deadline came first: what was done is committed; a new run continues from there.
     Paused,
+    /// Too many runs in a row made no progress: the job is marked failed.
+    GaveUp,
 }
+
+/// Runs in a row without a committed chunk before a job is given up.
+pub const MAX_ATTEMPTS: i32 = 5;
 
 /// One data row as read: its number, line, cells (or why they cannot be read), and the row's
 /// text as it was (shortened) for the errors file.
@@ -517,7 +530,8 @@ fn raw_text(record: &csv::ByteRecord) -> String {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&String::from_utf8_lossy(cell));
+        // Postgres text holds no NUL: shown as U+FFFD in the errors.
+        out.push_str(&String::from_utf8_lossy(cell).replace('\0', "\u{FFFD}"));
         if out.len() > RAW_KEEP * 4 {
             break;
         }
@@ -602,16 +616,36 @@ pub async fn run(pool: &PgPool, job: &ImportRow, data: &[u8], opts: RunOptions) 
     let scope = job.scope();
     let mut offset = job.byte_offset;
     {
+        // Counted in its own commit: a run that dies still counts. Every committed chunk
+        // resets it, so only runs that make no progress add up to giving up.
         let mut tx = pg::begin(pool, &scope).await?;
-        sqlx::query(
+        let attempts: Option<i32> = sqlx::query_scalar(
             "update crm_imports set status = 'running', started_at = coalesce(started_at, now()), \
-             rows_total = rows_done + $3, updated_at = now() where id = $1 and byte_offset = $2",
+             rows_total = rows_done + $3, attempts = attempts + 1, updated_at = now() \
+             where id = $1 and byte_offset = $2 and status in ('queued', 'running') returning attempts",
         )
         .bind(job.id)
         .bind(offset)
         .bind(count_rows(data))
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some(attempts) = attempts else {
+            return Ok(RunOutcome::Superseded);
+        };
+        if attempts > MAX_ATTEMPTS {
+            sqlx::query(
+                "update crm_imports set status = 'failed', finished_at = now(), error = $2 where id = $1",
+            )
+            .bind(job.id)
+            .bind(format!(
+                "stopped after {MAX_ATTEMPTS} runs in a row that could not apply row {}; the rows before it are imported",
+                job.rows_done + 1
+            ))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(RunOutcome::GaveUp);
+        }
         tx.commit().await?;
     }
     let mut reader = csv::ReaderBuilder::new()
@@ -717,7 +751,7 @@ pub async fn errors_csv(pool: &PgPool, job: &ImportRow) -> Result<Vec<u8>, Domai
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let mut out = csv::Writer::from_writer(Vec::new());
+    let mut out = table::writer();
     let csv_err = |e: csv::Error| DomainError::Internal(anyhow::Error::new(e).context("writing the errors CSV"));
     out.write_record(["row", "line", "fields", "error", "data"])
         .map_err(csv_err)?;
@@ -824,7 +858,8 @@ async fn apply_chunk(
     sqlx::query(
         "update crm_imports set byte_offset = $2, line_offset = $3, rows_done = rows_done + $4, \
          created_count = created_count + $5, updated_count = updated_count + $6, skipped_count = skipped_count + $7, \
-         failed_count = failed_count + $8, companies_created = companies_created + $9, updated_at = now() \
+         failed_count = failed_count + $8, companies_created = companies_created + $9, attempts = 0, \
+         updated_at = now() \
          where id = $1",
     )
     .bind(job.id)
@@ -1035,6 +1070,9 @@ async fn contacts_chunk(
         }
     }
 
+    // The contacts lock first (API creates take it too): no email can be taken between this
+    // lookup and the insert, and the plan's count holds.
+    entitlements::lock(tx, Limit::Contacts).await?;
     // Dedupe by email against the tenant's contacts and the chunk's earlier rows.
     let emails: Vec<Option<String>> = prepared
         .iter()
@@ -1060,7 +1098,6 @@ async fn contacts_chunk(
     // The plan's contact limit: rows past it fail, and so do updates of those rows.
     let inserts = outcomes.iter().filter(|o| matches!(o, Outcome::Insert)).count();
     if inserts > 0 {
-        entitlements::lock(tx, Limit::Contacts).await?;
         let plan = entitlements::plan(tx).await?;
         if let Some(allowed) = plan.limits.get(Limit::Contacts) {
             let used: i64 = sqlx::query_scalar("select count(*) from crm_contacts")
@@ -1101,22 +1138,28 @@ async fn contacts_chunk(
     }
 
     // Companies by name: linked when they exist, created when not.
-    let mut names: Vec<String> = prepared
+    // By the chunk's first spelling of each name; the database compares with its own lower().
+    let mut spellings: HashMap<String, &str> = HashMap::new();
+    for (p, _) in prepared
         .iter()
         .zip(&outcomes)
         .filter(|(_, o)| matches!(o, Outcome::Insert | Outcome::Update(_)))
-        .filter_map(|(p, _)| p.company.as_ref().map(|n| n.to_lowercase()))
-        .collect();
+    {
+        if let Some(name) = &p.company {
+            spellings.entry(name.to_lowercase()).or_insert(name);
+        }
+    }
+    let mut names: Vec<String> = spellings.keys().cloned().collect();
     names.sort();
-    names.dedup();
     let mut company_ids: HashMap<String, Uuid> = HashMap::new();
     let mut companies_created = 0;
     if !names.is_empty() {
+        let keys: Vec<String> = spellings.values().map(|raw| format!("n:{raw}")).collect();
         let found: Vec<(String, Uuid)> = sqlx::query_as("select substr(key, 3), id from app_crm_companies_by_key($1)")
-            .bind(names.iter().map(|n| format!("n:{n}")).collect::<Vec<_>>())
+            .bind(keys)
             .fetch_all(&mut **tx)
             .await?;
-        company_ids.extend(found);
+        company_ids.extend(found.into_iter().map(|(raw, id)| (raw.to_lowercase(), id)));
         let mut new: Vec<Value> = Vec::new();
         for p in &prepared {
             if let Some(name) = &p.company
@@ -1384,6 +1427,7 @@ mod tests {
 
     fn head(bytes: &[u8]) -> FileHead {
         FileHead {
+            object_key: "k".to_owned(),
             size: bytes.len() as u64,
             bytes: bytes.to_vec(),
         }
@@ -1415,6 +1459,7 @@ mod tests {
         }
         // A header cut off by the 64 KiB read.
         let long = FileHead {
+            object_key: "k".to_owned(),
             size: HEAD_BYTES * 2,
             bytes: vec![b'a'; HEAD_BYTES as usize],
         };

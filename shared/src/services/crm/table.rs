@@ -407,12 +407,18 @@ fn plain_number(s: &str) -> bool {
         && frac.is_none_or(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_digit()))
 }
 
+fn guarded(cell: &str) -> bool {
+    let start = cell.trim_start_matches(' ');
+    (start.starts_with(FORMULA_START) && !plain_number(start)) || start.starts_with('\'')
+}
+
 /// A cell as an export writes it: one that a spreadsheet would run as a formula (it starts,
 /// after any spaces, with `=`, `+`, `-`, `@`, a tab or a carriage return) gets a leading `'`,
-/// which spreadsheets show as text. Plain numbers (`-12.5`) stay as they are.
+/// which spreadsheets show as text; so does one that starts with `'` itself (else an import
+/// would take that `'` for a guard). Plain numbers (`-12.5`) stay as they are. The writers
+/// also quote every cell, so a spreadsheet that splits on `;` cannot start a cell mid-value.
 pub fn escape_cell(cell: &str) -> Cow<'_, str> {
-    let start = cell.trim_start_matches(' ');
-    if start.starts_with(FORMULA_START) && !plain_number(start) {
+    if guarded(cell) {
         Cow::Owned(format!("'{cell}"))
     } else {
         Cow::Borrowed(cell)
@@ -422,9 +428,16 @@ pub fn escape_cell(cell: &str) -> Cow<'_, str> {
 /// The inverse on import: a cell an export guarded loses its `'`.
 pub fn unescape_cell(cell: &str) -> Cow<'_, str> {
     match cell.strip_prefix('\'') {
-        Some(rest) if rest.trim_start_matches(' ').starts_with(FORMULA_START) => Cow::Borrowed(rest),
+        Some(rest) if guarded(rest) => Cow::Borrowed(rest),
         _ => Cow::Borrowed(cell),
     }
+}
+
+/// The CSV writer of exports and error files: every cell quoted.
+pub fn writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .quote_style(csv::QuoteStyle::Always)
+        .from_writer(Vec::new())
 }
 
 #[cfg(test)]
@@ -446,7 +459,12 @@ mod tests {
             assert!(escaped.starts_with('\''), "{cell:?} -> {escaped:?}");
             assert_eq!(unescape_cell(&escaped), cell);
         }
-        for cell in ["Ada", "-12.5", "+49", "12", "a=b", "", "'quoted"] {
+        for cell in ["'tis", "''x", "'=1"] {
+            let escaped = escape_cell(cell);
+            assert_eq!(escaped, format!("'{cell}"));
+            assert_eq!(unescape_cell(&escaped), cell);
+        }
+        for cell in ["Ada", "-12.5", "+49", "12", "a=b", "", "x;=cmd"] {
             assert_eq!(escape_cell(cell), cell);
             assert_eq!(unescape_cell(cell), cell);
         }
