@@ -14,6 +14,7 @@ fn documents() -> Vec<utoipa::openapi::OpenApi> {
         crm_contacts::openapi(),
         crm_deals::openapi(),
         connectors::openapi(),
+        connector_webhook::openapi(),
         stripe_webhook::openapi(),
         api_docs::openapi(),
     ]

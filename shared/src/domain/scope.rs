@@ -43,6 +43,31 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// The scope a worker or a signed webhook acts in: one tenant (as a member), for the
+    /// principal (`user:<id>` / `key:<id>`) that started the work, if any.
+    pub fn worker(tenant_id: Uuid, principal: &str, request_id: String) -> Scope {
+        let id = |p: &str| Uuid::parse_str(p).unwrap_or_default();
+        let actor = match principal.split_once(':') {
+            Some(("key", k)) => Actor::ApiKey {
+                key_id: id(k),
+                created_by: None,
+            },
+            Some((_, u)) => Actor::User {
+                user_id: id(u),
+                email: String::new(),
+            },
+            None => Actor::User {
+                user_id: Uuid::nil(),
+                email: String::new(),
+            },
+        };
+        Scope {
+            actor,
+            tenant: Some((tenant_id, Role::Member)),
+            request_id,
+        }
+    }
+
     pub fn tenant_id(&self) -> Option<Uuid> {
         self.tenant.map(|(id, _)| id)
     }

@@ -136,6 +136,14 @@ problem_set!(
     }
 );
 problem_set!(
+    /// A connector webhook's refusals: the provider's signature could not be verified.
+    WebhookProblems {
+        "401" => "Missing, forged, stale or replayed signature: nothing was recorded or queued",
+        "404" => "No connector has this webhook address",
+        "503" => "The delivery could not be recorded or queued: the provider retries",
+    }
+);
+problem_set!(
     /// The tenant's plan does not allow more of something (the body's `limit` names it).
     PlanLimit { "402" => "A plan limit is reached (the problem's `limit` names it): upgrade the plan" }
 );

@@ -184,7 +184,32 @@ fn crm_contacts_router(app: &TestApp) -> axum::Router {
 /// `connectors` with the local stack's settings: a test key, private addresses allowed (the
 /// factory's store is on 127.0.0.1), no provider overrides.
 fn connectors_router(app: &TestApp) -> axum::Router {
-    let service = shared::services::connectors::Connectors {
+    connectors::router(app.core.clone(), test_connectors(app))
+}
+
+/// `connector-webhook` with the test key and an SQS client of moto (a queue that does not
+/// exist: the sweeps never get past the signature).
+fn connector_webhook_router(app: &TestApp) -> axum::Router {
+    let moto = std::env::var("TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .endpoint_url(&moto)
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "test", "test", None, None, "gates",
+            ))
+            .build(),
+    );
+    connector_webhook::router(connector_webhook::WebhookState {
+        connectors: test_connectors(app),
+        sqs,
+        queue_url: format!("{moto}/000000000000/gates-connector-sync-absent"),
+    })
+}
+
+fn test_connectors(app: &TestApp) -> shared::services::connectors::Connectors {
+    shared::services::connectors::Connectors {
         db: app.db.app.clone(),
         keys: shared::services::connectors::Keys::Local(
             shared::domain::envelope::LocalKek::from_hex(&"5a".repeat(32)).unwrap(),
@@ -192,8 +217,7 @@ fn connectors_router(app: &TestApp) -> axum::Router {
         http: reqwest::Client::new(),
         bases: std::collections::HashMap::new(),
         allow_private: true,
-    };
-    connectors::router(app.core.clone(), service)
+    }
 }
 
 /// Tenant A's Shopify connector; `_marker` is in its settings, for the check that B's own
@@ -299,6 +323,14 @@ fn functions() -> Vec<Function> {
             factory: connectors_factory as Factory,
             events_dir: "connectors",
             keys: &["kind"],
+        },
+        Function {
+            name: "connector-webhook",
+            routes: connector_webhook::ROUTES,
+            router: connector_webhook_router,
+            factory: no_ids as Factory,
+            events_dir: "connector-webhook",
+            keys: &[],
         },
         Function {
             name: "crm-deals",

@@ -3,6 +3,7 @@
 //! base URL, with the SSRF guard on the tenant's own site URLs (`guard`).
 pub mod catalog;
 pub mod guard;
+pub mod webhooks;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::companies::{self, CompanyListParams};
 use super::contacts::{self, ContactListParams};
 use super::fields::{self, CustomField};
-use super::imports::{JobStatus, MAX_ATTEMPTS, worker_scope};
+use super::imports::{JobStatus, MAX_ATTEMPTS};
 use super::input::Address;
 use super::table::{self, TableEntity};
 use crate::adapters::pg;
@@ -90,7 +90,7 @@ impl ExportRow {
     }
 
     pub fn scope(&self) -> Scope {
-        worker_scope(self.tenant_id, &self.created_by, format!("export:{}", self.id))
+        Scope::worker(self.tenant_id, &self.created_by, format!("export:{}", self.id))
     }
 
     /// Where the file goes in the bucket.
@@ -197,7 +197,7 @@ pub async fn get(pool: &PgPool, scope: &Scope, id: Uuid) -> Result<ExportRow, Do
 
 /// Loads an export to run: `None` when it does not exist or has ended.
 pub async fn load(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<Option<ExportRow>, DomainError> {
-    let scope = worker_scope(tenant_id, "", format!("export:{id}"));
+    let scope = Scope::worker(tenant_id, "", format!("export:{id}"));
     let mut tx = pg::begin(pool, &scope).await?;
     // Every run counts (in its own commit); after MAX_ATTEMPTS the export is given up.
     let row: Option<ExportRow> = sqlx::query_as(&format!(

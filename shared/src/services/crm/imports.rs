@@ -28,7 +28,7 @@ use super::contacts::{self, ContactInput};
 use super::fields::{self, CustomField};
 use super::table::{self, Cells, TableEntity};
 use crate::adapters::pg::{self, Tx};
-use crate::domain::{Actor, DomainError, FieldError, Role, Scope, Text, Validator};
+use crate::domain::{DomainError, FieldError, Scope, Text, Validator};
 use crate::services::entitlements::{self, Limit};
 use crate::services::idempotency::{self, Created, IdempotencyKey};
 
@@ -252,31 +252,7 @@ impl ImportRow {
 
     /// Who asked for it, acting again in the worker (the timeline names them).
     pub fn scope(&self) -> Scope {
-        worker_scope(self.tenant_id, &self.created_by, format!("import:{}", self.id))
-    }
-}
-
-/// The scope a worker acts in for a job: the job's tenant, and the principal that created it.
-pub fn worker_scope(tenant_id: Uuid, principal: &str, request_id: String) -> Scope {
-    let id = |p: &str| Uuid::parse_str(p).unwrap_or_default();
-    let actor = match principal.split_once(':') {
-        Some(("key", k)) => Actor::ApiKey {
-            key_id: id(k),
-            created_by: None,
-        },
-        Some((_, u)) => Actor::User {
-            user_id: id(u),
-            email: String::new(),
-        },
-        None => Actor::User {
-            user_id: Uuid::nil(),
-            email: String::new(),
-        },
-    };
-    Scope {
-        actor,
-        tenant: Some((tenant_id, Role::Member)),
-        request_id,
+        Scope::worker(self.tenant_id, &self.created_by, format!("import:{}", self.id))
     }
 }
 
@@ -453,7 +429,7 @@ pub async fn list(pool: &PgPool, scope: &Scope) -> Result<Vec<Import>, DomainErr
 
 /// Loads a job to run: `None` when it does not exist (any more) or has ended.
 pub async fn load(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<Option<ImportRow>, DomainError> {
-    let scope = worker_scope(tenant_id, "", format!("import:{id}"));
+    let scope = Scope::worker(tenant_id, "", format!("import:{id}"));
     let mut tx = pg::begin(pool, &scope).await?;
     let row: Option<ImportRow> = sqlx::query_as(&format!("select {COLUMNS} from crm_imports where id = $1"))
         .bind(id)

@@ -1,0 +1,114 @@
+//! `connector-webhook`: `POST /webhooks/connectors/{kind}/{tenant_key}` (signed by the
+//! provider, no bearer credential). Rules in `shared::services::connectors::webhooks`: the key
+//! finds the connector, the signature is checked on the exact raw body (Shopify
+//! `X-Shopify-Hmac-Sha256`, WooCommerce `X-WC-Webhook-Signature`: base64 HMAC-SHA256; WordPress
+//! `X-Portal-Webhook-Secret`: the shared secret), the delivery is recorded once and its id
+//! handed to the sync queue, then 200. Unknown → 404; forged, stale, replayed → 401; a failed
+//! hand-off → 503 (the provider retries; the retry is queued, not recorded twice).
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use serde::Serialize;
+use shared::domain::DomainError;
+use shared::http::docs::BodyProblems;
+use shared::http::routes::{Access, RouteSpec};
+use shared::http::{ApiError, Json};
+use shared::services::connectors::Connectors;
+use shared::services::connectors::webhooks::{self, DeliveryMessage, Received, WebhookError};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+const TAG: &str = "connectors";
+
+pub const ROUTES: &[RouteSpec] = &[RouteSpec::new(
+    "POST",
+    "/webhooks/connectors/{kind}/{tenant_key}",
+    Access::Signed,
+)];
+
+#[derive(Clone)]
+pub struct WebhookState {
+    pub connectors: Connectors,
+    pub sqs: aws_sdk_sqs::Client,
+    /// `CONNECTOR_SYNC_QUEUE_URL`: connector-sync applies what lands there.
+    pub queue_url: String,
+}
+
+pub fn api() -> OpenApiRouter<WebhookState> {
+    OpenApiRouter::with_openapi(shared::http::docs::base()).routes(routes!(receive))
+}
+
+pub fn router(state: WebhookState) -> Router {
+    let (routes, _) = api().split_for_parts();
+    shared::http::finish(routes.with_state(state))
+}
+
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().split_for_parts().1
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConnectorWebhookAck {
+    pub received: bool,
+    /// Seen and handed on before (the provider's retry): nothing more happened.
+    pub duplicate: bool,
+}
+
+async fn hand_on(state: &WebhookState, message: &DeliveryMessage) -> Result<(), ApiError> {
+    let body = serde_json::to_string(message).map_err(|e| ApiError::from(DomainError::Internal(e.into())))?;
+    state
+        .sqs
+        .send_message()
+        .queue_url(&state.queue_url)
+        .message_body(body)
+        .send()
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "delivery not queued; the provider will retry");
+            ApiError::Unavailable("the delivery could not be queued; retry".into())
+        })?;
+    webhooks::mark_queued(&state.connectors, message).await?;
+    Ok(())
+}
+
+/// A provider's webhook delivery for one tenant's connector (the URL is the connector's
+/// `webhook_path`). Signed by the provider; no bearer credential.
+#[utoipa::path(post, path = "/webhooks/connectors/{kind}/{tenant_key}", tag = TAG,
+    params(("kind" = String, Path, description = "shopify, woocommerce or wordpress"),
+        ("tenant_key" = String, Path, description = "The connector's webhook key"),
+        ("X-Shopify-Hmac-Sha256" = Option<String>, Header, description = "Shopify: base64 HMAC-SHA256 of the body"),
+        ("X-WC-Webhook-Signature" = Option<String>, Header, description = "WooCommerce: base64 HMAC-SHA256 of the body"),
+        ("X-Portal-Webhook-Secret" = Option<String>, Header, description = "WordPress: the shared secret")),
+    request_body(content = Object, content_type = "application/json", description = "The delivery, exactly as sent"),
+    responses((status = 200, body = ConnectorWebhookAck), shared::http::docs::WebhookProblems, BodyProblems))]
+async fn receive(
+    State(state): State<WebhookState>,
+    Path((kind, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<ConnectorWebhookAck>, ApiError> {
+    if body.len() > shared::http::MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let ack = |duplicate| {
+        Json(ConnectorWebhookAck {
+            received: true,
+            duplicate,
+        })
+    };
+    match webhooks::receive(&state.connectors, &kind, &key, &headers, &body).await {
+        Ok(Received::Ping) => Ok(ack(false)),
+        Ok(Received::Duplicate) => Ok(ack(true)),
+        Ok(Received::ToQueue(message)) => {
+            hand_on(&state, &message).await?;
+            Ok(ack(false))
+        }
+        Err(WebhookError::NotFound) => Err(DomainError::NotFound.into()),
+        Err(WebhookError::Unauthorized(reason)) => {
+            tracing::warn!(kind = %kind, reason, "connector webhook refused");
+            Err(ApiError::Unauthorized("the delivery's signature could not be verified"))
+        }
+        Err(WebhookError::Domain(e)) => Err(e.into()),
+    }
+}

@@ -1,0 +1,19 @@
+//! Wiring only: telemetry, config, clients (built once per sandbox), run.
+use shared::config::Env;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    shared::telemetry::init();
+    let env = Env::from_process();
+    let aws = shared::adapters::aws::sdk_config().await;
+    let keys = shared::adapters::kms::connector_keys(&env, &aws)?;
+    let max: u32 = env.parsed_or("DATABASE_MAX_CONNECTIONS", 2)?;
+    let db = shared::adapters::pg::pool(&env.required("DATABASE_URL")?, max)?;
+    let connectors = shared::services::connectors::Connectors::from_env(db, keys, &env)?;
+    let state = connector_webhook::WebhookState {
+        connectors,
+        sqs: shared::adapters::aws::sqs(&aws),
+        queue_url: env.required("CONNECTOR_SYNC_QUEUE_URL")?,
+    };
+    shared::http::run(connector_webhook::router(state)).await
+}

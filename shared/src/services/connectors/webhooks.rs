@@ -1,0 +1,209 @@
+//! Connector webhooks (`POST /webhooks/connectors/{kind}/{tenant_key}`): the key in the URL
+//! finds the tenant's connector; the delivery's signature is verified on the exact raw body
+//! with the connector's webhook secret, by the kind's scheme (`catalog::WebhookScheme`); a
+//! verified delivery is recorded once (by delivery id and by body hash: a replay under a new
+//! id is the same body) and handed to the sync queue by the caller.
+//!
+//! Answers: unknown kind or key → 404 with no detail; missing, forged or unverifiable
+//! signature, a stale Shopify delivery, or a replayed body under another delivery id → 401;
+//! nothing is recorded or queued for any of them.
+use chrono::{DateTime, Utc};
+use http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::Connectors;
+use super::catalog::{Kind, WebhookScheme};
+use crate::adapters::pg;
+use crate::domain::signature::{hmac_sha256, same};
+use crate::domain::{DomainError, Scope};
+
+/// Shopify retries a delivery for 48 hours; one triggered longer ago than this is refused.
+pub const MAX_AGE_HOURS: i64 = 72;
+const MAX_BODY: usize = 5 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("no such webhook")]
+    NotFound,
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+}
+
+/// What the sync queue gets: which delivery to apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryMessage {
+    pub tenant_id: Uuid,
+    pub kind: Kind,
+    pub delivery: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// WooCommerce's unsigned ping when a webhook is created: answered 200, nothing kept.
+    Ping,
+    /// Recorded now, or recorded before but never handed on: queue it.
+    ToQueue(DeliveryMessage),
+    /// Seen and handed on before (the provider's retry): acknowledged, nothing queued.
+    Duplicate,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+fn is_woo_ping(kind: Kind, headers: &HeaderMap, body: &[u8]) -> bool {
+    kind == Kind::Woocommerce
+        && header(headers, "X-WC-Webhook-Signature").is_none()
+        && body.starts_with(b"webhook_id=")
+        && body.len() < 40
+        && body.iter().skip(11).all(u8::is_ascii_digit)
+}
+
+/// Verifies and records one delivery.
+pub async fn receive(
+    svc: &Connectors,
+    kind: &str,
+    key: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Received, WebhookError> {
+    let kind = Kind::parse(kind).ok_or(WebhookError::NotFound)?;
+    let scheme = kind.spec().webhook.ok_or(WebhookError::NotFound)?;
+    if key.len() != 32 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(WebhookError::NotFound);
+    }
+    let found: Option<(Uuid, Vec<u8>)> =
+        sqlx::query_as("select tenant_id, secret from app_connector_for_webhook($1, $2)")
+            .bind(kind.as_str())
+            .bind(key)
+            .fetch_optional(&svc.db)
+            .await
+            .map_err(DomainError::from)?;
+    let (tenant_id, sealed) = found.ok_or(WebhookError::NotFound)?;
+    if is_woo_ping(kind, headers, body) {
+        return Ok(Received::Ping);
+    }
+    if body.len() > MAX_BODY {
+        return Err(WebhookError::Unauthorized("body too large"));
+    }
+    let secrets = svc.open(tenant_id, kind, &sealed).await?;
+    let (header_name, secret_field, delivery_header) = match scheme {
+        WebhookScheme::HmacSha256Base64 {
+            header,
+            secret_field,
+            delivery_header,
+        }
+        | WebhookScheme::SharedSecret {
+            header,
+            secret_field,
+            delivery_header,
+        } => (header, secret_field, delivery_header),
+    };
+    let secret = secrets
+        .get(secret_field)
+        .and_then(|v| v.as_str())
+        .ok_or(WebhookError::Unauthorized("no webhook secret is configured"))?;
+    let given = header(headers, header_name).ok_or(WebhookError::Unauthorized("signature missing"))?;
+    let valid = match scheme {
+        WebhookScheme::HmacSha256Base64 { .. } => {
+            use base64::Engine;
+            let expected = hmac_sha256(secret.as_bytes(), &[body]);
+            base64::engine::general_purpose::STANDARD
+                .decode(given)
+                .is_ok_and(|sig| same(&sig, &expected))
+        }
+        WebhookScheme::SharedSecret { .. } => same(given.as_bytes(), secret.as_bytes()),
+    };
+    if !valid {
+        return Err(WebhookError::Unauthorized("signature does not match"));
+    }
+    if kind == Kind::Shopify
+        && let Some(at) = header(headers, "X-Shopify-Triggered-At").and_then(|t| t.parse::<DateTime<Utc>>().ok())
+        && Utc::now() - at > chrono::Duration::hours(MAX_AGE_HOURS)
+    {
+        return Err(WebhookError::Unauthorized("stale delivery"));
+    }
+    let delivery_id = header(headers, delivery_header)
+        .filter(|d| !d.is_empty() && d.len() <= 200)
+        .ok_or(WebhookError::Unauthorized("delivery id missing"))?
+        .to_owned();
+    let topic = header(headers, "X-Shopify-Topic")
+        .or_else(|| header(headers, "X-WC-Webhook-Topic"))
+        .or_else(|| header(headers, "X-Portal-Topic"))
+        .map(|t| t.chars().take(200).collect::<String>());
+    let text = std::str::from_utf8(body).map_err(|_| WebhookError::Unauthorized("body is not UTF-8"))?;
+    if text.contains('\0') {
+        return Err(WebhookError::Unauthorized("body holds NUL bytes"));
+    }
+    let hash = crate::domain::secret::sha256_bytes(body);
+    let scope = Scope::worker(tenant_id, "", format!("webhook:{}:{delivery_id}", kind.as_str()));
+    let mut tx = pg::begin(&svc.db, &scope).await?;
+    let existing: Option<(Uuid, String, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "select id, delivery_id, queued_at from connector_deliveries \
+         where kind = $1 and (delivery_id = $2 or body_sha256 = $3) for update",
+    )
+    .bind(kind.as_str())
+    .bind(&delivery_id)
+    .bind(&hash)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(DomainError::from)?;
+    let received = match existing {
+        // The same body under another delivery id: a replay, not the provider's retry.
+        Some((_, seen_id, _)) if seen_id != delivery_id => {
+            return Err(WebhookError::Unauthorized("replayed delivery"));
+        }
+        Some((_, _, Some(_))) => Received::Duplicate,
+        Some((id, _, None)) => Received::ToQueue(DeliveryMessage {
+            tenant_id,
+            kind,
+            delivery: id,
+        }),
+        None => {
+            let id = Uuid::now_v7();
+            // Two identical deliveries at once: the second waits on the first's unique key,
+            // then records nothing.
+            let inserted = sqlx::query(
+                "insert into connector_deliveries (id, tenant_id, kind, delivery_id, body_sha256, topic, body) \
+                 values ($1, $2, $3, $4, $5, $6, $7) on conflict do nothing",
+            )
+            .bind(id)
+            .bind(tenant_id)
+            .bind(kind.as_str())
+            .bind(&delivery_id)
+            .bind(&hash)
+            .bind(&topic)
+            .bind(text)
+            .execute(&mut *tx)
+            .await
+            .map_err(DomainError::from)?
+            .rows_affected();
+            if inserted == 0 {
+                Received::Duplicate
+            } else {
+                Received::ToQueue(DeliveryMessage {
+                    tenant_id,
+                    kind,
+                    delivery: id,
+                })
+            }
+        }
+    };
+    tx.commit().await.map_err(DomainError::from)?;
+    Ok(received)
+}
+
+/// Marks a delivery handed to the sync queue.
+pub async fn mark_queued(svc: &Connectors, message: &DeliveryMessage) -> Result<(), DomainError> {
+    let scope = Scope::worker(message.tenant_id, "", format!("webhook:{}", message.delivery));
+    let mut tx = pg::begin(&svc.db, &scope).await?;
+    sqlx::query("update connector_deliveries set queued_at = coalesce(queued_at, now()) where id = $1")
+        .bind(message.delivery)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
