@@ -10,6 +10,7 @@ pub mod billing_reconcile;
 pub mod billing_sync;
 pub mod connectors;
 pub mod crm;
+pub mod ecommerce;
 pub mod entitlements;
 pub mod idempotency;
 #[cfg(feature = "sqs")]
