@@ -5,6 +5,7 @@
 //! status kept beside the normalised one.
 pub mod shopify;
 pub mod store;
+pub mod sync;
 pub mod woocommerce;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
