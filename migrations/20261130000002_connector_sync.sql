@@ -13,6 +13,9 @@ CREATE TABLE connector_sync_state (
     PRIMARY KEY (tenant_id, kind, resource)
 );
 
+-- The shop's currency (products do not carry it), read by each pass, used by webhooks too.
+ALTER TABLE connectors ADD COLUMN shop_currency text CHECK (shop_currency ~ '^[A-Z]{3}$');
+
 -- Every sync run: what started it, what it did, how it ended.
 CREATE TABLE connector_sync_runs (
     id          uuid PRIMARY KEY,
@@ -42,3 +45,13 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- The schedule's list: every tenant's shop connectors (ids only; each sync then runs under its
+-- tenant).
+CREATE FUNCTION app_shop_connectors()
+RETURNS TABLE (tenant_id uuid, kind text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    SELECT c.tenant_id, c.kind FROM connectors c WHERE c.kind IN ('shopify', 'woocommerce') ORDER BY 1, 2
+$$;
+REVOKE ALL ON FUNCTION app_shop_connectors() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION app_shop_connectors() TO portal_app;

@@ -254,3 +254,114 @@ async fn woocommerce_numbered_pages_and_drafts() {
         ]
     );
 }
+
+#[tokio::test]
+async fn webhook_deliveries_apply_once_newest_wins() {
+    use shared::services::connectors::webhooks::DeliveryMessage;
+    use shared::services::ecommerce::sync::{DeliveryOutcome, apply_delivery};
+    let app = TestApp::new().await;
+    let shop = MockServer::start().await;
+    let (svc, _scope, tenant) = setup(
+        &app,
+        Kind::Shopify,
+        json!({"store_url": shop.uri(), "access_token": "shpat_0000000000000"}),
+    )
+    .await;
+    Mock::given(method("GET"))
+        .and(path("/admin/api/2025-01/shop.json"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"shop": {"currency": "CAD"}})))
+        .expect(1)
+        .mount(&shop)
+        .await;
+    let deliver = |topic: &'static str, body: Value| {
+        let app = &app;
+        async move {
+            let id = Uuid::now_v7();
+            sqlx::query(
+                "insert into connector_deliveries (id, tenant_id, kind, delivery_id, body_sha256, topic, body) \
+                 values ($1, $2, 'shopify', $3, sha256($4::bytea), $5, $6)",
+            )
+            .bind(id)
+            .bind(tenant)
+            .bind(id.to_string())
+            .bind(body.to_string().into_bytes())
+            .bind(topic)
+            .bind(body.to_string())
+            .execute(&app.db.owner)
+            .await
+            .unwrap();
+            DeliveryMessage {
+                tenant_id: tenant,
+                kind: Kind::Shopify,
+                delivery: id,
+            }
+        }
+    };
+    let opts = quick();
+    let mut newer = order(7);
+    newer["financial_status"] = json!("refunded");
+    let first = deliver("orders/updated", newer).await;
+    assert_eq!(
+        apply_delivery(&svc, &first, &opts).await.unwrap(),
+        DeliveryOutcome::Applied
+    );
+    assert_eq!(
+        apply_delivery(&svc, &first, &opts).await.unwrap(),
+        DeliveryOutcome::AlreadyApplied
+    );
+    let mut older = order(7);
+    older["updated_at"] = json!("2026-11-01T00:00:00Z");
+    let late = deliver("orders/create", older).await;
+    assert_eq!(
+        apply_delivery(&svc, &late, &opts).await.unwrap(),
+        DeliveryOutcome::Unchanged
+    );
+    let status: String = sqlx::query_scalar("select status from ecom_orders where tenant_id = $1")
+        .bind(tenant)
+        .fetch_one(&app.db.owner)
+        .await
+        .unwrap();
+    assert_eq!(status, "refunded");
+    // A product: the shop's currency is read once and kept.
+    let product = json!({"id": 1, "title": "Mug", "updated_at": "2026-11-02T00:00:00Z",
+                         "variants": [{"id": 2, "title": "Default", "price": "12.50"}]});
+    for minute in 0..2 {
+        let mut p = product.clone();
+        p["updated_at"] = json!(format!("2026-11-02T00:0{minute}:00Z"));
+        let m = deliver("products/update", p).await;
+        assert_eq!(apply_delivery(&svc, &m, &opts).await.unwrap(), DeliveryOutcome::Applied);
+    }
+    let (price, currency): (i64, String) =
+        sqlx::query_as("select price_minor, currency from ecom_variants where tenant_id = $1")
+            .bind(tenant)
+            .fetch_one(&app.db.owner)
+            .await
+            .unwrap();
+    assert_eq!((price, currency.as_str()), (1250, "CAD"));
+    // A body that cannot be mapped is kept with its reason and not retried.
+    let bad = deliver("orders/create", json!({"id": 9, "currency": "EURO"})).await;
+    assert_eq!(
+        apply_delivery(&svc, &bad, &opts).await.unwrap(),
+        DeliveryOutcome::Invalid
+    );
+    let error: Option<String> = sqlx::query_scalar("select error from connector_deliveries where id = $1")
+        .bind(bad.delivery)
+        .fetch_one(&app.db.owner)
+        .await
+        .unwrap();
+    assert!(error.unwrap().contains("currency"));
+    // Deleting, and the app's uninstall marking the connector.
+    let del = deliver("products/delete", json!({"id": 1})).await;
+    apply_delivery(&svc, &del, &opts).await.unwrap();
+    let gone = deliver("app/uninstalled", json!({"id": 548380009})).await;
+    apply_delivery(&svc, &gone, &opts).await.unwrap();
+    let (products, status): (i64, String) = sqlx::query_as(
+        "select (select count(*) from ecom_products where tenant_id = $1), \
+         (select status from connectors where tenant_id = $1 and kind = 'shopify')",
+    )
+    .bind(tenant)
+    .fetch_one(&app.db.owner)
+    .await
+    .unwrap();
+    assert_eq!((products, status.as_str()), (0, "error"));
+}

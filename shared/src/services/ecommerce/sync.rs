@@ -280,6 +280,7 @@ pub async fn sync(
     let channel = channel_of(kind).ok_or(DomainError::NotFound)?;
     let creds = svc.credentials(scope, kind).await?.ok_or(DomainError::NotFound)?;
     let currency = shop_currency(svc, &creds, opts).await?;
+    remember_currency(svc, scope, kind, &currency).await?;
     let mut report = Vec::new();
     for resource in RESOURCES {
         let mut counts = ResourceCounts::default();
@@ -390,4 +391,174 @@ mod tests {
         );
         assert!(first_page(Channel::Woocommerce, "customers", Some(w), 100).ends_with("orderby=id&order=asc"));
     }
+}
+
+async fn remember_currency(svc: &Connectors, scope: &Scope, kind: Kind, currency: &str) -> Result<(), DomainError> {
+    let mut tx = pg::begin(&svc.db, scope).await?;
+    sqlx::query("update connectors set shop_currency = $2 where kind = $1")
+        .bind(kind.as_str())
+        .bind(currency)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// What applying a webhook delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Applied,
+    /// Older than the stored record: nothing changed.
+    Unchanged,
+    /// Applied before (a redelivered message).
+    AlreadyApplied,
+    /// A topic the mirrors do not keep (recorded as applied).
+    Ignored,
+    /// The body could not be mapped: recorded with the reason, not retried.
+    Invalid,
+}
+
+/// Applies one recorded webhook delivery to the mirrors, once.
+pub async fn apply_delivery(
+    svc: &Connectors,
+    message: &crate::services::connectors::webhooks::DeliveryMessage,
+    opts: &SyncOptions,
+) -> Result<DeliveryOutcome, SyncError> {
+    let scope = Scope::worker(message.tenant_id, "", format!("delivery:{}", message.delivery));
+    let kind = message.kind;
+    let Some(channel) = channel_of(kind) else {
+        mark_applied(svc, &scope, message.delivery, None).await?;
+        return Ok(DeliveryOutcome::Ignored);
+    };
+    let currency = {
+        let mut tx = pg::begin(&svc.db, &scope).await?;
+        let c: Option<Option<String>> = sqlx::query_scalar("select shop_currency from connectors where kind = $1")
+            .bind(kind.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(DomainError::from)?;
+        tx.commit().await.map_err(DomainError::from)?;
+        c.flatten()
+    };
+    let mut tx = pg::begin(&svc.db, &scope).await?;
+    let row: Option<(Option<String>, String, Option<DateTime<Utc>>)> =
+        sqlx::query_as("select topic, body, applied_at from connector_deliveries where id = $1 for update")
+            .bind(message.delivery)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(DomainError::from)?;
+    let Some((topic, body, applied_at)) = row else {
+        return Ok(DeliveryOutcome::Ignored);
+    };
+    if applied_at.is_some() {
+        return Ok(DeliveryOutcome::AlreadyApplied);
+    }
+    let topic = topic.unwrap_or_default();
+    let resource = topic.split(['/', '.']).next().unwrap_or_default();
+    let action = topic.split(['/', '.']).nth(1).unwrap_or_default();
+    let value: Value = match serde_json::from_str(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            finish_delivery(&mut tx, message.delivery, Some(&format!("not JSON: {e}"))).await?;
+            tx.commit().await.map_err(DomainError::from)?;
+            return Ok(DeliveryOutcome::Invalid);
+        }
+    };
+    let tenant = message.tenant_id;
+    let outcome = match (resource, action) {
+        ("app", "uninstalled") => {
+            sqlx::query(
+                "update connectors set status = 'error', last_error = 'The app was uninstalled from the store: \
+                 install it again and save a new access token.', updated_at = now() where kind = $1",
+            )
+            .bind(kind.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(DomainError::from)?;
+            Ok(DeliveryOutcome::Applied)
+        }
+        ("orders" | "order" | "products" | "product", "delete" | "deleted") => {
+            let table = if resource.starts_with("order") {
+                "ecom_orders"
+            } else {
+                "ecom_products"
+            };
+            let id = value.get("id").and_then(super::id_of);
+            sqlx::query(&format!("delete from {table} where channel = $1 and external_id = $2"))
+                .bind(channel)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(DomainError::from)?;
+            Ok(DeliveryOutcome::Applied)
+        }
+        ("orders" | "order", _) => match map(channel, "orders", &value, "") {
+            Ok(Mapped::Order(o)) => Ok(applied(store::order(&mut tx, tenant, &o).await?)),
+            Ok(_) => Ok(DeliveryOutcome::Ignored),
+            Err(e) => Err(e),
+        },
+        ("customers" | "customer", _) => match map(channel, "customers", &value, "") {
+            Ok(Mapped::Customer(c)) => Ok(applied(store::customer(&mut tx, tenant, &c).await?)),
+            Ok(_) => Ok(DeliveryOutcome::Ignored),
+            Err(e) => Err(e),
+        },
+        ("products" | "product", _) => {
+            let currency = match currency {
+                Some(c) => c,
+                None => {
+                    let creds = svc.credentials(&scope, kind).await?.ok_or(DomainError::NotFound)?;
+                    let c = shop_currency(svc, &creds, opts).await?;
+                    sqlx::query("update connectors set shop_currency = $2 where kind = $1")
+                        .bind(kind.as_str())
+                        .bind(&c)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(DomainError::from)?;
+                    c
+                }
+            };
+            match map(channel, "products", &value, &currency) {
+                Ok(Mapped::Product(p)) => Ok(applied(store::product(&mut tx, tenant, &p).await?)),
+                Ok(_) => Ok(DeliveryOutcome::Ignored),
+                Err(e) => Err(e),
+            }
+        }
+        _ => Ok(DeliveryOutcome::Ignored),
+    };
+    let outcome = match outcome {
+        Ok(o) => {
+            finish_delivery(&mut tx, message.delivery, None).await?;
+            o
+        }
+        Err(e) => {
+            tracing::warn!(delivery = %message.delivery, error = %e, "delivery could not be mapped");
+            finish_delivery(&mut tx, message.delivery, Some(&e.to_string())).await?;
+            DeliveryOutcome::Invalid
+        }
+    };
+    tx.commit().await.map_err(DomainError::from)?;
+    Ok(outcome)
+}
+
+fn applied(a: store::Applied) -> DeliveryOutcome {
+    match a {
+        store::Applied::Written => DeliveryOutcome::Applied,
+        store::Applied::Stale => DeliveryOutcome::Unchanged,
+    }
+}
+
+async fn finish_delivery(tx: &mut pg::Tx, id: uuid::Uuid, error: Option<&str>) -> Result<(), DomainError> {
+    sqlx::query("update connector_deliveries set applied_at = now(), error = $2 where id = $1")
+        .bind(id)
+        .bind(error)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn mark_applied(svc: &Connectors, scope: &Scope, id: uuid::Uuid, error: Option<&str>) -> Result<(), DomainError> {
+    let mut tx = pg::begin(&svc.db, scope).await?;
+    finish_delivery(&mut tx, id, error).await?;
+    tx.commit().await?;
+    Ok(())
 }
