@@ -35,5 +35,5 @@ def test_template_yaml_passes_the_sam_transform(monkeypatch):
     functions = [k for k, v in out["Resources"].items() if v["Type"] == "AWS::Lambda::Function"]
     assert "CrmImportFunction" in functions and "ConnectorsFunction" in functions
     # Every schedule's dead letters go to the queue the template declares, with its policy.
-    for name in ("BillingReconcileDLQ", "CrmJobsDLQ", "AnalyticsAggregateDLQ"):
+    for name in ("BillingReconcileDLQ", "CrmJobsDLQ", "AnalyticsAggregateDLQ", "ConnectorSyncDLQ"):
         assert out["Resources"][name + "Policy"]["Type"] == "AWS::SQS::QueuePolicy"

@@ -7,11 +7,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use shared::domain::Role;
-use shared::http::docs::{BodyProblems, NotFound, PreconditionFailed, TenantHeader, TenantProblems};
+use shared::http::docs::{BodyProblems, Conflict, NotFound, PreconditionFailed, TenantHeader, TenantProblems};
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{ApiError, Body, Core, IfMatch, Json, PathId, TenantCtx, etag, min};
 use shared::services::connectors::catalog::Kind;
 use shared::services::connectors::{Connector, Connectors, TestResult};
+use shared::services::ecommerce::sync::{self, RunMessage, SyncRun};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -23,12 +24,21 @@ pub const ROUTES: &[RouteSpec] = &[
     RouteSpec::new("PUT", "/connectors/{kind}", Access::Tenant(Role::Admin)),
     RouteSpec::new("DELETE", "/connectors/{kind}", Access::Tenant(Role::Admin)),
     RouteSpec::new("POST", "/connectors/{kind}/test", Access::Tenant(Role::Admin)),
+    RouteSpec::new("POST", "/connectors/{kind}/sync", Access::Tenant(Role::Admin)),
 ];
+
+/// Where sync runs are queued (`CONNECTOR_SYNC_QUEUE_URL`, consumed by connector-sync).
+#[derive(Clone)]
+pub struct SyncQueue {
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+}
 
 #[derive(Clone)]
 pub struct ConnectorsState {
     pub core: Core,
     pub connectors: Connectors,
+    pub sync: SyncQueue,
 }
 
 impl FromRef<ConnectorsState> for Core {
@@ -42,11 +52,12 @@ pub fn api() -> OpenApiRouter<ConnectorsState> {
         .routes(routes!(list_connectors))
         .routes(routes!(get_connector, put_connector, delete_connector))
         .routes(routes!(test_connector))
+        .routes(routes!(sync_connector))
 }
 
-pub fn router(core: Core, connectors: Connectors) -> Router {
+pub fn router(core: Core, connectors: Connectors, sync: SyncQueue) -> Router {
     let (routes, _) = api().split_for_parts();
-    shared::http::finish(routes.with_state(ConnectorsState { core, connectors }))
+    shared::http::finish(routes.with_state(ConnectorsState { core, connectors, sync }))
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
@@ -128,4 +139,38 @@ async fn test_connector(
     PathId(kind): PathId<Kind>,
 ) -> Result<Json<TestResult>, ApiError> {
     Ok(Json(state.connectors.test(&ctx.scope, kind).await?))
+}
+
+/// Sync a shop now (admin; Shopify and WooCommerce): queues a run of connector-sync, which
+/// brings in what changed since the last pass. 404 for other kinds or when not configured; 409
+/// while a run is queued or running. The run's outcome shows on the connector (`last_sync_*`).
+#[utoipa::path(post, path = "/connectors/{kind}/sync", tag = TAG, security(("bearer" = [])),
+    params(TenantHeader, ("kind" = Kind, Path)),
+    responses((status = 201, body = SyncRun), NotFound, Conflict, TenantProblems))]
+async fn sync_connector(
+    State(state): State<ConnectorsState>,
+    ctx: TenantCtx<min::Admin>,
+    PathId(kind): PathId<Kind>,
+) -> Result<Response, ApiError> {
+    let run = sync::create_run(&state.connectors, &ctx.scope, kind, "manual").await?;
+    let tenant_id = ctx.scope.tenant_id().unwrap_or_default();
+    let message = RunMessage {
+        tenant_id,
+        kind,
+        run: run.id,
+    };
+    let body = serde_json::to_string(&message).unwrap_or_default();
+    if let Err(e) = state
+        .sync
+        .sqs
+        .send_message()
+        .queue_url(&state.sync.queue_url)
+        .message_body(body)
+        .send()
+        .await
+    {
+        // The schedule's next pass syncs anyway; this run stays queued until it is too old to block.
+        tracing::warn!(run = %run.id, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "sync run not queued");
+    }
+    Ok((StatusCode::CREATED, Json(run)).into_response())
 }

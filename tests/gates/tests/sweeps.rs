@@ -184,7 +184,22 @@ fn crm_contacts_router(app: &TestApp) -> axum::Router {
 /// `connectors` with the local stack's settings: a test key, private addresses allowed (the
 /// factory's store is on 127.0.0.1), no provider overrides.
 fn connectors_router(app: &TestApp) -> axum::Router {
-    connectors::router(app.core.clone(), test_connectors(app))
+    let moto = std::env::var("TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .endpoint_url(&moto)
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "test", "test", None, None, "gates",
+            ))
+            .build(),
+    );
+    let sync = connectors::SyncQueue {
+        sqs,
+        queue_url: format!("{moto}/000000000000/gates-connector-sync-absent"),
+    };
+    connectors::router(app.core.clone(), test_connectors(app), sync)
 }
 
 /// `connector-webhook` with the test key and an SQS client of moto (a queue that does not
