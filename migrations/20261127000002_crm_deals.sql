@@ -39,7 +39,7 @@ CREATE TABLE crm_deals (
     stage_id       uuid NOT NULL,
     rank           text COLLATE "C" NOT NULL,
     title          text NOT NULL CHECK (char_length(title) BETWEEN 1 AND 200),
-    amount_minor   bigint NOT NULL DEFAULT 0 CHECK (amount_minor BETWEEN 0 AND 10000000000000),
+    amount_minor   bigint NOT NULL DEFAULT 0 CHECK (amount_minor >= 0),
     currency       text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
     owner_id       uuid REFERENCES users (id) ON DELETE SET NULL,
     contact_id     uuid,
@@ -64,8 +64,7 @@ CREATE TABLE crm_deals (
         OR (status = 'won' AND won_at IS NOT NULL AND lost_at IS NULL)
         OR (status = 'lost' AND lost_at IS NOT NULL AND won_at IS NULL))
 );
--- A column's ranks are distinct (moves take the stage's lock; this is the backstop).
-CREATE UNIQUE INDEX crm_deals_board_idx ON crm_deals (stage_id, rank);
+CREATE INDEX crm_deals_board_idx ON crm_deals (stage_id, rank, id);
 CREATE INDEX crm_deals_created_idx ON crm_deals (tenant_id, created_at DESC, id DESC);
 CREATE INDEX crm_deals_contact_idx ON crm_deals (tenant_id, contact_id) WHERE contact_id IS NOT NULL;
 CREATE INDEX crm_deals_company_idx ON crm_deals (tenant_id, company_id) WHERE company_id IS NOT NULL;
