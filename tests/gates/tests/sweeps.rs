@@ -144,6 +144,20 @@ fn stripe_webhook_router(_: &TestApp) -> axum::Router {
     })
 }
 
+/// An SQS client of the moto server (`TEST_AWS_ENDPOINT`) with its test credentials.
+fn moto_sqs(moto: &str) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .endpoint_url(moto)
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "test", "test", None, None, "gates",
+            ))
+            .build(),
+    )
+}
+
 /// `crm-contacts` with clients of the moto server and a bucket and queue that do not exist:
 /// presigning needs no network; queueing fails and is logged (the worker's sweep would queue
 /// the job); the sweeps check auth, roles and isolation, tests/jobs.rs the files.
@@ -160,16 +174,7 @@ fn crm_contacts_router(app: &TestApp) -> axum::Router {
             ))
             .build(),
     );
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::Config::builder()
-            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-            .endpoint_url(&moto)
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "test", "test", None, None, "gates",
-            ))
-            .build(),
-    );
+    let sqs = moto_sqs(&moto);
     crm_contacts::router(
         app.core.clone(),
         shared::adapters::crm_files::CrmFiles {
@@ -185,16 +190,7 @@ fn crm_contacts_router(app: &TestApp) -> axum::Router {
 /// factory's store is on 127.0.0.1), no provider overrides.
 fn connectors_router(app: &TestApp) -> axum::Router {
     let moto = std::env::var("TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::Config::builder()
-            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-            .endpoint_url(&moto)
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "test", "test", None, None, "gates",
-            ))
-            .build(),
-    );
+    let sqs = moto_sqs(&moto);
     let sync = connectors::SyncQueue {
         sqs,
         queue_url: format!("{moto}/000000000000/gates-connector-sync-absent"),
@@ -206,16 +202,7 @@ fn connectors_router(app: &TestApp) -> axum::Router {
 /// exist: the sweeps never get past the signature).
 fn connector_webhook_router(app: &TestApp) -> axum::Router {
     let moto = std::env::var("TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::Config::builder()
-            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-            .endpoint_url(&moto)
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "test", "test", None, None, "gates",
-            ))
-            .build(),
-    );
+    let sqs = moto_sqs(&moto);
     connector_webhook::router(connector_webhook::WebhookState {
         connectors: test_connectors(app),
         sqs,
