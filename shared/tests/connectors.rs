@@ -26,13 +26,13 @@ fn scope(tenant: Uuid, user: Uuid) -> Scope {
 }
 
 fn service(app: &TestApp, bases: HashMap<Kind, String>, allow_private: bool) -> Connectors {
-    Connectors {
-        db: app.core.db.clone(),
-        keys: Keys::Local(LocalKek::from_hex(&"ab".repeat(32)).unwrap()),
-        http: reqwest::Client::new(),
+    Connectors::new(
+        app.core.db.clone(),
+        Keys::Local(LocalKek::from_hex(&"ab".repeat(32)).unwrap()),
         bases,
         allow_private,
-    }
+    )
+    .unwrap()
 }
 
 fn body(v: Value) -> Map<String, Value> {

@@ -5,11 +5,9 @@
 
 use serde_json::{Map, Value, json};
 use shared::domain::Scope;
-use shared::domain::envelope::LocalKek;
+use shared::services::connectors::Connectors;
 use shared::services::connectors::catalog::Kind;
-use shared::services::connectors::{Connectors, Keys};
 use shared::services::ecommerce::sync::{SyncOptions, sync};
-use std::collections::HashMap;
 use std::time::Duration;
 use testkit::TestApp;
 use uuid::Uuid;
@@ -32,13 +30,7 @@ async fn setup(app: &TestApp, kind: Kind, settings: Value) -> (Connectors, Scope
     let owner = app.user("owner").await;
     let tenant = app.tenant(&owner).await;
     let scope = Scope::worker(tenant, "", "test".into());
-    let svc = Connectors {
-        db: app.core.db.clone(),
-        keys: Keys::Local(LocalKek::from_hex(&"ef".repeat(32)).unwrap()),
-        http: reqwest::Client::new(),
-        bases: HashMap::new(),
-        allow_private: true,
-    };
+    let svc = testkit::connectors(&app.core.db, []);
     let body: Map<String, Value> = settings.as_object().unwrap().clone();
     svc.put(&scope, kind, body, None).await.unwrap();
     (svc, scope, tenant)

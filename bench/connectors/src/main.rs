@@ -14,11 +14,8 @@
 
 use serde_json::{Map, Value, json};
 use shared::domain::Scope;
-use shared::domain::envelope::LocalKek;
 use shared::services::connectors::catalog::Kind;
-use shared::services::connectors::{Connectors, Keys};
 use shared::services::ecommerce::sync::{SyncOptions, sync};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use testkit::TestApp;
 use wiremock::matchers::{method, path, query_param, query_param_is_missing};
@@ -116,13 +113,7 @@ async fn main() {
     let owner = app.user("bench").await;
     let tenant = app.tenant(&owner).await;
     let scope = Scope::worker(tenant, "", "bench".into());
-    let svc = Connectors {
-        db: app.core.db.clone(),
-        keys: Keys::Local(LocalKek::from_hex(&"42".repeat(32)).unwrap()),
-        http: reqwest::Client::new(),
-        bases: HashMap::new(),
-        allow_private: true,
-    };
+    let svc = testkit::connectors(&app.core.db, []);
     let settings: Map<String, Value> = json!({"store_url": shop.uri(), "access_token": "shpat_benchmark0000"})
         .as_object()
         .unwrap()

@@ -53,7 +53,9 @@ pub async fn run(rows: usize) {
     let worker = crm_import::Worker {
         db: app.core.db.clone(),
         files: files.clone(),
+        connectors: testkit::connectors(&app.core.db, []),
         options: Default::default(),
+        retry: Default::default(),
     };
     let file = csv(rows);
     println!("  file: {:.1} MiB", file.len() as f64 / 1048576.0);

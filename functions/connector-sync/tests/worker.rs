@@ -5,10 +5,8 @@
 
 use connector_sync::{QueueMessage, SyncWorker};
 use serde_json::{Value, json};
-use shared::domain::envelope::LocalKek;
-use shared::services::connectors::{Connectors, Keys};
+
 use shared::services::ecommerce::sync::SyncOptions;
-use std::collections::HashMap;
 use std::time::Duration;
 use testkit::{TestApp, post, req};
 use wiremock::matchers::{method, path};
@@ -51,13 +49,7 @@ async fn a_manual_sync_is_queued_run_and_recorded_and_the_schedule_queues_the_re
         .queue_url()
         .unwrap()
         .to_owned();
-    let connectors = Connectors {
-        db: app.core.db.clone(),
-        keys: Keys::Local(LocalKek::from_hex(&"99".repeat(32)).unwrap()),
-        http: reqwest::Client::new(),
-        bases: HashMap::new(),
-        allow_private: true,
-    };
+    let connectors = testkit::connectors(&app.core.db, []);
     let api = connectors::router(
         app.core.clone(),
         connectors.clone(),

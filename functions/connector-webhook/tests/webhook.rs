@@ -7,11 +7,9 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
-use shared::domain::envelope::LocalKek;
 use shared::domain::{Actor, Role, Scope};
+use shared::services::connectors::Connectors;
 use shared::services::connectors::catalog::Kind;
-use shared::services::connectors::{Connectors, Keys};
-use std::collections::HashMap;
 use testkit::{Resp, TestApp, req};
 use uuid::Uuid;
 
@@ -53,13 +51,7 @@ async fn world() -> World {
     let app = TestApp::new().await;
     let owner = app.user("owner").await;
     let tenant = app.tenant(&owner).await;
-    let connectors = Connectors {
-        db: app.core.db.clone(),
-        keys: Keys::Local(LocalKek::from_hex(&"cd".repeat(32)).unwrap()),
-        http: reqwest::Client::new(),
-        bases: HashMap::new(),
-        allow_private: true,
-    };
+    let connectors = testkit::connectors(&app.core.db, []);
     let shopify = save(
         &connectors,
         tenant,

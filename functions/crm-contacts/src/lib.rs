@@ -1,6 +1,6 @@
 //! `crm-contacts`: contacts and companies (custom fields, search, keyset lists with filters,
 //! detail with company and timeline, JSON merge patch with If-Match, merging duplicates) and
-//! the tenant's custom-field definitions; CSV imports (presigned upload, then a job the
+//! the tenant's custom-field definitions; imports of a CSV (presigned upload) or of Zoho CRM (a job the
 //! `crm-import` worker runs) and exports (a job that ends in a presigned download). Rules live
 //! in `shared::services::crm`.
 use axum::Router;
@@ -341,10 +341,12 @@ async fn list_imports(State(core): State<Core>, ctx: TenantCtx<min::Viewer>) -> 
     Ok(Json(imports::list(&core.db, &ctx.scope).await?))
 }
 
-/// Import an uploaded CSV of contacts or companies (member). The header is read now: a file
-/// that is not UTF-8 CSV, or a mapping naming a column the file lacks, answers 422. Columns map
-/// to fields by their header names unless `mapping` says otherwise. The rows are applied by the
-/// worker; follow `GET /crm/imports/{id}`. Honours `Idempotency-Key`.
+/// Import contacts or companies (member) from an uploaded CSV (`source: "csv"`, the default) or
+/// from Zoho CRM (`source: "zoho"`: its Contacts or Accounts module, with the tenant's `zoho`
+/// connector). A CSV's header is read now: a file that is not UTF-8 CSV, or a mapping naming a
+/// column the file lacks, answers 422; so does a Zoho import without a Zoho connector. Columns
+/// (Zoho: fields' API names) map to fields by their names unless `mapping` says otherwise. The
+/// rows are applied by the worker; follow `GET /crm/imports/{id}`. Honours `Idempotency-Key`.
 #[utoipa::path(post, path = "/crm/imports", tag = TAG, security(("bearer" = [])), request_body = NewImport,
     params(TenantHeader, ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation")),
     responses((status = 201, body = Import), TenantProblems, BodyProblems))]
@@ -355,9 +357,11 @@ async fn create_import(
     body: Body<NewImport>,
 ) -> Result<Response, ApiError> {
     let key = idem.with_request("POST /crm/imports", &body.raw)?;
-    let upload_key = imports::own_upload_key(&ctx.scope, &body.value.upload_key)?;
-    let head = match state.files.copy_for_job(upload_key).await.map_err(storage)? {
-        Some(job_key) => state.files.head(&job_key).await.map_err(storage)?,
+    let head = match imports::upload_of(&ctx.scope, &body.value)? {
+        Some(upload_key) => match state.files.copy_for_job(upload_key).await.map_err(storage)? {
+            Some(job_key) => state.files.head(&job_key).await.map_err(storage)?,
+            None => None,
+        },
         None => None,
     };
     let outcome = imports::create(&state.core.db, &ctx.scope, body.value, head, key.as_ref()).await?;

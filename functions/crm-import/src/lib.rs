@@ -1,8 +1,9 @@
 //! `crm-import`: the CRM jobs worker.
 //!
 //! - SQS (`CrmJobsQueue`, one message per job): an import is applied in chunks from its
-//!   committed offset (`shared::services::crm::imports`), its failed rows written to the bucket
-//!   as CSV at the end; an export pages through the list and writes its CSV. A run that nears
+//!   committed offset (`shared::services::crm::imports`): a CSV file's rows from the bucket, or
+//!   Zoho CRM's pages with the tenant's `zoho` connector. Its failed rows are written to the
+//!   bucket as CSV at the end; an export pages through the list and writes its CSV. A run that nears
 //!   the Lambda's deadline stops between chunks and queues the job again; one that dies is
 //!   redelivered by SQS and resumes where the last commit left it (then the DLQ).
 //! - Schedule (every 5 minutes): jobs without progress for 10 minutes (a message lost, or
@@ -12,9 +13,12 @@ use serde_json::Value;
 use shared::adapters::crm_files::CrmFiles;
 use shared::config::Env;
 use shared::domain::DomainError;
+use shared::services::connectors::catalog::Kind;
+use shared::services::connectors::{Connectors, Retry};
 use shared::services::crm::exports;
-use shared::services::crm::imports::{self, RunOptions, RunOutcome};
+use shared::services::crm::imports::{self, ImportRow, ImportSource, RunOptions, RunOutcome};
 use shared::services::crm::jobs::{self, JobKind, JobMessage};
+use shared::services::crm::zoho;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 
@@ -26,17 +30,26 @@ const DEADLINE_MARGIN: Duration = Duration::from_secs(30);
 pub struct Worker {
     pub db: PgPool,
     pub files: CrmFiles,
+    /// The tenants' Zoho CRM connectors.
+    pub connectors: Connectors,
     pub options: RunOptions,
+    /// Tries of a Zoho page within a run (429s, 5xx, unreachable) before the queue retries.
+    pub retry: Retry,
 }
 
 impl Worker {
-    /// `DATABASE_URL` (portal_app), `DATABASE_MAX_CONNECTIONS` (2), the bucket and the queue.
+    /// `DATABASE_URL` (portal_app), `DATABASE_MAX_CONNECTIONS` (2), the bucket and the queue,
+    /// the connectors' key (`CONNECTOR_KMS_KEY_ID` or `CONNECTOR_LOCAL_KEY_FILE`).
     pub fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> anyhow::Result<Self> {
         let max: u32 = env.parsed_or("DATABASE_MAX_CONNECTIONS", 2)?;
+        let db = shared::adapters::pg::pool(&env.required("DATABASE_URL")?, max)?;
+        let keys = shared::adapters::kms::connector_keys(env, aws)?;
         Ok(Self {
-            db: shared::adapters::pg::pool(&env.required("DATABASE_URL")?, max)?,
             files: CrmFiles::new(aws, env)?,
+            connectors: Connectors::from_env(db.clone(), keys, env)?,
+            db,
             options: RunOptions::default(),
+            retry: Retry::default(),
         })
     }
 
@@ -86,21 +99,17 @@ impl Worker {
         let Some(job) = imports::load(&self.db, message.tenant_id, message.id).await? else {
             return Ok(());
         };
-        let offset = u64::try_from(job.byte_offset).unwrap_or_default();
-        let Some(data) = self.files.read_from(&job.object_key, offset).await? else {
-            imports::fail(
-                &self.db,
-                &job,
-                "the uploaded file is gone (uploads are kept for 7 days); upload it again",
-            )
-            .await?;
-            return Ok(());
-        };
         let options = RunOptions {
             deadline: deadline.or(self.options.deadline),
             ..self.options
         };
-        match imports::run(&self.db, &job, &data, options).await? {
+        let outcome = match job.source {
+            // Boxed: the runs' futures are deep (the Lambda runtime's would overflow the
+            // compiler's layout depth).
+            ImportSource::Csv => Box::pin(self.csv(&job, options)).await?,
+            ImportSource::Zoho => Box::pin(self.zoho(&job, options)).await?,
+        };
+        match outcome {
             RunOutcome::Finished { failed } => {
                 let errors_key = if failed > 0 {
                     let key = format!("imports/{}/{}-errors.csv", job.tenant_id, job.id);
@@ -119,11 +128,42 @@ impl Worker {
                 tracing::info!(import = %job.id, "import paused before the deadline; queued again");
             }
             RunOutcome::Superseded => tracing::info!(import = %job.id, "another run is further; this one stopped"),
+            RunOutcome::Refused(why) => tracing::warn!(import = %job.id, why, "the source refused; import failed"),
             RunOutcome::GaveUp => {
                 tracing::error!(alert = "crm_import_given_up", import = %job.id, "import given up after runs without progress");
             }
         }
         Ok(())
+    }
+
+    async fn csv(&self, job: &ImportRow, options: RunOptions) -> anyhow::Result<RunOutcome> {
+        let offset = u64::try_from(job.byte_offset).unwrap_or_default();
+        let data = match job.object_key.as_deref() {
+            Some(key) => self.files.read_from(key, offset).await?,
+            None => None,
+        };
+        let Some(data) = data else {
+            let why = "the uploaded file is gone (uploads are kept for 7 days); upload it again";
+            imports::fail(&self.db, job, why).await?;
+            return Ok(RunOutcome::Refused(why.to_owned()));
+        };
+        Ok(imports::run(&self.db, job, &data, options).await?)
+    }
+
+    async fn zoho(&self, job: &ImportRow, options: RunOptions) -> anyhow::Result<RunOutcome> {
+        let Some(creds) = self.connectors.credentials(&job.scope(), Kind::Zoho).await? else {
+            let why = "the Zoho CRM connector was removed; connect it again and start a new import";
+            imports::fail(&self.db, job, why).await?;
+            return Ok(RunOutcome::Refused(why.to_owned()));
+        };
+        let reader = zoho::Reader {
+            connectors: &self.connectors,
+            creds: &creds,
+            entity: job.entity,
+            columns: &job.header,
+            retry: self.retry,
+        };
+        Ok(imports::run_pages(&self.db, job, &reader, options).await?)
     }
 
     async fn export(&self, message: &JobMessage) -> anyhow::Result<()> {

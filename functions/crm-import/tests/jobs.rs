@@ -8,10 +8,14 @@ use axum::Router;
 use crm_import::Worker;
 use serde_json::{Value, json};
 use shared::adapters::crm_files::CrmFiles;
+use shared::services::connectors::catalog::Kind;
+use shared::services::connectors::{Connectors, Retry};
 use shared::services::crm::imports::RunOptions;
 use shared::services::crm::jobs::JobMessage;
 use testkit::{Resp, TestApp, TestUser, get, post};
 use uuid::Uuid;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 struct World {
     app: TestApp,
@@ -36,14 +40,24 @@ async fn world() -> World {
     }
 }
 
+/// The connectors the API and the worker share; Zoho's API at `zoho` (a fake) when given.
+fn connectors(app: &TestApp, zoho: Option<&str>) -> Connectors {
+    testkit::connectors(&app.core.db, zoho.map(|uri| (Kind::Zoho, uri.to_owned())))
+}
+
 impl World {
     fn worker(&self, chunk_rows: usize) -> Worker {
         Worker {
             db: self.app.core.db.clone(),
             files: self.files.clone(),
+            connectors: connectors(&self.app, None),
             options: RunOptions {
                 chunk_rows,
                 ..RunOptions::default()
+            },
+            retry: Retry {
+                tries: 2,
+                max_wait: std::time::Duration::from_millis(20),
             },
         }
     }
@@ -838,4 +852,347 @@ async fn an_import_that_never_progresses_is_given_up_after_five_runs() {
         w.count("select count(*) from crm_contacts where tenant_id = $1").await,
         10
     );
+}
+
+// ------------------------------------------------------------------------------- Zoho CRM
+
+/// Zoho CRM's `GET /crm/v2/{module}` over `records`: pages by `page` and `per_page` (at most
+/// 200), `info.more_records`, and 204 with no body past the end, as the API answers.
+struct ZohoModule(Vec<Value>);
+
+impl wiremock::Respond for ZohoModule {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let q: std::collections::HashMap<String, String> = request.url.query_pairs().into_owned().collect();
+        let page: usize = q["page"].parse().unwrap();
+        let per_page: usize = q["per_page"].parse().unwrap();
+        assert!((1..=200).contains(&per_page));
+        assert_eq!((q["sort_by"].as_str(), q["sort_order"].as_str()), ("id", "asc"));
+        let start = (page - 1) * per_page;
+        let data: Vec<&Value> = self.0.iter().skip(start).take(per_page).collect();
+        if data.is_empty() {
+            return ResponseTemplate::new(204);
+        }
+        ResponseTemplate::new(200).set_body_json(json!({
+            "data": data,
+            "info": {"per_page": per_page, "count": data.len(), "page": page,
+                     "more_records": start + per_page < self.0.len()}
+        }))
+    }
+}
+
+/// A Contacts record shaped as Zoho sends it (lookups and users as objects, ids as strings).
+fn zoho_contact(i: usize) -> Value {
+    let email = match i {
+        3 => "P2@Zylker.com".to_owned(),
+        _ if i.is_multiple_of(100) => "not-an-email".to_owned(),
+        _ => format!("p{i}@zylker.com"),
+    };
+    let mut record = json!({
+        "id": format!("{}", 3_477_061_000_000_419_000u64 + i as u64),
+        "Owner": {"name": "Patricia Boyle", "id": "3477061000000173021", "email": "p.boyle@zylker.com"},
+        "First_Name": format!("Person{i}"),
+        "Last_Name": "Zoho",
+        "Email": email,
+        "Phone": null,
+        "Mobile": "+91 98765 43210",
+        "Title": "Buyer",
+        "Account_Name": null,
+        "Tag": [],
+        "Description": null,
+        "Mailing_Street": null,
+        "Mailing_City": null,
+        "Mailing_State": null,
+        "Mailing_Zip": null,
+        "Mailing_Country": null,
+        "$approved": true,
+    });
+    if i == 5 {
+        record["Tag"] = json!([{"name": "vip", "id": "1"}, {"name": "q4", "id": "2"}]);
+        record["Mailing_City"] = json!("Chennai");
+    }
+    if i == 7 || i == 8 {
+        record["Account_Name"] = json!({"name": "Zylker", "id": "3477061000000419555"});
+    }
+    record
+}
+
+const ZOHO_TOKEN: &str = "1000.8cb99dxxxxxxxxxxxxx9be93.9b8xxxxxxxxxxxxxxxf";
+
+impl World {
+    async fn connect_zoho(&self, tenant: Uuid) {
+        let scope = shared::domain::Scope::worker(tenant, "", "test".into());
+        let settings = json!({"data_center": "eu", "access_token": ZOHO_TOKEN});
+        connectors(&self.app, None)
+            .put(&scope, Kind::Zoho, settings.as_object().unwrap().clone(), None)
+            .await
+            .unwrap();
+    }
+
+    fn zoho_worker(&self, zoho: &MockServer) -> Worker {
+        Worker {
+            connectors: connectors(&self.app, Some(&zoho.uri())),
+            ..self.worker(1000)
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_zoho_import_pages_the_module_resumes_after_a_crash_and_accounts_for_every_record() {
+    let w = world().await;
+    w.connect_zoho(w.tenant).await;
+    let zoho = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v2/Contacts"))
+        .and(header(
+            "authorization",
+            format!("Zoho-oauthtoken {ZOHO_TOKEN}").as_str(),
+        ))
+        .respond_with(ZohoModule((1..=450).map(zoho_contact).collect()))
+        .mount(&zoho)
+        .await;
+    let r = w
+        .post(
+            "/crm/imports",
+            json!({"entity": "contacts", "source": "zoho", "dedupe": "skip"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        (&r.json["source"], &r.json["file_name"]),
+        (&json!("zoho"), &json!("Zoho CRM Contacts"))
+    );
+    let columns: Vec<(String, Value)> = r.json["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["header"].as_str().unwrap().to_owned(), c["field"].clone()))
+        .collect();
+    for (header, field) in [
+        ("id", Value::Null),
+        ("Owner", Value::Null),
+        ("First_Name", json!("first_name")),
+        ("Email", json!("email")),
+        ("Account_Name", json!("company")),
+        ("Tag", json!("tags")),
+        ("Mailing_City", json!("address.city")),
+    ] {
+        assert!(
+            columns.contains(&(header.to_owned(), field.clone())),
+            "{header}: {columns:?}"
+        );
+    }
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    let job = w.next_job().await;
+
+    // The first page commits, the run dies in the second; the redelivery starts at page 2.
+    let mut crashing = w.zoho_worker(&zoho);
+    crashing.options.chunk_rows = 1000;
+    crashing.options.crash_in_chunk = Some(1);
+    assert!(crashing.run(&job, None).await.is_err());
+    let r = w.get(&format!("/crm/imports/{id}"), "").await;
+    assert_eq!(
+        (&r.json["status"], &r.json["rows_done"]),
+        (&json!("running"), &json!(200))
+    );
+    w.zoho_worker(&zoho).run(&job, None).await.unwrap();
+    let pages: Vec<(String, String)> = zoho
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let q: std::collections::HashMap<String, String> = r.url.query_pairs().into_owned().collect();
+            assert_eq!(q["per_page"], "200");
+            assert!(
+                q["fields"].starts_with("id,First_Name,Last_Name,Email"),
+                "{}",
+                q["fields"]
+            );
+            (q["page"].clone(), r.url.path().to_owned())
+        })
+        .collect();
+    let fetched: Vec<&str> = pages.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(fetched, ["1", "2", "2", "3"], "page 1 is not read again");
+
+    let r = w.get(&format!("/crm/imports/{id}"), "").await;
+    assert_eq!(r.json["status"], "completed", "{}", r.json);
+    let counts: Vec<i64> = [
+        "rows_total",
+        "rows_done",
+        "created",
+        "updated",
+        "skipped",
+        "failed",
+        "companies_created",
+    ]
+    .iter()
+    .map(|k| r.json[*k].as_i64().unwrap())
+    .collect();
+    assert_eq!(counts, [450, 450, 445, 0, 1, 4, 1], "{}", r.json);
+    let failed: Vec<(i64, &str)> = r.json["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["row"].as_i64().unwrap(), e["fields"].as_str().unwrap()))
+        .collect();
+    assert_eq!(failed, [(100, "email"), (200, "email"), (300, "email"), (400, "email")]);
+    let errors = csv_rows(&download(r.json["errors_url"].as_str().unwrap()).await);
+    assert!(errors[1][4].starts_with("3477061000000419100,"), "{errors:?}");
+    assert_eq!(
+        w.count("select count(*) from crm_contacts where tenant_id = $1").await,
+        445
+    );
+    let (tags, city, company): (Vec<String>, Option<String>, Option<String>) = sqlx::query_as(
+        "select c.tags, c.address->>'city', co.name from crm_contacts c left join crm_companies co \
+         on co.id = c.company_id where c.tenant_id = $1 and c.email = 'p5@zylker.com'",
+    )
+    .bind(w.tenant)
+    .fetch_one(&w.app.db.owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        (tags, city, company),
+        (
+            vec!["vip".to_owned(), "q4".to_owned()],
+            Some("Chennai".to_owned()),
+            None
+        )
+    );
+    assert_eq!(
+        w.count(
+            "select count(*) from crm_contacts c join crm_companies co on co.id = c.company_id \
+             where c.tenant_id = $1 and co.name = 'Zylker'"
+        )
+        .await,
+        2
+    );
+    // Another delivery of the same message changes nothing.
+    w.zoho_worker(&zoho).run(&job, None).await.unwrap();
+    assert_eq!(zoho.received_requests().await.unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn zoho_imports_need_the_connector_and_fail_in_words_when_zoho_refuses() {
+    let w = world().await;
+    // Not connected yet: 422, nothing recorded.
+    let r = w
+        .post("/crm/imports", json!({"entity": "contacts", "source": "zoho"}))
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(
+        (&r.json["errors"][0]["field"], &r.json["errors"][0]["code"]),
+        (&json!("source"), &json!("not_connected"))
+    );
+    let key = w.upload(people(0, 2)).await;
+    let r = w
+        .post(
+            "/crm/imports",
+            json!({"entity": "contacts", "source": "zoho", "upload_key": key}),
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), &r.json["errors"][0]["field"]),
+        (422, &json!("upload_key")),
+        "{}",
+        r.text
+    );
+    let r = w
+        .post(
+            "/crm/imports",
+            json!({"entity": "companies", "source": "zoho", "mapping": {"Lead Source": "notes"}}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(
+        w.count("select count(*) from crm_imports where tenant_id = $1").await,
+        0
+    );
+
+    w.connect_zoho(w.tenant).await;
+    let zoho = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v2/Contacts"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({
+            "code": "INVALID_TOKEN", "details": {}, "message": "invalid oauth token", "status": "error"})))
+        .mount(&zoho)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v2/Accounts"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&zoho)
+        .await;
+
+    // A token Zoho no longer accepts: the import fails, saying what to do.
+    let contacts = w
+        .post("/crm/imports", json!({"entity": "contacts", "source": "zoho"}))
+        .await;
+    assert_eq!(contacts.status, 201, "{}", contacts.text);
+    w.zoho_worker(&zoho).run(&w.next_job().await, None).await.unwrap();
+    let r = w
+        .get(&format!("/crm/imports/{}", contacts.json["id"].as_str().unwrap()), "")
+        .await;
+    assert_eq!(r.json["status"], "failed", "{}", r.json);
+    let error = r.json["error"].as_str().unwrap();
+    assert!(
+        error.contains("Zoho CRM did not accept the oauth access token (HTTP 401)"),
+        "{error}"
+    );
+
+    // An empty module (204) completes with nothing; a mapping can read the tenant's own fields.
+    let accounts = w
+        .post(
+            "/crm/imports",
+            json!({"entity": "companies", "source": "zoho", "mapping": {"Lead_Source": null, "Rating": "notes"}}),
+        )
+        .await;
+    assert_eq!(accounts.status, 201, "{}", accounts.text);
+    w.zoho_worker(&zoho).run(&w.next_job().await, None).await.unwrap();
+    let id = accounts.json["id"].as_str().unwrap();
+    let r = w.get(&format!("/crm/imports/{id}"), "").await;
+    assert_eq!(
+        (&r.json["status"], &r.json["rows_total"]),
+        (&json!("completed"), &json!(0)),
+        "{}",
+        r.json
+    );
+    let last = zoho.received_requests().await.unwrap().pop().unwrap();
+    let fields = last
+        .url
+        .query_pairs()
+        .find(|(k, _)| k == "fields")
+        .unwrap()
+        .1
+        .into_owned();
+    assert!(
+        fields.ends_with(",Lead_Source,Rating") && fields.contains("Billing_Code"),
+        "{fields}"
+    );
+
+    // Zoho down: the run errs for the queue to retry, the job waits, nothing counted.
+    let down = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&down)
+        .await;
+    let again = w
+        .post("/crm/imports", json!({"entity": "contacts", "source": "zoho"}))
+        .await;
+    let job = w.next_job().await;
+    assert!(w.zoho_worker(&down).run(&job, None).await.is_err());
+    let id = again.json["id"].as_str().unwrap();
+    let r = w.get(&format!("/crm/imports/{id}"), "").await;
+    assert_eq!(
+        (&r.json["status"], &r.json["rows_done"]),
+        (&json!("running"), &json!(0))
+    );
+
+    // Another tenant sees none of it.
+    let other = w.app.user("other").await;
+    let other_tenant = w.app.tenant(&other).await;
+    let r = get(&format!("/crm/imports/{id}"))
+        .bearer(&other.token)
+        .tenant(other_tenant)
+        .send(&w.api)
+        .await;
+    assert_eq!(r.status, 404);
 }

@@ -630,6 +630,22 @@ pub async fn crm_files(aws: &aws_config::SdkConfig, prefix: &str) -> shared::ada
 }
 
 /// The machine a benchmark ran on (cores and CPU model), for its printout.
+/// The connector service on a test database: a fixed local key, the private networks of the
+/// fakes allowed, and provider APIs at `bases` (`kind` → a fake's URL).
+pub fn connectors(
+    db: &PgPool,
+    bases: impl IntoIterator<Item = (shared::services::connectors::catalog::Kind, String)>,
+) -> shared::services::connectors::Connectors {
+    let kek = shared::domain::envelope::LocalKek::from_hex(&"5a".repeat(32)).expect("a 32-byte hex key");
+    shared::services::connectors::Connectors::new(
+        db.clone(),
+        shared::services::connectors::Keys::Local(kek),
+        bases.into_iter().collect(),
+        true,
+    )
+    .expect("an HTTP client")
+}
+
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()

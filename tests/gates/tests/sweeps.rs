@@ -211,15 +211,7 @@ fn connector_webhook_router(app: &TestApp) -> axum::Router {
 }
 
 fn test_connectors(app: &TestApp) -> shared::services::connectors::Connectors {
-    shared::services::connectors::Connectors {
-        db: app.db.app.clone(),
-        keys: shared::services::connectors::Keys::Local(
-            shared::domain::envelope::LocalKek::from_hex(&"5a".repeat(32)).unwrap(),
-        ),
-        http: reqwest::Client::new(),
-        bases: std::collections::HashMap::new(),
-        allow_private: true,
-    }
+    testkit::connectors(&app.db.app, [])
 }
 
 /// Tenant A's Shopify connector; `_marker` is in its settings, for the check that B's own

@@ -80,6 +80,10 @@ impl Connectors {
         if allow_private && stage != "local" {
             anyhow::bail!("CONNECTORS_ALLOW_PRIVATE_NETWORKS=true is for the local stack only (STAGE is {stage})");
         }
+        Self::new(db, keys, bases, allow_private)
+    }
+
+    pub fn new(db: PgPool, keys: Keys, bases: HashMap<Kind, String>, allow_private: bool) -> anyhow::Result<Self> {
         Ok(Self {
             db,
             keys,
@@ -505,6 +509,57 @@ impl Connectors {
         Ok(req)
     }
 
+    /// A GET of `path_and_query` that tries again on what passes (unreachable, 429 after its
+    /// `Retry-After`, 5xx; backing off from 250 ms): the successful answer, or why not.
+    pub async fn call(
+        &self,
+        creds: &Credentials,
+        path_and_query: &str,
+        retry: Retry,
+    ) -> Result<reqwest::Response, CallError> {
+        let spec = creds.kind.spec();
+        let mut wait = Duration::from_millis(250);
+        let tries = retry.tries.max(1);
+        for attempt in 1..=tries {
+            let req = self.request(creds, path_and_query).await.map_err(CallError::Refused)?;
+            let resp = match req.send().await {
+                Ok(resp) => resp,
+                Err(e) if attempt < tries => {
+                    tracing::warn!(kind = spec.name, error = %e, path = path_and_query, "provider unreachable; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(retry.max_wait);
+                    continue;
+                }
+                Err(e) => return Err(CallError::Unavailable(unreachable(spec, &e))),
+            };
+            let status = resp.status().as_u16();
+            if status == 429 || status >= 500 {
+                if attempt == tries {
+                    return Err(CallError::Unavailable(format!(
+                        "{} answered HTTP {status} {tries} times for {path_and_query}",
+                        spec.name
+                    )));
+                }
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .map(Duration::from_secs_f64);
+                tokio::time::sleep(retry_after.unwrap_or(wait).min(retry.max_wait)).await;
+                wait = (wait * 2).min(retry.max_wait);
+                continue;
+            }
+            if !resp.status().is_success() {
+                let (_, message) = explain(spec, status);
+                return Err(CallError::Refused(message));
+            }
+            return Ok(resp);
+        }
+        Err(CallError::Unavailable("no try was made".into()))
+    }
+
     /// Tests the connection with one real call and records the outcome on the connector.
     pub async fn test(&self, scope: &Scope, kind: Kind) -> Result<TestResult, DomainError> {
         let creds = self.credentials(scope, kind).await?.ok_or(DomainError::NotFound)?;
@@ -540,6 +595,35 @@ impl Connectors {
             tested_at,
         })
     }
+}
+
+/// How often a provider call is tried, and the longest wait between tries (a `Retry-After`
+/// longer than this is cut to it).
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub tries: u32,
+    pub max_wait: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            tries: 5,
+            max_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a provider call gave nothing, in words for the user.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The provider refused it (a 4xx other than 429, or a URL the guard refuses): trying
+    /// again will not help until the connector's settings change.
+    #[error("{0}")]
+    Refused(String),
+    /// Unreachable, rate-limited or failing on every try: worth trying later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// A connector's saved values, secrets opened: for the calls made with them.

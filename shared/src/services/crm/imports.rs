@@ -27,8 +27,10 @@ use super::companies::{self, CompanyInput};
 use super::contacts::{self, ContactInput};
 use super::fields::{self, CustomField};
 use super::table::{self, Cells, TableEntity};
+use super::zoho;
 use crate::adapters::pg::{self, Tx};
 use crate::domain::{DomainError, FieldError, Scope, Text, Validator};
+use crate::services::connectors::CallError;
 use crate::services::entitlements::{self, Limit};
 use crate::services::idempotency::{self, Created, IdempotencyKey};
 
@@ -54,6 +56,19 @@ pub enum Dedupe {
     Update,
     /// Always create; a row whose email (domain) is taken fails.
     Create,
+}
+
+/// Where an import's rows come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum ImportSource {
+    /// A CSV file uploaded with `POST /crm/imports/uploads`.
+    #[default]
+    Csv,
+    /// Zoho CRM (API v2), with the tenant's `zoho` connector: module `Contacts` for contacts,
+    /// `Accounts` for companies.
+    Zoho,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
@@ -117,12 +132,18 @@ pub fn own_upload_key<'a>(scope: &Scope, key: &'a str) -> Result<&'a str, Domain
 #[serde(deny_unknown_fields)]
 pub struct NewImport {
     pub entity: TableEntity,
-    pub upload_key: String,
+    #[serde(default)]
+    pub source: ImportSource,
+    /// The key `POST /crm/imports/uploads` gave (source `csv` only).
+    #[serde(default)]
+    pub upload_key: Option<String>,
     /// Shown in the import list (the name of the user's file).
     #[serde(default)]
     pub file_name: Option<String>,
     /// `{"<column header>": "<field>" | null}`: overrides the mapping by header names (`null`
-    /// ignores the column). Fields: see the README; `custom.<key>` for custom fields.
+    /// ignores the column). Fields: see the README; `custom.<key>` for custom fields. From Zoho
+    /// the headers are the fields' API names (`First_Name`, `Mailing_City`), and naming one of
+    /// the tenant's own Zoho fields reads it too.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub mapping: Option<Map<String, Value>>,
@@ -159,6 +180,7 @@ pub struct RowError {
 pub struct Import {
     pub id: Uuid,
     pub entity: TableEntity,
+    pub source: ImportSource,
     pub file_name: Option<String>,
     pub status: JobStatus,
     pub dedupe: Dedupe,
@@ -188,7 +210,9 @@ pub struct ImportRow {
     pub id: Uuid,
     pub tenant_id: Uuid,
     pub entity: TableEntity,
-    pub object_key: String,
+    pub source: ImportSource,
+    /// The file read (source `csv`).
+    pub object_key: Option<String>,
     pub file_name: Option<String>,
     pub header: Vec<String>,
     pub mapping: Json<Vec<Option<String>>>,
@@ -211,7 +235,7 @@ pub struct ImportRow {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "id, tenant_id, entity, object_key, file_name, header, mapping, dedupe, status, byte_offset, \
+const COLUMNS: &str = "id, tenant_id, entity, source, object_key, file_name, header, mapping, dedupe, status, byte_offset, \
     line_offset, rows_total, rows_done, created_count, updated_count, skipped_count, failed_count, companies_created, \
     error, errors_key, created_by, created_at, started_at, finished_at";
 
@@ -230,6 +254,7 @@ impl ImportRow {
         Import {
             id: self.id,
             entity: self.entity,
+            source: self.source,
             file_name: self.file_name,
             status: self.status,
             dedupe: self.dedupe,
@@ -330,7 +355,26 @@ pub fn parse_header(head: &FileHead) -> Result<Header, DomainError> {
     })
 }
 
-/// Records an import of an uploaded file (queued for the worker). Honours `Idempotency-Key`.
+/// The upload a CSV import reads (one this tenant was given); `None` for other sources.
+pub fn upload_of<'a>(scope: &Scope, input: &'a NewImport) -> Result<Option<&'a str>, DomainError> {
+    match (input.source, input.upload_key.as_deref()) {
+        (ImportSource::Csv, Some(key)) => own_upload_key(scope, key).map(Some),
+        (ImportSource::Csv, None) => Err(DomainError::invalid(
+            "upload_key",
+            "required",
+            "is required for a CSV import: POST /crm/imports/uploads gives one",
+        )),
+        (ImportSource::Zoho, None) => Ok(None),
+        (ImportSource::Zoho, Some(_)) => Err(DomainError::invalid(
+            "upload_key",
+            "not_allowed",
+            "is for CSV imports; a Zoho import reads the module itself",
+        )),
+    }
+}
+
+/// Records an import (queued for the worker): of an uploaded file, whose start is `head`, or
+/// of a Zoho CRM module. Honours `Idempotency-Key`.
 pub async fn create(
     pool: &PgPool,
     scope: &Scope,
@@ -339,7 +383,7 @@ pub async fn create(
     idem: Option<&IdempotencyKey>,
 ) -> Result<Created<Import>, DomainError> {
     let tenant_id = scope.tenant_id().ok_or(DomainError::NotFound)?;
-    own_upload_key(scope, &input.upload_key)?;
+    upload_of(scope, &input)?;
     let file_name = match input.file_name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
         Some(name) => Some(
             Text::parse(name, 1, 255)
@@ -348,23 +392,51 @@ pub async fn create(
         ),
         None => None,
     };
-    let head = head.ok_or_else(|| file_error("not_uploaded", "no file has been uploaded under this key"))?;
-    let header = parse_header(&head)?;
+    let (object_key, header, mapping_in, file_name) = match input.source {
+        ImportSource::Csv => {
+            let head = head.ok_or_else(|| file_error("not_uploaded", "no file has been uploaded under this key"))?;
+            let header = parse_header(&head)?;
+            (Some(head.object_key), header, input.mapping, file_name)
+        }
+        ImportSource::Zoho => {
+            let (columns, plan) = zoho::columns(input.entity, input.mapping.as_ref())?;
+            let header = Header {
+                columns,
+                data_offset: 0,
+                data_line: 1,
+            };
+            let name = file_name.unwrap_or_else(|| format!("Zoho CRM {}", zoho::module(input.entity)));
+            (None, header, Some(plan), Some(name))
+        }
+    };
     let mut tx = match idempotency::begin(pool, scope, idem).await? {
         Ok(tx) => tx,
         Err(replay) => return Ok(Created::Replayed(replay)),
     };
+    if input.source == ImportSource::Zoho {
+        let connected: bool = sqlx::query_scalar("select exists (select 1 from connectors where kind = 'zoho')")
+            .fetch_one(&mut *tx)
+            .await?;
+        if !connected {
+            return Err(DomainError::invalid(
+                "source",
+                "not_connected",
+                "Zoho CRM is not connected: save its access token with PUT /connectors/zoho first",
+            ));
+        }
+    }
     let defs = fields::definitions(&mut tx, input.entity.field_entity()).await?;
-    let mapping = table::plan_mapping(input.entity, &header.columns, input.mapping.as_ref(), &defs)?;
+    let mapping = table::plan_mapping(input.entity, &header.columns, mapping_in.as_ref(), &defs)?;
     let row: ImportRow = sqlx::query_as(&format!(
         "insert into crm_imports (id, tenant_id, entity, source, object_key, file_name, header, mapping, dedupe, \
-         byte_offset, line_offset, created_by) values ($1, $2, $3, 'csv', $4, $5, $6, $7, $8, $9, $10, $11) \
+         byte_offset, line_offset, created_by) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
          returning {COLUMNS}"
     ))
     .bind(Uuid::now_v7())
     .bind(tenant_id)
     .bind(input.entity)
-    .bind(&head.object_key)
+    .bind(input.source)
+    .bind(object_key)
     .bind(file_name)
     .bind(&header.columns)
     .bind(Json(&mapping))
@@ -486,6 +558,8 @@ pub enum RunOutcome {
     Paused,
     /// Too many runs in a row made no progress: the job is marked failed.
     GaveUp,
+    /// The source refused to be read (why): the job is marked failed.
+    Refused(String),
 }
 
 /// Runs in a row without a committed chunk before a job is given up.
@@ -587,31 +661,32 @@ fn count_rows(data: &[u8]) -> i64 {
     n
 }
 
-/// Applies the file's rows from the job's position: `data` is the file from `byte_offset` on.
-pub async fn run(pool: &PgPool, job: &ImportRow, data: &[u8], opts: RunOptions) -> Result<RunOutcome, DomainError> {
-    let scope = job.scope();
-    let mut offset = job.byte_offset;
-    {
-        // Counted in its own commit: a run that dies still counts. Every committed chunk
-        // resets it, so only runs that make no progress add up to giving up.
-        let mut tx = pg::begin(pool, &scope).await?;
-        let attempts: Option<i32> = sqlx::query_scalar(
-            "update crm_imports set status = 'running', started_at = coalesce(started_at, now()), \
-             rows_total = rows_done + $3, attempts = attempts + 1, updated_at = now() \
-             where id = $1 and byte_offset = $2 and status in ('queued', 'running') returning attempts",
-        )
-        .bind(job.id)
-        .bind(offset)
-        .bind(count_rows(data))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(attempts) = attempts else {
-            return Ok(RunOutcome::Superseded);
-        };
-        if attempts > MAX_ATTEMPTS {
-            sqlx::query(
-                "update crm_imports set status = 'failed', finished_at = now(), error = $2 where id = $1",
-            )
+/// Counts a run (in its own commit: a run that dies still counts; every committed chunk resets
+/// the count, so only runs that make no progress add up to giving up) and marks the job
+/// running. `rows_left`: the rows still to read, when known. `Some`: the run stops there.
+async fn start_run(
+    pool: &PgPool,
+    scope: &Scope,
+    job: &ImportRow,
+    rows_left: Option<i64>,
+) -> Result<Option<RunOutcome>, DomainError> {
+    let mut tx = pg::begin(pool, scope).await?;
+    let attempts: Option<i32> = sqlx::query_scalar(
+        "update crm_imports set status = 'running', started_at = coalesce(started_at, now()), \
+         rows_total = case when $3::bigint is null then rows_total else rows_done + $3 end, \
+         attempts = attempts + 1, updated_at = now() \
+         where id = $1 and byte_offset = $2 and status in ('queued', 'running') returning attempts",
+    )
+    .bind(job.id)
+    .bind(job.byte_offset)
+    .bind(rows_left)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(attempts) = attempts else {
+        return Ok(Some(RunOutcome::Superseded));
+    };
+    if attempts > MAX_ATTEMPTS {
+        sqlx::query("update crm_imports set status = 'failed', finished_at = now(), error = $2 where id = $1")
             .bind(job.id)
             .bind(format!(
                 "stopped after {MAX_ATTEMPTS} runs in a row that could not apply row {}; the rows before it are imported",
@@ -619,11 +694,38 @@ pub async fn run(pool: &PgPool, job: &ImportRow, data: &[u8], opts: RunOptions) 
             ))
             .execute(&mut *tx)
             .await?;
-            tx.commit().await?;
-            return Ok(RunOutcome::GaveUp);
-        }
         tx.commit().await?;
+        return Ok(Some(RunOutcome::GaveUp));
     }
+    tx.commit().await?;
+    Ok(None)
+}
+
+/// Every row read, the job still at `offset`: the totals settle.
+async fn end_run(pool: &PgPool, scope: &Scope, job: &ImportRow, offset: i64) -> Result<RunOutcome, DomainError> {
+    let mut tx = pg::begin(pool, scope).await?;
+    let failed: Option<i64> = sqlx::query_scalar(
+        "update crm_imports set rows_total = rows_done, updated_at = now() \
+         where id = $1 and byte_offset = $2 and status = 'running' returning failed_count",
+    )
+    .bind(job.id)
+    .bind(offset)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(match failed {
+        Some(failed) => RunOutcome::Finished { failed },
+        None => RunOutcome::Superseded,
+    })
+}
+
+/// Applies the file's rows from the job's position: `data` is the file from `byte_offset` on.
+pub async fn run(pool: &PgPool, job: &ImportRow, data: &[u8], opts: RunOptions) -> Result<RunOutcome, DomainError> {
+    let scope = job.scope();
+    if let Some(stop) = start_run(pool, &scope, job, Some(count_rows(data))).await? {
+        return Ok(stop);
+    }
+    let mut offset = job.byte_offset;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -685,20 +787,72 @@ pub async fn run(pool: &PgPool, job: &ImportRow, data: &[u8], opts: RunOptions) 
         offset = end;
         chunk_index += 1;
     }
-    let mut tx = pg::begin(pool, &scope).await?;
-    let failed: Option<i64> = sqlx::query_scalar(
-        "update crm_imports set rows_total = rows_done, updated_at = now() \
-         where id = $1 and byte_offset = $2 and status = 'running' returning failed_count",
-    )
-    .bind(job.id)
-    .bind(offset)
-    .fetch_optional(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(match failed {
-        Some(failed) => RunOutcome::Finished { failed },
-        None => RunOutcome::Superseded,
-    })
+    end_run(pool, &scope, job, offset).await
+}
+
+/// Applies a Zoho CRM module's pages from the job's position (`byte_offset` counts the pages
+/// committed): a page is a chunk. A refusal (the token revoked or expired, a field that does not
+/// exist) fails the job with Zoho's reason; an outage is an error, for the queue to retry.
+pub async fn run_pages(
+    pool: &PgPool,
+    job: &ImportRow,
+    reader: &zoho::Reader<'_>,
+    opts: RunOptions,
+) -> Result<RunOutcome, DomainError> {
+    let scope = job.scope();
+    if let Some(stop) = start_run(pool, &scope, job, None).await? {
+        return Ok(stop);
+    }
+    let mut pages_done = job.byte_offset;
+    let mut number = job.rows_done;
+    let mut chunk_index = 0usize;
+    loop {
+        if opts.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Ok(RunOutcome::Paused);
+        }
+        let page = match reader.page(pages_done + 1).await {
+            Ok(page) => page,
+            Err(CallError::Refused(why)) => {
+                let message = format!("Zoho CRM refused page {}: {why}", pages_done + 1);
+                fail(pool, job, &message).await?;
+                return Ok(RunOutcome::Refused(message));
+            }
+            Err(CallError::Unavailable(why)) => {
+                return Err(DomainError::Internal(anyhow::anyhow!(
+                    "Zoho CRM page {}: {why}",
+                    pages_done + 1
+                )));
+            }
+        };
+        if page.records.is_empty() {
+            break;
+        }
+        let rows: Vec<RawRow> = page
+            .records
+            .iter()
+            .map(|record| {
+                number += 1;
+                let cells = zoho::cells(record, &job.header);
+                let raw = raw_text(&csv::ByteRecord::from(cells.clone()));
+                RawRow {
+                    number,
+                    line: number,
+                    cells: Ok(cells),
+                    raw,
+                }
+            })
+            .collect();
+        let crash = opts.crash_in_chunk == Some(chunk_index);
+        if !apply_chunk(pool, &scope, job, pages_done, (pages_done + 1, number + 1), rows, crash).await? {
+            return Ok(RunOutcome::Superseded);
+        }
+        pages_done += 1;
+        chunk_index += 1;
+        if !page.more {
+            break;
+        }
+    }
+    end_run(pool, &scope, job, pages_done).await
 }
 
 /// Ends a job: completed, with the key of its errors file (if any rows failed).

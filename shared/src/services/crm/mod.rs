@@ -13,3 +13,4 @@ pub mod jobs;
 pub mod listing;
 pub mod pipelines;
 pub mod table;
+pub mod zoho;

@@ -17,7 +17,7 @@ use super::{Channel, MapError, shopify, store, woocommerce};
 use crate::adapters::pg;
 use crate::domain::{DomainError, Scope};
 use crate::services::connectors::catalog::Kind;
-use crate::services::connectors::{Connectors, Credentials};
+use crate::services::connectors::{Connectors, Credentials, Retry};
 
 pub const RESOURCES: [&str; 3] = ["products", "orders", "customers"];
 const OVERLAP_MINUTES: i64 = 5;
@@ -30,6 +30,15 @@ pub struct SyncOptions {
     pub tries: u32,
     /// The longest wait honoured from a `Retry-After` (and the backoff's cap).
     pub max_wait: Duration,
+}
+
+impl SyncOptions {
+    fn retry(&self) -> Retry {
+        Retry {
+            tries: self.tries,
+            max_wait: self.max_wait,
+        }
+    }
 }
 
 impl Default for SyncOptions {
@@ -138,84 +147,50 @@ fn woo_next(current: &str, total_pages: Option<u64>) -> Option<String> {
 
 async fn fetch(svc: &Connectors, creds: &Credentials, path: &str, opts: &SyncOptions) -> Result<Page, SyncError> {
     let channel = channel_of(creds.kind).ok_or_else(|| SyncError::Provider("not a shop".into()))?;
-    let mut wait = Duration::from_millis(250);
-    for attempt in 1..=opts.tries.max(1) {
-        let req = svc.request(creds, path).await.map_err(SyncError::Provider)?;
-        let resp = match req.send().await {
-            Ok(resp) => resp,
-            Err(e) if attempt < opts.tries => {
-                tracing::warn!(error = %e, path, "shop unreachable; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(opts.max_wait);
-                continue;
-            }
-            Err(e) => return Err(SyncError::Provider(format!("the shop could not be reached: {e}"))),
-        };
-        let status = resp.status().as_u16();
-        if status == 429 || status >= 500 {
-            if attempt == opts.tries {
-                return Err(SyncError::Provider(format!(
-                    "the shop answered HTTP {status} {} times for {path}",
-                    opts.tries
-                )));
-            }
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(Duration::from_secs_f64);
-            tokio::time::sleep(retry_after.unwrap_or(wait).min(opts.max_wait)).await;
-            wait = (wait * 2).min(opts.max_wait);
-            continue;
-        }
-        if !resp.status().is_success() {
-            let (_, message) = crate::services::connectors::explain(creds.kind.spec(), status);
-            return Err(SyncError::Provider(message));
-        }
-        // Shopify's bucket: slow down when nearly full.
-        if let Some((used, size)) = resp
-            .headers()
-            .get("x-shopify-shop-api-call-limit")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once('/'))
-            .and_then(|(u, s)| Some((u.trim().parse::<u32>().ok()?, s.trim().parse::<u32>().ok()?)))
-            && used + 2 >= size
-        {
-            tokio::time::sleep(Duration::from_millis(500).min(opts.max_wait)).await;
-        }
-        let host = resp.url().host_str().unwrap_or_default().to_owned();
-        let link = resp
-            .headers()
-            .get("link")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let total_pages = resp
-            .headers()
-            .get("x-wp-totalpages")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let body: Value = resp
-            .json()
-            .await
-            .map_err(|e| SyncError::Provider(format!("the shop's answer is not JSON: {e}")))?;
-        let records = match channel {
-            Channel::Shopify => body
-                .as_object()
-                .and_then(|o| o.values().find_map(Value::as_array))
-                .cloned()
-                .unwrap_or_default(),
-            Channel::Woocommerce => body.as_array().cloned().unwrap_or_default(),
-        };
-        let next = match channel {
-            Channel::Shopify => link.as_deref().and_then(|l| next_link(l, &host)),
-            Channel::Woocommerce if records.is_empty() => None,
-            Channel::Woocommerce => woo_next(path, total_pages),
-        };
-        return Ok(Page { records, next });
+    let resp = svc
+        .call(creds, path, opts.retry())
+        .await
+        .map_err(|e| SyncError::Provider(e.to_string()))?;
+    // Shopify's bucket: slow down when nearly full.
+    if let Some((used, size)) = resp
+        .headers()
+        .get("x-shopify-shop-api-call-limit")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once('/'))
+        .and_then(|(u, s)| Some((u.trim().parse::<u32>().ok()?, s.trim().parse::<u32>().ok()?)))
+        && used + 2 >= size
+    {
+        tokio::time::sleep(Duration::from_millis(500).min(opts.max_wait)).await;
     }
-    Err(SyncError::Provider("no try was made".into()))
+    let host = resp.url().host_str().unwrap_or_default().to_owned();
+    let link = resp
+        .headers()
+        .get("link")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let total_pages = resp
+        .headers()
+        .get("x-wp-totalpages")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body: Value = resp
+        .json()
+        .await
+        .map_err(|e| SyncError::Provider(format!("the shop's answer is not JSON: {e}")))?;
+    let records = match channel {
+        Channel::Shopify => body
+            .as_object()
+            .and_then(|o| o.values().find_map(Value::as_array))
+            .cloned()
+            .unwrap_or_default(),
+        Channel::Woocommerce => body.as_array().cloned().unwrap_or_default(),
+    };
+    let next = match channel {
+        Channel::Shopify => link.as_deref().and_then(|l| next_link(l, &host)),
+        Channel::Woocommerce if records.is_empty() => None,
+        Channel::Woocommerce => woo_next(path, total_pages),
+    };
+    Ok(Page { records, next })
 }
 
 /// The shop's currency (products do not carry it): Shopify's shop resource, WooCommerce's
@@ -225,17 +200,10 @@ async fn shop_currency(svc: &Connectors, creds: &Credentials, opts: &SyncOptions
         Kind::Shopify => "/admin/api/2025-01/shop.json",
         _ => "/wp-json/wc/v3/settings/general/woocommerce_currency",
     };
-    let req = svc.request(creds, path).await.map_err(SyncError::Provider)?;
-    let _ = opts;
-    let resp = req
-        .send()
+    let resp = svc
+        .call(creds, path, opts.retry())
         .await
-        .map_err(|e| SyncError::Provider(format!("the shop could not be reached: {e}")))?;
-    if !resp.status().is_success() {
-        return Err(SyncError::Provider(
-            crate::services::connectors::explain(creds.kind.spec(), resp.status().as_u16()).1,
-        ));
-    }
+        .map_err(|e| SyncError::Provider(e.to_string()))?;
     let body: Value = resp
         .json()
         .await
