@@ -11,6 +11,7 @@ fn documents() -> Vec<utoipa::openapi::OpenApi> {
         billing::openapi(),
         analytics_collect::openapi(),
         analytics_query::openapi(),
+        ecommerce::openapi(),
         crm_contacts::openapi(),
         crm_deals::openapi(),
         connectors::openapi(),

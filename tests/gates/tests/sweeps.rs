@@ -238,6 +238,40 @@ fn connectors_factory<'a>(w: &'a World, path: &'a str) -> Pin<Box<dyn Future<Out
     })
 }
 
+/// Tenant A's mirrored product (with a variant) or order (with a line), written as
+/// connector-sync writes them: the read API has no way to create one.
+fn ecommerce_factory<'a>(w: &'a World, path: &'a str) -> Pin<Box<dyn Future<Output = Option<Params>> + 'a>> {
+    Box::pin(async move {
+        let id = uuid::Uuid::now_v7();
+        let external = (u64::from(id.as_u128() as u32) + 9_007_199_254_740_993).to_string();
+        let sql = match path {
+            "/ecommerce/products/{id}" => {
+                "with p as (insert into ecom_products (id, tenant_id, channel, external_id, title, status, raw_status, \
+                 source_updated_at) values ($1, $2, 'shopify', $3, 'Victim tee', 'active', 'active', now()) returning id) \
+                 insert into ecom_variants (id, tenant_id, product_id, external_id, title, price_minor, currency) \
+                 select gen_random_uuid(), $2, p.id, $3, 'M', 1999, 'EUR' from p"
+            }
+            "/ecommerce/orders/{id}" => {
+                "with o as (insert into ecom_orders (id, tenant_id, channel, external_id, number, status, raw_status, \
+                 currency, total_minor, subtotal_minor, tax_minor, shipping_minor, discount_minor, placed_at, \
+                 source_updated_at) values ($1, $2, 'woocommerce', $3, '#1', 'paid', 'processing', 'EUR', 1999, \
+                 1999, 0, 0, 0, now(), now()) returning id) \
+                 insert into ecom_order_lines (tenant_id, order_id, external_id, title, quantity, unit_price_minor, \
+                 total_minor) select $2, o.id, '1', 'Victim tee', 1, 1999, 1999 from o"
+            }
+            _ => return None,
+        };
+        sqlx::query(sql)
+            .bind(id)
+            .bind(w.a.id)
+            .bind(external)
+            .execute(&w.app.db.owner)
+            .await
+            .unwrap();
+        Some(Params::from([("id".to_owned(), id.to_string())]))
+    })
+}
+
 /// `billing` against a stub Stripe that answers every call with a session-like object: the
 /// sweeps check auth, roles and isolation, not Stripe (tests/billing.rs fakes its contract).
 fn billing_router(app: &TestApp) -> axum::Router {
@@ -292,6 +326,14 @@ fn functions() -> Vec<Function> {
             },
             factory: no_ids as Factory,
             events_dir: "analytics-collect",
+            keys: &[],
+        },
+        Function {
+            name: "ecommerce",
+            routes: ecommerce::ROUTES,
+            router: |app: &TestApp| ecommerce::router(app.core.clone()),
+            factory: ecommerce_factory as Factory,
+            events_dir: "ecommerce",
             keys: &[],
         },
         Function {

@@ -3,6 +3,7 @@
 //! (`shopify`, `woocommerce`) and mirrored into Postgres by `store`. Money in minor units
 //! (`domain::money`), provider ids as text (64-bit, never through a float), the channel's raw
 //! status kept beside the normalised one.
+pub mod read;
 pub mod shopify;
 pub mod store;
 pub mod sync;
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum Channel {
