@@ -7,6 +7,9 @@ use serde_json::{Value, json};
 use shared::adapters::pg;
 use shared::domain::Scope;
 use shared::services::ecommerce::store::{self, Applied};
+
+const WRITTEN: Applied = Applied { written: 1, stale: 0 };
+const STALE: Applied = Applied { written: 0, stale: 1 };
 use shared::services::ecommerce::{OrderStatus, shopify, woocommerce};
 use testkit::TestApp;
 
@@ -37,11 +40,33 @@ async fn orders_and_products_mirror_newest_wins_exactly_and_per_tenant() {
     let mut tx = pg::begin(&app.core.db, &scope).await.unwrap();
     let newer = woocommerce::order(&completed).unwrap().unwrap();
     let older = woocommerce::order(&created).unwrap().unwrap();
-    assert_eq!(store::order(&mut tx, tenant, &newer).await.unwrap(), Applied::Written);
+    assert_eq!(
+        store::orders(&mut tx, tenant, std::slice::from_ref(&newer))
+            .await
+            .unwrap(),
+        WRITTEN
+    );
     // The older version arriving late (a retried webhook, an overlapping page) changes nothing.
-    assert_eq!(store::order(&mut tx, tenant, &older).await.unwrap(), Applied::Stale);
+    assert_eq!(
+        store::orders(&mut tx, tenant, std::slice::from_ref(&older))
+            .await
+            .unwrap(),
+        STALE
+    );
     // The same version again: written (idempotent), still one order with one line.
-    assert_eq!(store::order(&mut tx, tenant, &newer).await.unwrap(), Applied::Written);
+    assert_eq!(
+        store::orders(&mut tx, tenant, std::slice::from_ref(&newer))
+            .await
+            .unwrap(),
+        WRITTEN
+    );
+    // One batch holding both versions (a page read while the order changed): the newest wins.
+    assert_eq!(
+        store::orders(&mut tx, tenant, &[newer.clone(), older.clone()])
+            .await
+            .unwrap(),
+        WRITTEN
+    );
     tx.commit().await.unwrap();
     let (status, raw, total, lines): (String, String, i64, i64) = sqlx::query_as(
         "select status, raw_status, total_minor, (select count(*) from ecom_order_lines l where l.order_id = o.id) \
@@ -75,8 +100,12 @@ async fn orders_and_products_mirror_newest_wins_exactly_and_per_tenant() {
     });
     let mut tx = pg::begin(&app.core.db, &scope).await.unwrap();
     let p = shopify::product(&product, "USD").unwrap();
-    store::product(&mut tx, tenant, &p).await.unwrap();
-    store::product(&mut tx, tenant, &p).await.unwrap();
+    store::products(&mut tx, tenant, std::slice::from_ref(&p))
+        .await
+        .unwrap();
+    store::products(&mut tx, tenant, std::slice::from_ref(&p))
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let rows: Vec<(String, String, i64, Option<i32>)> = sqlx::query_as(
         "select p.external_id, v.external_id, v.price_minor, v.inventory_quantity from ecom_variants v \
@@ -122,13 +151,15 @@ async fn the_real_payloads_map_and_mirror() {
     assert_eq!(o.status, OrderStatus::Cancelled);
     assert_eq!(o.total_minor, 40495);
     assert_eq!(o.lines.len(), order["line_items"].as_array().unwrap().len());
-    store::order(&mut tx, tenant, &o).await.unwrap();
+    store::orders(&mut tx, tenant, std::slice::from_ref(&o)).await.unwrap();
 
     let product = fixture("shopify", "products_update__shopify-docs-example_2026-04.json").unwrap();
     let p = shopify::product(&product, "USD").unwrap();
     assert_eq!(p.external_id, "788032119674292922");
     assert_eq!(p.variants[0].price_minor, 1999);
-    store::product(&mut tx, tenant, &p).await.unwrap();
+    store::products(&mut tx, tenant, std::slice::from_ref(&p))
+        .await
+        .unwrap();
 
     let created = fixture(
         "woocommerce",
@@ -144,8 +175,14 @@ async fn the_real_payloads_map_and_mirror() {
     let u = woocommerce::order(&updated).unwrap().unwrap();
     assert_eq!((c.status, u.status), (OrderStatus::Paid, OrderStatus::Fulfilled));
     assert_eq!(c.total_minor, 2935);
-    assert_eq!(store::order(&mut tx, tenant, &u).await.unwrap(), Applied::Written);
-    assert_eq!(store::order(&mut tx, tenant, &c).await.unwrap(), Applied::Stale);
+    assert_eq!(
+        store::orders(&mut tx, tenant, std::slice::from_ref(&u)).await.unwrap(),
+        WRITTEN
+    );
+    assert_eq!(
+        store::orders(&mut tx, tenant, std::slice::from_ref(&c)).await.unwrap(),
+        STALE
+    );
     let wp = fixture(
         "woocommerce",
         "product.updated__wc-rest-docs-update-product-response_v3.json",
@@ -153,7 +190,9 @@ async fn the_real_payloads_map_and_mirror() {
     .unwrap();
     let p = woocommerce::product(&wp, "USD").unwrap();
     assert_eq!((p.external_id.as_str(), p.variants[0].price_minor), ("794", 2454));
-    store::product(&mut tx, tenant, &p).await.unwrap();
+    store::products(&mut tx, tenant, std::slice::from_ref(&p))
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 
     let orders: Vec<(String, String, String)> =

@@ -4,7 +4,10 @@
 //! page committed with the pass's position), timed, vs the baseline of reading and parsing the
 //! same pages only (no database) in the same run. Prints orders/s of each and the ratio.
 //!
-//! Usage: cargo run --release -p bench-connectors [-- ORDERS]
+//! `summary [ORDERS]`: `GET /ecommerce/summary` p50/p99 over a year of orders (default 100,000)
+//! vs the raw SQL it runs (`summary.rs`).
+//!
+//! Usage: cargo run --release -p bench-connectors [-- ORDERS | summary ORDERS]
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
@@ -41,8 +44,15 @@ fn order(n: usize) -> Value {
     })
 }
 
+mod summary;
+
 #[tokio::main]
 async fn main() {
+    if std::env::args().nth(1).as_deref() == Some("summary") {
+        let n = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+        summary::run(n).await;
+        return;
+    }
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     println!(
         "connector sync benchmark, {n} orders in pages of {PAGE}, {}",

@@ -16,7 +16,7 @@
 use serde_json::Value;
 use shared::adapters::pg;
 use shared::domain::{Actor, Role, Scope};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use testkit::{TestApp, get};
 
 const FIRST: &[&str] = &[
@@ -118,11 +118,7 @@ const COLUMNS: &str = "c.id, c.first_name, c.last_name, c.email, c.other_emails,
     c.company_id, (select co.name from crm_companies co where co.id = c.company_id) as company_name, c.owner_id, \
     c.lifecycle_stage, c.tags, c.address, c.notes, c.source, c.custom, c.created_at, c.updated_at, c.version";
 
-fn percentile(samples: &mut [Duration], p: f64) -> f64 {
-    samples.sort();
-    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[i].as_secs_f64() * 1000.0
-}
+use testkit::percentile_ms as percentile;
 
 mod import;
 

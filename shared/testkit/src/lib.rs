@@ -646,6 +646,13 @@ pub fn connectors(
     .expect("an HTTP client")
 }
 
+/// The `p` quantile (0..=1, nearest rank) of timings, in milliseconds (sorts them).
+pub fn percentile_ms(samples: &mut [std::time::Duration], p: f64) -> f64 {
+    samples.sort();
+    let i = ((samples.len().saturating_sub(1)) as f64 * p).round() as usize;
+    samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()

@@ -22,8 +22,6 @@ use crate::services::crm::listing::page_request;
 const FIRST_YEAR: i32 = 2000;
 const LAST_YEAR: i32 = 2100;
 const MAX_Q: usize = 200;
-/// The statuses whose orders count as sales.
-const SOLD: &str = "('paid', 'fulfilled', 'partially_refunded', 'refunded')";
 
 // --------------------------------------------------------------------------------- ranges
 
@@ -419,7 +417,7 @@ pub enum SalesPeriod {
 }
 
 impl SalesPeriod {
-    fn unit(self) -> &'static str {
+    pub fn unit(self) -> &'static str {
         match self {
             SalesPeriod::Day => "day",
             SalesPeriod::Week => "week",
@@ -545,6 +543,16 @@ pub struct Summary {
     pub series: Vec<SalesPoint>,
 }
 
+/// The summary's one query (public for the benchmark's raw-SQL baseline): `$1`/`$2` the first
+/// and last day, `$3` the time zone, `$4` the period's unit, `$5` a channel or null.
+pub const SUMMARY_SQL: &str = "select date_trunc($4, o.placed_at at time zone $3)::date as period, o.channel, \
+    o.currency, count(*), sum(o.total_minor)::bigint, sum(o.refunded_minor)::bigint \
+    from ecom_orders o \
+    where o.placed_at >= ($1::date::timestamp at time zone $3) and o.placed_at < (($2::date + 1)::timestamp at time zone $3) \
+      and not o.test and o.status in ('paid', 'fulfilled', 'partially_refunded', 'refunded') \
+      and ($5::text is null or o.channel = $5) \
+    group by 1, 2, 3";
+
 /// Revenue, orders and average order value per channel, currency and period.
 pub async fn summary(pool: &PgPool, scope: &Scope, params: SummaryParams) -> Result<Summary, DomainError> {
     let period = params.period.unwrap_or_default();
@@ -561,22 +569,14 @@ pub async fn summary(pool: &PgPool, scope: &Scope, params: SummaryParams) -> Res
     .await?;
     v.finish()?;
     let range = range.ok_or_else(|| DomainError::invalid("from", "required", "is required (YYYY-MM-DD)"))?;
-    let rows: Vec<(NaiveDate, Channel, String, i64, i64, i64)> = sqlx::query_as(&format!(
-        "select date_trunc($4, o.placed_at at time zone $3)::date as period, o.channel, o.currency, \
-                count(*), sum(o.total_minor)::bigint, sum(o.refunded_minor)::bigint \
-         from ecom_orders o \
-         where o.placed_at >= ($1::date::timestamp at time zone $3) \
-           and o.placed_at < (($2::date + 1)::timestamp at time zone $3) \
-           and not o.test and o.status in {SOLD} and ($5::text is null or o.channel = $5) \
-         group by 1, 2, 3"
-    ))
-    .bind(range.from)
-    .bind(range.to)
-    .bind(&range.tz)
-    .bind(period.unit())
-    .bind(params.channel)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows: Vec<(NaiveDate, Channel, String, i64, i64, i64)> = sqlx::query_as(SUMMARY_SQL)
+        .bind(range.from)
+        .bind(range.to)
+        .bind(&range.tz)
+        .bind(period.unit())
+        .bind(params.channel)
+        .fetch_all(&mut *tx)
+        .await?;
     tx.commit().await?;
 
     let mut totals: BTreeMap<String, Sales> = BTreeMap::new();

@@ -273,26 +273,36 @@ pub async fn sync(
             counts.fetched += page.records.len() as u64;
             let mut tx = pg::begin(&svc.db, scope).await?;
             let mut newest: Option<DateTime<Utc>> = None;
+            let (mut orders, mut products, mut customers) = (Vec::new(), Vec::new(), Vec::new());
             for record in &page.records {
-                let mapped = match map(channel, resource, record, &currency) {
-                    Ok(m) => m,
+                match map(channel, resource, record, &currency) {
+                    Ok(Mapped::Order(o)) => {
+                        newest = newest.max(Some(o.updated_at));
+                        orders.push(*o);
+                    }
+                    Ok(Mapped::Product(p)) => {
+                        newest = newest.max(Some(p.updated_at));
+                        products.push(*p);
+                    }
+                    Ok(Mapped::Customer(c)) => {
+                        newest = newest.max(Some(c.updated_at));
+                        customers.push(*c);
+                    }
+                    Ok(Mapped::Skip) => {}
                     Err(e) => {
                         tracing::warn!(kind = kind.as_str(), resource, error = %e, "record skipped");
                         counts.invalid += 1;
-                        continue;
                     }
-                };
-                let (applied, at) = match mapped {
-                    Mapped::Order(o) => (store::order(&mut tx, tenant, &o).await?, o.updated_at),
-                    Mapped::Product(p) => (store::product(&mut tx, tenant, &p).await?, p.updated_at),
-                    Mapped::Customer(c) => (store::customer(&mut tx, tenant, &c).await?, c.updated_at),
-                    Mapped::Skip => continue,
-                };
-                newest = newest.max(Some(at));
-                match applied {
-                    store::Applied::Written => counts.written += 1,
-                    store::Applied::Stale => counts.unchanged += 1,
                 }
+            }
+            // One statement per table for the page.
+            for applied in [
+                store::orders(&mut tx, tenant, &orders).await?,
+                store::products(&mut tx, tenant, &products).await?,
+                store::customers(&mut tx, tenant, &customers).await?,
+            ] {
+                counts.written += applied.written;
+                counts.unchanged += applied.stale;
             }
             // The page and where the pass goes on, together. At the end of the pass, its
             // newest change becomes the watermark.
@@ -461,12 +471,16 @@ pub async fn apply_delivery(
             Ok(DeliveryOutcome::Applied)
         }
         ("orders" | "order", _) => match map(channel, "orders", &value, "") {
-            Ok(Mapped::Order(o)) => Ok(applied(store::order(&mut tx, tenant, &o).await?)),
+            Ok(Mapped::Order(o)) => Ok(applied(
+                store::orders(&mut tx, tenant, std::slice::from_ref(&*o)).await?,
+            )),
             Ok(_) => Ok(DeliveryOutcome::Ignored),
             Err(e) => Err(e),
         },
         ("customers" | "customer", _) => match map(channel, "customers", &value, "") {
-            Ok(Mapped::Customer(c)) => Ok(applied(store::customer(&mut tx, tenant, &c).await?)),
+            Ok(Mapped::Customer(c)) => Ok(applied(
+                store::customers(&mut tx, tenant, std::slice::from_ref(&*c)).await?,
+            )),
             Ok(_) => Ok(DeliveryOutcome::Ignored),
             Err(e) => Err(e),
         },
@@ -486,7 +500,9 @@ pub async fn apply_delivery(
                 }
             };
             match map(channel, "products", &value, &currency) {
-                Ok(Mapped::Product(p)) => Ok(applied(store::product(&mut tx, tenant, &p).await?)),
+                Ok(Mapped::Product(p)) => Ok(applied(
+                    store::products(&mut tx, tenant, std::slice::from_ref(&*p)).await?,
+                )),
                 Ok(_) => Ok(DeliveryOutcome::Ignored),
                 Err(e) => Err(e),
             }
@@ -509,9 +525,10 @@ pub async fn apply_delivery(
 }
 
 fn applied(a: store::Applied) -> DeliveryOutcome {
-    match a {
-        store::Applied::Written => DeliveryOutcome::Applied,
-        store::Applied::Stale => DeliveryOutcome::Unchanged,
+    if a.written > 0 {
+        DeliveryOutcome::Applied
+    } else {
+        DeliveryOutcome::Unchanged
     }
 }
 
