@@ -218,18 +218,71 @@ async fn woocommerce_numbered_pages_and_drafts() {
             .mount(&store)
             .await;
     }
-    for resource in ["products", "customers"] {
+    Mock::given(method("GET"))
+        .and(path("/wp-json/wc/v3/customers"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!([]))
+                .insert_header("X-WP-TotalPages", "0"),
+        )
+        .mount(&store)
+        .await;
+    // A variable product lists its variations by id only; they are read from their own pages.
+    Mock::given(method("GET"))
+        .and(path("/wp-json/wc/v3/products"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!([
+                    {"id": 93, "name": "Ship Your Idea", "type": "variable", "status": "publish", "sku": "",
+                     "price": "", "variations": [130, 131, 132], "date_created_gmt": "2026-11-01T10:00:00",
+                     "date_modified_gmt": "2026-11-01T10:00:00"},
+                    {"id": 94, "name": "Poster", "type": "simple", "status": "publish", "sku": "POSTER",
+                     "price": "12.50", "stock_quantity": 3, "date_created_gmt": "2026-11-01T10:00:00",
+                     "date_modified_gmt": "2026-11-01T10:00:00"}]))
+                .insert_header("X-WP-TotalPages", "1"),
+        )
+        .mount(&store)
+        .await;
+    let variation = |id: u64, color: &str, price: &str| {
+        json!({"id": id, "sku": format!("SHIP-{color}"), "price": price, "stock_quantity": 5,
+               "attributes": [{"id": 6, "name": "Color", "option": color}]})
+    };
+    for (n, variations) in [
+        (
+            1,
+            vec![variation(130, "Black", "20.00"), variation(131, "Green", "20.00")],
+        ),
+        (2, vec![variation(132, "Red", "24.99")]),
+    ] {
         Mock::given(method("GET"))
-            .and(path(format!("/wp-json/wc/v3/{resource}")))
+            .and(path("/wp-json/wc/v3/products/93/variations"))
+            .and(query_param("page", n.to_string().as_str()))
             .respond_with(
                 ResponseTemplate::new(200)
-                    .set_body_json(json!([]))
-                    .insert_header("X-WP-TotalPages", "0"),
+                    .set_body_json(Value::Array(variations))
+                    .insert_header("X-WP-TotalPages", "2"),
             )
+            .expect(1)
             .mount(&store)
             .await;
     }
     let report = sync(&svc, &scope, Kind::Woocommerce, &quick()).await.unwrap();
+    let variants: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "select p.external_id, v.title, v.sku, v.price_minor from ecom_variants v join ecom_products p \
+         on p.id = v.product_id where v.tenant_id = $1 order by v.external_id",
+    )
+    .bind(tenant)
+    .fetch_all(&app.db.owner)
+    .await
+    .unwrap();
+    let expected = [
+        ("93", "Black", "SHIP-Black", 2000),
+        ("93", "Green", "SHIP-Green", 2000),
+        ("93", "Red", "SHIP-Red", 2499),
+        ("94", "Poster", "POSTER", 1250),
+    ]
+    .map(|(p, t, s, m)| (p.to_owned(), t.to_owned(), s.to_owned(), m));
+    assert_eq!(variants, expected);
     let orders = &report.iter().find(|(r, _)| *r == "orders").unwrap().1;
     assert_eq!((orders.pages, orders.fetched, orders.written), (2, 3, 2));
     let statuses: Vec<(String, String)> =

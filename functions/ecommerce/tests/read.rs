@@ -463,6 +463,8 @@ async fn orders_filter_search_and_page_and_details_carry_lines_and_customer() {
         ("cursor=nonsense", "cursor"),
         ("from=2026-11-05&to=2026-11-01", "to"),
         ("tz=Nowhere", "tz"),
+        ("tz=UTC%00", "tz"),
+        ("q=a%00b", "q"),
     ] {
         let r = w.get("/ecommerce/orders", query).await;
         assert_eq!(r.status, 422, "{query}: {}", r.text);

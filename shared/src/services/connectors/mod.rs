@@ -67,7 +67,13 @@ pub struct Connectors {
     pub http: reqwest::Client,
     pub bases: HashMap<Kind, String>,
     pub allow_private: bool,
+    /// Clients pinned to a tenant site's checked addresses, by host and addresses: building
+    /// one (TLS roots, pool) costs far more than a call, and a sync makes one call per page.
+    pinned: std::sync::Arc<std::sync::Mutex<PinnedClients>>,
 }
+
+/// Clients by host and the addresses they are pinned to.
+type PinnedClients = HashMap<(String, Vec<std::net::SocketAddr>), reqwest::Client>;
 
 impl Connectors {
     /// `CONNECTOR_BASE_URLS` (provider API overrides), `CONNECTORS_ALLOW_PRIVATE_NETWORKS`
@@ -90,6 +96,7 @@ impl Connectors {
             http: reqwest::Client::builder().timeout(CALL_TIMEOUT).build()?,
             bases,
             allow_private,
+            pinned: Default::default(),
         })
     }
 }
@@ -487,14 +494,7 @@ impl Connectors {
         }
         let client = match pinned {
             // The connection goes to the addresses the guard checked, whatever DNS says later.
-            Some((url, addrs)) => {
-                let host = url.host_str().unwrap_or_default().to_owned();
-                let mut builder = reqwest::Client::builder().timeout(CALL_TIMEOUT);
-                for addr in addrs {
-                    builder = builder.resolve(&host, addr);
-                }
-                builder.build().map_err(|e| format!("HTTP client: {e}"))?
-            }
+            Some((url, addrs)) => self.pinned_client(url.host_str().unwrap_or_default(), addrs)?,
             None => self.http.clone(),
         };
         let mut req = client.get(format!("{base}{path}")).timeout(CALL_TIMEOUT);
@@ -558,6 +558,26 @@ impl Connectors {
             return Ok(resp);
         }
         Err(CallError::Unavailable("no try was made".into()))
+    }
+
+    /// A client that connects `host` to `addrs` only (kept for the next call to the same).
+    fn pinned_client(&self, host: &str, addrs: Vec<std::net::SocketAddr>) -> Result<reqwest::Client, String> {
+        let key = (host.to_owned(), addrs);
+        let mut cache = self.pinned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = cache.get(&key) {
+            return Ok(client.clone());
+        }
+        let mut builder = reqwest::Client::builder().timeout(CALL_TIMEOUT);
+        for addr in &key.1 {
+            builder = builder.resolve(host, *addr);
+        }
+        let client = builder.build().map_err(|e| format!("HTTP client: {e}"))?;
+        // A warm sandbox serves few tenants; past a bound the cache starts over.
+        if cache.len() >= 64 {
+            cache.clear();
+        }
+        cache.insert(key, client.clone());
+        Ok(client)
     }
 
     /// Tests the connection with one real call and records the outcome on the connector.

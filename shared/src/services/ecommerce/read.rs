@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{Channel, OrderStatus, ProductStatus};
 use crate::adapters::pg::{self, TimeKey, Tx};
-use crate::domain::{DomainError, Page, PageRequest, Scope, Validator};
+use crate::domain::{DomainError, Page, PageRequest, Scope, Text, Validator};
 use crate::services::crm::listing::page_request;
 
 /// Days outside these years are refused.
@@ -42,12 +42,16 @@ async fn day_range(
     tz: Option<&str>,
     max_days: Option<i64>,
 ) -> Result<Option<DayRange>, DomainError> {
-    let tz = tz.map(str::trim).filter(|t| !t.is_empty()).unwrap_or("UTC").to_owned();
+    let tz = tz.map(str::trim).filter(|t| !t.is_empty()).unwrap_or("UTC");
+    let tz = v
+        .field("tz", Text::parse(tz, 1, 64))
+        .map(Text::into_inner)
+        .unwrap_or_default();
     let known: bool = sqlx::query_scalar("select exists (select 1 from pg_timezone_names where name = $1)")
         .bind(&tz)
         .fetch_one(&mut **tx)
         .await?;
-    if !known {
+    if !known && !tz.is_empty() {
         v.error(
             "tz",
             "unknown_timezone",
@@ -97,11 +101,8 @@ async fn day_range(
 
 fn search_term(q: Option<&str>, v: &mut Validator) -> Option<String> {
     let q = q.map(str::trim).filter(|q| !q.is_empty())?;
-    if q.chars().count() > MAX_Q {
-        v.error("q", "too_long", format!("at most {MAX_Q} characters"));
-        return None;
-    }
-    Some(q.to_lowercase())
+    v.field("q", Text::parse(q, 1, MAX_Q))
+        .map(|t| t.into_inner().to_lowercase())
 }
 
 // ------------------------------------------------------------------------------- products

@@ -21,11 +21,7 @@ pub struct Applied {
 }
 
 /// The newest version of each record of a batch, first appearance first.
-fn newest<T>(
-    records: &[T],
-    key: impl Fn(&T) -> (Channel, &str),
-    at: impl Fn(&T) -> DateTime<Utc>,
-) -> Vec<&T> {
+fn newest<T>(records: &[T], key: impl Fn(&T) -> (Channel, &str), at: impl Fn(&T) -> DateTime<Utc>) -> Vec<&T> {
     let mut index: HashMap<(Channel, &str), usize> = HashMap::new();
     let mut out: Vec<&T> = Vec::with_capacity(records.len());
     for r in records {
