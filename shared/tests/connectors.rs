@@ -271,3 +271,41 @@ async fn provider_kinds_call_their_configured_base_with_their_auth() {
         r.message
     );
 }
+
+#[tokio::test]
+async fn a_site_that_redirects_is_not_followed_elsewhere() {
+    let app = TestApp::new().await;
+    let owner = app.user("owner").await;
+    let tenant = app.tenant(&owner).await;
+    let s = scope(tenant, owner.id);
+    // The tenant's site sends every call on to another address (the metadata service, say).
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"secret": "instance credentials"})))
+        .mount(&elsewhere)
+        .await;
+    let site = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(302).insert_header("Location", format!("{}/latest/meta-data", elsewhere.uri())),
+        )
+        .mount(&site)
+        .await;
+    let svc = service(&app, HashMap::new(), true);
+    svc.put(
+        &s,
+        Kind::Woocommerce,
+        body(json!({"store_url": site.uri(), "consumer_key": "ck_0000000000", "consumer_secret": "cs_0000000000"})),
+        None,
+    )
+    .await
+    .unwrap();
+    let result = svc.test(&s, Kind::Woocommerce).await.unwrap();
+    assert!(!result.ok);
+    assert_eq!(result.provider_status, Some(302));
+    assert!(result.message.contains("redirect"), "{}", result.message);
+    assert!(
+        elsewhere.received_requests().await.unwrap().is_empty(),
+        "the redirect was followed"
+    );
+}

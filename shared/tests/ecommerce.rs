@@ -131,6 +131,23 @@ async fn orders_and_products_mirror_newest_wins_exactly_and_per_tenant() {
             ),
         ]
     );
+
+    // A newer version without the Medium variant: the mirror loses it too.
+    let mut newer = product.clone();
+    newer["updated_at"] = json!("2026-01-02T00:00:00Z");
+    newer["variants"].as_array_mut().unwrap().pop();
+    let mut tx = pg::begin(&app.core.db, &scope).await.unwrap();
+    let p = shopify::product(&newer, "USD").unwrap();
+    store::products(&mut tx, tenant, std::slice::from_ref(&p))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let left: Vec<String> = sqlx::query_scalar("select external_id from ecom_variants where tenant_id = $1")
+        .bind(tenant)
+        .fetch_all(&app.db.owner)
+        .await
+        .unwrap();
+    assert_eq!(left, ["642667041472713922"]);
 }
 
 #[tokio::test]

@@ -1134,7 +1134,8 @@ async fn zoho_imports_need_the_connector_and_fail_in_words_when_zoho_refuses() {
     assert_eq!(r.json["status"], "failed", "{}", r.json);
     let error = r.json["error"].as_str().unwrap();
     assert!(
-        error.contains("Zoho CRM did not accept the oauth access token (HTTP 401)"),
+        error.contains("Zoho CRM did not accept the oauth access token (HTTP 401)")
+            && error.contains("Zoho CRM said: invalid oauth token"),
         "{error}"
     );
 
@@ -1184,6 +1185,11 @@ async fn zoho_imports_need_the_connector_and_fail_in_words_when_zoho_refuses() {
     assert_eq!(
         (&r.json["status"], &r.json["rows_done"]),
         (&json!("running"), &json!(0))
+    );
+    let trouble = r.json["error"].as_str().unwrap();
+    assert!(
+        trouble.contains("Zoho CRM page 1") && trouble.contains("HTTP 503"),
+        "{trouble}"
     );
 
     // Another tenant sees none of it.

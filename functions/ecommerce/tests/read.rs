@@ -457,6 +457,16 @@ async fn orders_filter_search_and_page_and_details_carry_lines_and_customer() {
     );
     assert_eq!(r.json["lines"][1]["product_id"], Value::Null);
 
+    // A cursor naming a time the database cannot hold is refused, not a 500.
+    let far = chrono::NaiveDate::from_ymd_opt(200_000, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    let far_cursor = format!(
+        "cursor={}",
+        shared::domain::Cursor::encode(&(far, Uuid::now_v7())).as_str()
+    );
     for (query, field) in [
         ("status=shipped", "status"),
         ("limit=0", "limit"),
@@ -464,6 +474,7 @@ async fn orders_filter_search_and_page_and_details_carry_lines_and_customer() {
         ("from=2026-11-05&to=2026-11-01", "to"),
         ("tz=Nowhere", "tz"),
         ("tz=UTC%00", "tz"),
+        (far_cursor.as_str(), "cursor"),
         ("q=a%00b", "q"),
     ] {
         let r = w.get("/ecommerce/orders", query).await;

@@ -81,6 +81,20 @@ pub type KnownConstraint = (&'static str, fn() -> DomainError);
 /// The sort key of lists ordered by a timestamp and an id (newest or oldest first).
 pub type TimeKey = (chrono::DateTime<chrono::Utc>, uuid::Uuid);
 
+/// A cursor's time must be one Postgres can hold (a hand-made cursor could name year 200000,
+/// which the database refuses with an error rather than an empty page).
+pub fn check_time_key(page: &PageRequest<TimeKey>) -> Result<(), DomainError> {
+    use chrono::Datelike;
+    match page.after {
+        Some((at, _)) if !(1..=9999).contains(&at.year()) => Err(DomainError::invalid(
+            "cursor",
+            "invalid_cursor",
+            "is not a cursor this API returned",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// One page of a keyset-paginated list, read in the request's tenant transaction. `sql` takes
 /// the cursor's timestamp and id as `$1` and `$2` (both null on the first page) and the row count
 /// as `$3`; `key` gives a row's sort key for the next cursor.
@@ -94,6 +108,7 @@ pub async fn page_by_time<T>(
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
 {
+    check_time_key(page)?;
     let mut tx = begin(pool, scope).await?;
     let rows: Vec<T> = sqlx::query_as(sql)
         .bind(page.after.map(|a| a.0))

@@ -553,7 +553,11 @@ impl Connectors {
             }
             if !resp.status().is_success() {
                 let (_, message) = explain(spec, status);
-                return Err(CallError::Refused(message));
+                let said = provider_says(resp).await;
+                return Err(CallError::Refused(match said {
+                    Some(said) => format!("{message} {} said: {said}", spec.name),
+                    None => message,
+                }));
             }
             return Ok(resp);
         }
@@ -567,11 +571,14 @@ impl Connectors {
         if let Some(client) = cache.get(&key) {
             return Ok(client.clone());
         }
-        let mut builder = reqwest::Client::builder().timeout(CALL_TIMEOUT);
-        for addr in &key.1 {
-            builder = builder.resolve(host, *addr);
-        }
-        let client = builder.build().map_err(|e| format!("HTTP client: {e}"))?;
+        // No redirects: only the first host is checked and pinned, and a tenant's site could
+        // send the call on to a private address.
+        let client = reqwest::Client::builder()
+            .timeout(CALL_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve_to_addrs(host, &key.1)
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
         // A warm sandbox serves few tenants; past a bound the cache starts over.
         if cache.len() >= 64 {
             cache.clear();
@@ -644,6 +651,15 @@ pub enum CallError {
     /// Unreachable, rate-limited or failing on every try: worth trying later.
     #[error("{0}")]
     Unavailable(String),
+}
+
+/// What a refusing provider said, if its answer names it (`message`, `error`, a `code`), shortened.
+async fn provider_says(resp: reqwest::Response) -> Option<String> {
+    let body: Value = resp.json().await.ok()?;
+    let said = ["message", "error_description", "error", "code"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_str).filter(|s| !s.trim().is_empty()))?;
+    Some(said.chars().filter(|c| !c.is_control()).take(300).collect())
 }
 
 /// A connector's saved values, secrets opened: for the calls made with them.
@@ -743,6 +759,13 @@ pub fn explain(spec: &Spec, status: u16) -> (bool, String) {
             false,
             format!("{name} answered 404: its API is not at the configured address."),
         ),
+        300..=399 => (
+            false,
+            format!(
+                "{name} answered with a redirect (HTTP {status}), which is not followed: save the address the site \
+                 redirects to (https, with or without www as the site uses)."
+            ),
+        ),
         429 => (
             false,
             format!("{name} is limiting requests right now (HTTP 429): test again in a minute."),
@@ -751,7 +774,7 @@ pub fn explain(spec: &Spec, status: u16) -> (bool, String) {
             false,
             format!("{name} had an error of its own (HTTP {status}): test again later."),
         ),
-        _ => (false, format!("{name} answered HTTP {status} to the test call.")),
+        _ => (false, format!("{name} answered HTTP {status}.")),
     }
 }
 

@@ -194,7 +194,8 @@ pub struct Import {
     pub failed: i64,
     /// Companies created for contacts' `company` names.
     pub companies_created: i64,
-    /// Why the whole import failed (a file that cannot be read).
+    /// Why the whole import failed (a file that cannot be read, Zoho refusing); while it runs,
+    /// the last trouble reading the source (Zoho unavailable: retried).
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -686,14 +687,17 @@ async fn start_run(
         return Ok(Some(RunOutcome::Superseded));
     };
     if attempts > MAX_ATTEMPTS {
-        sqlx::query("update crm_imports set status = 'failed', finished_at = now(), error = $2 where id = $1")
-            .bind(job.id)
-            .bind(format!(
-                "stopped after {MAX_ATTEMPTS} runs in a row that could not apply row {}; the rows before it are imported",
-                job.rows_done + 1
-            ))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "update crm_imports set status = 'failed', finished_at = now(), \
+             error = $2 || coalesce(' (last trouble: ' || error || ')', '') where id = $1",
+        )
+        .bind(job.id)
+        .bind(format!(
+            "stopped after {MAX_ATTEMPTS} runs in a row that could not apply row {}; the rows before it are imported",
+            job.rows_done + 1
+        ))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         return Ok(Some(RunOutcome::GaveUp));
     }
@@ -818,10 +822,16 @@ pub async fn run_pages(
                 return Ok(RunOutcome::Refused(message));
             }
             Err(CallError::Unavailable(why)) => {
-                return Err(DomainError::Internal(anyhow::anyhow!(
-                    "Zoho CRM page {}: {why}",
-                    pages_done + 1
-                )));
+                // Shown on the running import, and in the reason if it is given up.
+                let message = format!("Zoho CRM page {}: {why}", pages_done + 1);
+                let mut tx = pg::begin(pool, &scope).await?;
+                sqlx::query("update crm_imports set error = $2 where id = $1 and status = 'running'")
+                    .bind(job.id)
+                    .bind(&message)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                return Err(DomainError::Internal(anyhow::anyhow!(message)));
             }
         };
         if page.records.is_empty() {
@@ -988,7 +998,7 @@ async fn apply_chunk(
     sqlx::query(
         "update crm_imports set byte_offset = $2, line_offset = $3, rows_done = rows_done + $4, \
          created_count = created_count + $5, updated_count = updated_count + $6, skipped_count = skipped_count + $7, \
-         failed_count = failed_count + $8, companies_created = companies_created + $9, attempts = 0, \
+         failed_count = failed_count + $8, companies_created = companies_created + $9, attempts = 0, error = null, \
          updated_at = now() \
          where id = $1",
     )

@@ -7,6 +7,7 @@ use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::fields::CustomFilter;
+use crate::adapters::pg::TimeKey;
 use crate::domain::{DomainError, FieldError, Page, PageRequest, Validator};
 
 /// An offered sort: its name in `sort=`, the SQL expression, and what kind of value it orders.
@@ -81,6 +82,13 @@ pub fn page_request<K: serde::de::DeserializeOwned>(
                 .collect(),
         )
     })
+}
+
+/// The page of a list ordered by a time and an id.
+pub fn time_page_request(limit: Option<u32>, cursor: Option<&str>) -> Result<PageRequest<TimeKey>, DomainError> {
+    let page = page_request(limit, cursor)?;
+    crate::adapters::pg::check_time_key(&page)?;
+    Ok(page)
 }
 
 /// The `tag` filter: a tag as tags are stored (trimmed, lower case, no control characters).

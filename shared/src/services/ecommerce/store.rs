@@ -185,6 +185,19 @@ pub async fn products(tx: &mut Tx, tenant: Uuid, records: &[ProductRecord]) -> R
             })
         })
         .collect();
+    // The written products' variants are the new version's: the ones it no longer has go.
+    let written_ids: Vec<Uuid> = written.iter().map(|(id, _, _)| *id).collect();
+    if !written_ids.is_empty() {
+        sqlx::query(
+            "delete from ecom_variants v where v.product_id = any($1) and not exists (select 1 \
+             from jsonb_to_recordset($2) as r(product_id uuid, external_id text) \
+             where r.product_id = v.product_id and r.external_id = v.external_id)",
+        )
+        .bind(&written_ids)
+        .bind(Json(&variants))
+        .execute(&mut **tx)
+        .await?;
+    }
     if !variants.is_empty() {
         sqlx::query(
             "insert into ecom_variants (id, tenant_id, product_id, external_id, title, sku, price_minor, currency, \

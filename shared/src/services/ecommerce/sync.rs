@@ -565,13 +565,20 @@ pub async fn apply_delivery(
             };
             match map(channel, "products", &value, &currency) {
                 Ok(Mapped::Product(mut p)) => {
-                    if p.product_type.as_deref() == Some("variable") {
+                    let variations = if p.product_type.as_deref() == Some("variable") {
                         let creds = svc.credentials(&scope, kind).await?.ok_or(DomainError::NotFound)?;
-                        with_variations(svc, &creds, &mut p, &currency, opts).await?;
+                        with_variations(svc, &creds, &mut p, &currency, opts).await
+                    } else {
+                        Ok(())
+                    };
+                    match variations {
+                        Ok(()) => Ok(applied(
+                            store::products(&mut tx, tenant, std::slice::from_ref(&*p)).await?,
+                        )),
+                        // Recorded, not retried: the next sync pass reads the product again.
+                        Err(SyncError::Provider(why)) => Err(super::map_error("variations", why)),
+                        Err(e @ SyncError::Domain(_)) => return Err(e),
                     }
-                    Ok(applied(
-                        store::products(&mut tx, tenant, std::slice::from_ref(&*p)).await?,
-                    ))
                 }
                 Ok(_) => Ok(DeliveryOutcome::Ignored),
                 Err(e) => Err(e),
