@@ -858,7 +858,20 @@ async fn an_import_that_never_progresses_is_given_up_after_five_runs() {
 
 /// Zoho CRM's `GET /crm/v2/{module}` over `records`: pages by `page` and `per_page` (at most
 /// 200), `info.more_records`, and 204 with no body past the end, as the API answers.
-struct ZohoModule(Vec<Value>);
+/// `deleted_after_page_1`: a record someone deletes in Zoho once page 1 has been read.
+struct ZohoModule {
+    records: std::sync::Mutex<Vec<Value>>,
+    deleted_after_page_1: std::sync::Mutex<Option<usize>>,
+}
+
+impl ZohoModule {
+    fn new(records: Vec<Value>) -> Self {
+        Self {
+            records: std::sync::Mutex::new(records),
+            deleted_after_page_1: std::sync::Mutex::new(None),
+        }
+    }
+}
 
 impl wiremock::Respond for ZohoModule {
     fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
@@ -867,15 +880,23 @@ impl wiremock::Respond for ZohoModule {
         let per_page: usize = q["per_page"].parse().unwrap();
         assert!((1..=200).contains(&per_page));
         assert_eq!((q["sort_by"].as_str(), q["sort_order"].as_str()), ("id", "asc"));
+        let mut records = self.records.lock().unwrap();
         let start = (page - 1) * per_page;
-        let data: Vec<&Value> = self.0.iter().skip(start).take(per_page).collect();
+        let data: Vec<Value> = records.iter().skip(start).take(per_page).cloned().collect();
+        let total = records.len();
+        if page == 1
+            && per_page == 200
+            && let Some(i) = self.deleted_after_page_1.lock().unwrap().take()
+        {
+            records.remove(i);
+        }
         if data.is_empty() {
             return ResponseTemplate::new(204);
         }
         ResponseTemplate::new(200).set_body_json(json!({
             "data": data,
             "info": {"per_page": per_page, "count": data.len(), "page": page,
-                     "more_records": start + per_page < self.0.len()}
+                     "more_records": start + per_page < total}
         }))
     }
 }
@@ -947,7 +968,7 @@ async fn a_zoho_import_pages_the_module_resumes_after_a_crash_and_accounts_for_e
             "authorization",
             format!("Zoho-oauthtoken {ZOHO_TOKEN}").as_str(),
         ))
-        .respond_with(ZohoModule((1..=450).map(zoho_contact).collect()))
+        .respond_with(ZohoModule::new((1..=450).map(zoho_contact).collect()))
         .mount(&zoho)
         .await;
     let r = w
@@ -1002,17 +1023,33 @@ async fn a_zoho_import_pages_the_module_resumes_after_a_crash_and_accounts_for_e
         .iter()
         .map(|r| {
             let q: std::collections::HashMap<String, String> = r.url.query_pairs().into_owned().collect();
-            assert_eq!(q["per_page"], "200");
-            assert!(
-                q["fields"].starts_with("id,First_Name,Last_Name,Email"),
-                "{}",
-                q["fields"]
-            );
-            (q["page"].clone(), r.url.path().to_owned())
+            if q["per_page"] == "200" {
+                assert!(
+                    q["fields"].starts_with("id,First_Name,Last_Name,Email"),
+                    "{}",
+                    q["fields"]
+                );
+            } else {
+                // The look at the last place of the pages read (one id).
+                assert_eq!((q["per_page"].as_str(), q["fields"].as_str()), ("1", "id"));
+            }
+            (q["page"].clone(), q["per_page"].clone())
         })
         .collect();
-    let fetched: Vec<&str> = pages.iter().map(|(p, _)| p.as_str()).collect();
-    assert_eq!(fetched, ["1", "2", "2", "3"], "page 1 is not read again");
+    let fetched: Vec<(&str, &str)> = pages.iter().map(|(p, n)| (p.as_str(), n.as_str())).collect();
+    assert_eq!(
+        fetched,
+        [
+            ("1", "200"),
+            ("200", "1"),
+            ("2", "200"),
+            ("200", "1"),
+            ("2", "200"),
+            ("400", "1"),
+            ("3", "200")
+        ],
+        "page 1 is not read again"
+    );
 
     let r = w.get(&format!("/crm/imports/{id}"), "").await;
     assert_eq!(r.json["status"], "completed", "{}", r.json);
@@ -1068,7 +1105,7 @@ async fn a_zoho_import_pages_the_module_resumes_after_a_crash_and_accounts_for_e
     );
     // Another delivery of the same message changes nothing.
     w.zoho_worker(&zoho).run(&job, None).await.unwrap();
-    assert_eq!(zoho.received_requests().await.unwrap().len(), 4);
+    assert_eq!(zoho.received_requests().await.unwrap().len(), 7);
 }
 
 #[tokio::test]
@@ -1201,4 +1238,40 @@ async fn zoho_imports_need_the_connector_and_fail_in_words_when_zoho_refuses() {
         .send(&w.api)
         .await;
     assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn a_record_deleted_in_zoho_mid_import_skips_none_of_the_others() {
+    let w = world().await;
+    w.connect_zoho(w.tenant).await;
+    let zoho = MockServer::start().await;
+    let module = ZohoModule::new((1..=450).map(zoho_contact).collect());
+    // Record 5 (on page 1, already imported) is deleted once page 1 has been read: every
+    // unread record moves back a place, and record 201 moves onto page 1.
+    *module.deleted_after_page_1.lock().unwrap() = Some(4);
+    Mock::given(method("GET"))
+        .and(path("/crm/v2/Contacts"))
+        .respond_with(module)
+        .mount(&zoho)
+        .await;
+    let r = w
+        .post("/crm/imports", json!({"entity": "contacts", "source": "zoho"}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    w.zoho_worker(&zoho).run(&w.next_job().await, None).await.unwrap();
+    let r = w.get(&format!("/crm/imports/{id}"), "").await;
+    assert_eq!(r.json["status"], "completed", "{}", r.json);
+    let counts: Vec<i64> = ["rows_done", "created", "skipped", "failed"]
+        .iter()
+        .map(|k| r.json[*k].as_i64().unwrap())
+        .collect();
+    assert_eq!(counts, [450, 445, 1, 4], "{}", r.json);
+    assert_eq!(
+        w.count(
+            "select count(*) from crm_contacts where tenant_id = $1 and email in ('p201@zylker.com', 'p401@zylker.com')"
+        )
+        .await,
+        2
+    );
 }

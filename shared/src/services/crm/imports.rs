@@ -234,11 +234,13 @@ pub struct ImportRow {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Zoho: the highest record id imported.
+    pub source_cursor: Option<String>,
 }
 
 const COLUMNS: &str = "id, tenant_id, entity, source, object_key, file_name, header, mapping, dedupe, status, byte_offset, \
     line_offset, rows_total, rows_done, created_count, updated_count, skipped_count, failed_count, companies_created, \
-    error, errors_key, created_by, created_at, started_at, finished_at";
+    error, errors_key, created_by, created_at, started_at, finished_at, source_cursor";
 
 impl ImportRow {
     /// The API's view; `errors_url` is filled by the caller that can presign.
@@ -785,7 +787,12 @@ pub async fn run(pool: &PgPool, job: &ImportRow, data: &[u8], opts: RunOptions) 
         let end = job.byte_offset + i64::try_from(relative_end).unwrap_or(i64::MAX);
         let end_line = lines.at(relative_end);
         let crash = opts.crash_in_chunk == Some(chunk_index);
-        if !apply_chunk(pool, &scope, job, offset, (end, end_line), rows, crash).await? {
+        let to = ChunkEnd {
+            offset: end,
+            line: end_line,
+            cursor: None,
+        };
+        if !apply_chunk(pool, &scope, job, offset, to, rows, crash).await? {
             return Ok(RunOutcome::Superseded);
         }
         offset = end;
@@ -809,21 +816,33 @@ pub async fn run_pages(
     }
     let mut pages_done = job.byte_offset;
     let mut number = job.rows_done;
+    let mut last_id = job.source_cursor.clone();
     let mut chunk_index = 0usize;
+    let refused = |why: String, page: i64| async move {
+        let message = format!("Zoho CRM refused page {page}: {why}");
+        fail(pool, job, &message).await?;
+        Ok::<_, DomainError>(RunOutcome::Refused(message))
+    };
     loop {
         if opts.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
             return Ok(RunOutcome::Paused);
         }
-        let page = match reader.page(pages_done + 1).await {
-            Ok(page) => page,
-            Err(CallError::Refused(why)) => {
-                let message = format!("Zoho CRM refused page {}: {why}", pages_done + 1);
-                fail(pool, job, &message).await?;
-                return Ok(RunOutcome::Refused(message));
-            }
+        let next = pages_done + 1;
+        let read = async {
+            let mut records = match &last_id {
+                Some(last) if pages_done > 0 => zoho::skipped_back(reader, pages_done, last).await?,
+                _ => Vec::new(),
+            };
+            let page = reader.page(next).await?;
+            records.extend(page.records);
+            Ok::<_, CallError>((records, page.more))
+        };
+        let (records, more) = match read.await {
+            Ok(read) => read,
+            Err(CallError::Refused(why)) => return refused(why, next).await,
             Err(CallError::Unavailable(why)) => {
                 // Shown on the running import, and in the reason if it is given up.
-                let message = format!("Zoho CRM page {}: {why}", pages_done + 1);
+                let message = format!("Zoho CRM page {next}: {why}");
                 let mut tx = pg::begin(pool, &scope).await?;
                 sqlx::query("update crm_imports set error = $2 where id = $1 and status = 'running'")
                     .bind(job.id)
@@ -834,11 +853,27 @@ pub async fn run_pages(
                 return Err(DomainError::Internal(anyhow::anyhow!(message)));
             }
         };
-        if page.records.is_empty() {
+        // Only records after the last one imported, each once (ids ascend through the pages).
+        let fresh: Vec<&Value> = records
+            .iter()
+            .filter(|r| zoho::id_of(r).is_some_and(|id| last_id.as_deref().is_none_or(|last| zoho::after(id, last))))
+            .fold(Vec::new(), |mut kept: Vec<&Value>, r| {
+                if !kept.iter().any(|k| zoho::id_of(k) == zoho::id_of(r)) {
+                    kept.push(r);
+                }
+                kept
+            });
+        if fresh.is_empty() && records.is_empty() {
             break;
         }
-        let rows: Vec<RawRow> = page
-            .records
+        let newest = fresh
+            .iter()
+            .filter_map(|r| zoho::id_of(r))
+            .fold(last_id.clone(), |acc, id| match acc {
+                Some(a) if !zoho::after(id, &a) => Some(a),
+                _ => Some(id.to_owned()),
+            });
+        let rows: Vec<RawRow> = fresh
             .iter()
             .map(|record| {
                 number += 1;
@@ -853,12 +888,18 @@ pub async fn run_pages(
             })
             .collect();
         let crash = opts.crash_in_chunk == Some(chunk_index);
-        if !apply_chunk(pool, &scope, job, pages_done, (pages_done + 1, number + 1), rows, crash).await? {
+        let to = ChunkEnd {
+            offset: next,
+            line: number + 1,
+            cursor: newest.as_deref(),
+        };
+        if !apply_chunk(pool, &scope, job, pages_done, to, rows, crash).await? {
             return Ok(RunOutcome::Superseded);
         }
-        pages_done += 1;
+        pages_done = next;
+        last_id = newest;
         chunk_index += 1;
-        if !page.more {
+        if !more {
             break;
         }
     }
@@ -960,6 +1001,14 @@ fn owner_of(cells: &Cells, owners: &HashMap<String, Uuid>, v: &mut Validator) ->
     found
 }
 
+/// Where the job stands after a chunk: the offset (file bytes or Zoho pages), the next line,
+/// and the last Zoho record id.
+struct ChunkEnd<'a> {
+    offset: i64,
+    line: i64,
+    cursor: Option<&'a str>,
+}
+
 /// Writes one chunk and the job's progress in one transaction. `false`: the job is no longer
 /// at `offset` (another run took it further, or it ended), nothing written.
 async fn apply_chunk(
@@ -967,10 +1016,15 @@ async fn apply_chunk(
     scope: &Scope,
     job: &ImportRow,
     offset: i64,
-    (end, end_line): (i64, i64),
+    to: ChunkEnd<'_>,
     rows: Vec<RawRow>,
     crash: bool,
 ) -> Result<bool, DomainError> {
+    let ChunkEnd {
+        offset: end,
+        line: end_line,
+        cursor,
+    } = to;
     let mut tx = pg::begin(pool, scope).await?;
     let at: Option<(i64, JobStatus)> =
         sqlx::query_as("select byte_offset, status from crm_imports where id = $1 for update")
@@ -999,7 +1053,7 @@ async fn apply_chunk(
         "update crm_imports set byte_offset = $2, line_offset = $3, rows_done = rows_done + $4, \
          created_count = created_count + $5, updated_count = updated_count + $6, skipped_count = skipped_count + $7, \
          failed_count = failed_count + $8, companies_created = companies_created + $9, attempts = 0, error = null, \
-         updated_at = now() \
+         source_cursor = coalesce($10, source_cursor), updated_at = now() \
          where id = $1",
     )
     .bind(job.id)
@@ -1011,6 +1065,7 @@ async fn apply_chunk(
     .bind(counts.skipped)
     .bind(counts.failed)
     .bind(counts.companies)
+    .bind(cursor)
     .execute(&mut *tx)
     .await?;
     if crash {

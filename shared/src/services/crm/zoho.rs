@@ -162,11 +162,20 @@ pub struct Reader<'a> {
 impl Reader<'_> {
     /// Page `page` (from 1). A 204 (nothing in the module) is an empty last page.
     pub async fn page(&self, page: i64) -> Result<Page, CallError> {
-        let fields: Vec<&str> = self.columns.iter().map(String::as_str).collect();
+        self.window(page, PER_PAGE, &self.columns.join(",")).await
+    }
+
+    /// The id of the record at place `place` (from 1) in id order, if there is one.
+    async fn id_at(&self, place: i64) -> Result<Option<String>, CallError> {
+        let page = self.window(place, 1, "id").await?;
+        Ok(page.records.first().and_then(id_of).map(str::to_owned))
+    }
+
+    async fn window(&self, page: i64, per_page: u32, fields: &str) -> Result<Page, CallError> {
         let path = format!(
-            "/crm/v2/{}?fields={}&page={page}&per_page={PER_PAGE}&sort_by=id&sort_order=asc",
+            "/crm/v2/{}?fields={}&page={page}&per_page={per_page}&sort_by=id&sort_order=asc",
             module(self.entity),
-            url::form_urlencoded::byte_serialize(fields.join(",").as_bytes()).collect::<String>()
+            url::form_urlencoded::byte_serialize(fields.as_bytes()).collect::<String>()
         );
         let resp = self.connectors.call(self.creds, &path, self.retry).await?;
         if resp.status().as_u16() == 204 {
@@ -189,11 +198,60 @@ impl Reader<'_> {
     }
 }
 
+/// A record's id (Zoho sends it as a string of digits).
+pub fn id_of(record: &Value) -> Option<&str> {
+    record.get("id").and_then(Value::as_str).filter(|id| !id.is_empty())
+}
+
+/// Whether id `a` comes after id `b` (both strings of digits: compared as numbers).
+pub fn after(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    (a.len(), a) > (b.len(), b)
+}
+
+/// The records the import has not read that deletions in Zoho moved back onto pages already
+/// read (`pages_done` of them, the last record imported `last`). One record deleted from those
+/// pages moves every unread one back a place: the last place of page `pages_done` then holds a
+/// record after `last`, and so do the places before it, one per deletion. Found by one look at
+/// that place; read by going back page by page until a page starts at or before `last`.
+pub async fn skipped_back(reader: &Reader<'_>, pages_done: i64, last: &str) -> Result<Vec<Value>, CallError> {
+    let boundary = pages_done * i64::from(PER_PAGE);
+    match reader.id_at(boundary).await? {
+        Some(id) if after(&id, last) => {}
+        _ => return Ok(Vec::new()),
+    }
+    let mut found: Vec<Value> = Vec::new();
+    let mut page = pages_done;
+    while page >= 1 {
+        let records = reader.page(page).await?.records;
+        let starts_before = records.first().and_then(id_of).is_none_or(|first| !after(first, last));
+        let mut unread: Vec<Value> = records
+            .into_iter()
+            .filter(|r| id_of(r).is_some_and(|id| after(id, last)))
+            .collect();
+        unread.append(&mut found);
+        found = unread;
+        if starts_before {
+            break;
+        }
+        page -= 1;
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn ids_compare_as_numbers() {
+        assert!(after("3477061000000419010", "3477061000000419009"));
+        assert!(after("10", "9"));
+        assert!(!after("9", "10"));
+        assert!(!after("42", "42"));
+    }
 
     #[test]
     fn records_flatten_to_cells() {
