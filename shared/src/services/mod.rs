@@ -8,6 +8,7 @@ pub mod auth;
 pub mod billing;
 pub mod billing_reconcile;
 pub mod billing_sync;
+pub mod cms;
 pub mod connectors;
 pub mod crm;
 pub mod ecommerce;
