@@ -161,7 +161,11 @@ impl Worker {
             creds: &creds,
             entity: job.entity,
             columns: &job.header,
-            retry: self.retry,
+            // Tries and waits end before the run's deadline: the run then pauses.
+            retry: Retry {
+                deadline: options.deadline,
+                ..self.retry
+            },
         };
         Ok(imports::run_pages(&self.db, job, &reader, options).await?)
     }

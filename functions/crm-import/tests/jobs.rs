@@ -58,6 +58,7 @@ impl World {
             retry: Retry {
                 tries: 2,
                 max_wait: std::time::Duration::from_millis(20),
+                deadline: None,
             },
         }
     }
@@ -1228,6 +1229,14 @@ async fn zoho_imports_need_the_connector_and_fail_in_words_when_zoho_refuses() {
         trouble.contains("Zoho CRM page 1") && trouble.contains("HTTP 503"),
         "{trouble}"
     );
+    // With too little time left for a call before the Lambda's deadline, the run makes none:
+    // it pauses and queues the job again.
+    let mut hurried = w.zoho_worker(&down);
+    hurried.options.deadline = Some(std::time::Instant::now() + std::time::Duration::from_secs(5));
+    let calls = down.received_requests().await.unwrap().len();
+    hurried.run(&job, None).await.unwrap();
+    assert_eq!(down.received_requests().await.unwrap().len(), calls);
+    assert_eq!(w.next_job().await.id, job.id);
 
     // Another tenant sees none of it.
     let other = w.app.user("other").await;

@@ -521,10 +521,13 @@ impl Connectors {
         let mut wait = Duration::from_millis(250);
         let tries = retry.tries.max(1);
         for attempt in 1..=tries {
+            if !retry.fits(Duration::ZERO) {
+                return Err(CallError::OutOfTime);
+            }
             let req = self.request(creds, path_and_query).await.map_err(CallError::Refused)?;
             let resp = match req.send().await {
                 Ok(resp) => resp,
-                Err(e) if attempt < tries => {
+                Err(e) if attempt < tries && retry.fits(wait) => {
                     tracing::warn!(kind = spec.name, error = %e, path = path_and_query, "provider unreachable; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(retry.max_wait);
@@ -547,7 +550,14 @@ impl Connectors {
                     .and_then(|v| v.trim().parse::<f64>().ok())
                     .filter(|s| s.is_finite() && *s >= 0.0)
                     .map(Duration::from_secs_f64);
-                tokio::time::sleep(retry_after.unwrap_or(wait).min(retry.max_wait)).await;
+                let pause = retry_after.unwrap_or(wait).min(retry.max_wait);
+                if !retry.fits(pause) {
+                    return Err(CallError::Unavailable(format!(
+                        "{} answered HTTP {status}, and the run's time ran out before it could try again",
+                        spec.name
+                    )));
+                }
+                tokio::time::sleep(pause).await;
                 wait = (wait * 2).min(retry.max_wait);
                 continue;
             }
@@ -630,6 +640,8 @@ impl Connectors {
 pub struct Retry {
     pub tries: u32,
     pub max_wait: Duration,
+    /// No try starts (and no wait runs) past this: the caller's run must stop before it.
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl Default for Retry {
@@ -637,7 +649,16 @@ impl Default for Retry {
         Self {
             tries: 5,
             max_wait: Duration::from_secs(30),
+            deadline: None,
         }
+    }
+}
+
+impl Retry {
+    /// Whether `wait` and then a whole call still end before the deadline.
+    fn fits(&self, wait: Duration) -> bool {
+        self.deadline
+            .is_none_or(|d| std::time::Instant::now() + wait + CALL_TIMEOUT < d)
     }
 }
 
@@ -651,6 +672,10 @@ pub enum CallError {
     /// Unreachable, rate-limited or failing on every try: worth trying later.
     #[error("{0}")]
     Unavailable(String),
+    /// The caller's deadline came before the call could be (tried again): not the provider's
+    /// fault; the caller stops and goes on later.
+    #[error("no time left before the run's deadline")]
+    OutOfTime,
 }
 
 /// What a refusing provider said, if its answer names it (`message`, `error`, a `code`), shortened.

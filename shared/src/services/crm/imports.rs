@@ -840,6 +840,8 @@ pub async fn run_pages(
         let (records, more) = match read.await {
             Ok(read) => read,
             Err(CallError::Refused(why)) => return refused(why, next).await,
+            // What was read is committed; another run goes on from here.
+            Err(CallError::OutOfTime) => return Ok(RunOutcome::Paused),
             Err(CallError::Unavailable(why)) => {
                 // Shown on the running import, and in the reason if it is given up.
                 let message = format!("Zoho CRM page {next}: {why}");

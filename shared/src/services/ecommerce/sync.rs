@@ -37,6 +37,7 @@ impl SyncOptions {
         Retry {
             tries: self.tries,
             max_wait: self.max_wait,
+            deadline: None,
         }
     }
 }
