@@ -1,5 +1,6 @@
 //! CMS: the tenant's website content. Pages and posts are edited as a body of typed blocks
 //! (`blocks`) under a slug (`slug`); the routes that store, revise, publish and deliver them
-//! build on these rules.
+//! build on these rules; `diff` tells two revisions apart.
 pub mod blocks;
+pub mod diff;
 pub mod slug;
