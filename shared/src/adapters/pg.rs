@@ -81,6 +81,35 @@ pub type KnownConstraint = (&'static str, fn() -> DomainError);
 /// The sort key of lists ordered by a timestamp and an id (newest or oldest first).
 pub type TimeKey = (chrono::DateTime<chrono::Utc>, uuid::Uuid);
 
+/// Whether Postgres knows `tz` as a time zone name (IANA, as `pg_timezone_names` lists them).
+pub async fn known_timezone<'e>(exec: impl sqlx::PgExecutor<'e>, tz: &str) -> Result<bool, DomainError> {
+    Ok(
+        sqlx::query_scalar("select exists (select 1 from pg_timezone_names where name = $1)")
+            .bind(tz)
+            .fetch_one(exec)
+            .await?,
+    )
+}
+
+/// Plans made for this transaction's statements, not the connection's cached ones. Bulk writes
+/// into tables that were small when the connection cached its plans need it: the foreign-key
+/// checks of a row each run a cached plan, which scans the whole referenced table once it has
+/// grown (a first shop sync went quadratic: 50 ms a page after 1,000 orders, 280 ms after
+/// 10,000).
+pub async fn fresh_plans(tx: &mut Tx) -> Result<(), DomainError> {
+    sqlx::query("select set_config('plan_cache_mode', 'force_custom_plan', true)")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The page of a list ordered by a time and an id (`limit`, `cursor` as the client sent them).
+pub fn time_page_request(limit: Option<u32>, cursor: Option<&str>) -> Result<PageRequest<TimeKey>, DomainError> {
+    let page = PageRequest::checked(limit, cursor)?;
+    check_time_key(&page)?;
+    Ok(page)
+}
+
 /// A cursor's time must be one Postgres can hold (a hand-made cursor could name year 200000,
 /// which the database refuses with an error rather than an empty page).
 pub fn check_time_key(page: &PageRequest<TimeKey>) -> Result<(), DomainError> {

@@ -77,6 +77,18 @@ impl<K: DeserializeOwned> PageRequest<K> {
         }
     }
 
+    /// As `parse`, the issues as a 422 (an empty cursor is none: `?cursor=` from a form).
+    pub fn checked(limit: Option<u32>, cursor: Option<&str>) -> Result<Self, super::DomainError> {
+        Self::parse(limit, cursor.filter(|c| !c.is_empty())).map_err(|issues| {
+            super::DomainError::Invalid(
+                issues
+                    .into_iter()
+                    .map(|(field, issue)| super::FieldError::new(field, issue.code, issue.message))
+                    .collect(),
+            )
+        })
+    }
+
     /// Rows to fetch: one more than the limit, to learn whether another page exists.
     pub fn fetch(&self) -> i64 {
         i64::from(self.limit) + 1

@@ -171,16 +171,7 @@ pub struct PageParams {
 
 impl PageParams {
     pub fn request<K: DeserializeOwned>(&self) -> Result<PageRequest<K>, ApiError> {
-        // An empty cursor is no cursor (`?cursor=` from a form or a naive client).
-        let cursor = self.cursor.as_deref().filter(|c| !c.is_empty());
-        PageRequest::parse(self.limit, cursor).map_err(|issues| {
-            ApiError::validation(
-                issues
-                    .into_iter()
-                    .map(|(field, issue)| FieldError::new(field, issue.code, issue.message))
-                    .collect(),
-            )
-        })
+        Ok(PageRequest::checked(self.limit, self.cursor.as_deref())?)
     }
 }
 

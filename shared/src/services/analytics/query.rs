@@ -152,10 +152,7 @@ async fn prepare(tx: &mut Tx, params: &RangeParams, max_days: i64) -> Result<Str
         );
     }
     let tz = params.tz.clone().unwrap_or(site_zone);
-    let known: bool = sqlx::query_scalar("select exists (select 1 from pg_timezone_names where name = $1)")
-        .bind(&tz)
-        .fetch_one(&mut **tx)
-        .await?;
+    let known = pg::known_timezone(&mut **tx, &tz).await?;
     if !known {
         v.error(
             "tz",

@@ -110,10 +110,7 @@ pub async fn create(
         );
     }
     let timezone = input.timezone.unwrap_or_else(|| "UTC".to_owned());
-    let known_zone: bool = sqlx::query_scalar("select exists (select 1 from pg_timezone_names where name = $1)")
-        .bind(&timezone)
-        .fetch_one(pool)
-        .await?;
+    let known_zone = crate::adapters::pg::known_timezone(pool, &timezone).await?;
     if !known_zone {
         v.error(
             "timezone",

@@ -481,7 +481,7 @@ pub struct DealListParams {
 
 /// Deals, newest first.
 pub async fn list(pool: &PgPool, scope: &Scope, params: DealListParams) -> Result<Page<Deal>, DomainError> {
-    let page: PageRequest<pg::TimeKey> = super::listing::time_page_request(params.limit, params.cursor.as_deref())?;
+    let page: PageRequest<pg::TimeKey> = pg::time_page_request(params.limit, params.cursor.as_deref())?;
     let mut tx = pg::begin(pool, scope).await?;
     let rows: Vec<Deal> = sqlx::query_as(&format!(
         "select {COLUMNS} from {FROM} where ($1::timestamptz is null or (d.created_at, d.id) < ($1, $2)) \

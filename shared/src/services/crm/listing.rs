@@ -7,8 +7,7 @@ use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::fields::CustomFilter;
-use crate::adapters::pg::TimeKey;
-use crate::domain::{DomainError, FieldError, Page, PageRequest, Validator};
+use crate::domain::{DomainError, Page, PageRequest, Validator};
 
 /// An offered sort: its name in `sort=`, the SQL expression, and what kind of value it orders.
 #[derive(Debug, Clone, Copy)]
@@ -74,21 +73,7 @@ pub fn page_request<K: serde::de::DeserializeOwned>(
     limit: Option<u32>,
     cursor: Option<&str>,
 ) -> Result<PageRequest<K>, DomainError> {
-    PageRequest::parse(limit, cursor.filter(|c| !c.is_empty())).map_err(|issues| {
-        DomainError::Invalid(
-            issues
-                .into_iter()
-                .map(|(field, issue)| FieldError::new(field, issue.code, issue.message))
-                .collect(),
-        )
-    })
-}
-
-/// The page of a list ordered by a time and an id.
-pub fn time_page_request(limit: Option<u32>, cursor: Option<&str>) -> Result<PageRequest<TimeKey>, DomainError> {
-    let page = page_request(limit, cursor)?;
-    crate::adapters::pg::check_time_key(&page)?;
-    Ok(page)
+    PageRequest::checked(limit, cursor)
 }
 
 /// The `tag` filter: a tag as tags are stored (trimmed, lower case, no control characters).

@@ -16,7 +16,6 @@ use uuid::Uuid;
 use super::{Channel, OrderStatus, ProductStatus};
 use crate::adapters::pg::{self, TimeKey, Tx};
 use crate::domain::{DomainError, Page, PageRequest, Scope, Text, Validator};
-use crate::services::crm::listing::time_page_request;
 
 /// Days outside these years are refused.
 const FIRST_YEAR: i32 = 2000;
@@ -47,10 +46,7 @@ async fn day_range(
         .field("tz", Text::parse(tz, 1, 64))
         .map(Text::into_inner)
         .unwrap_or_default();
-    let known: bool = sqlx::query_scalar("select exists (select 1 from pg_timezone_names where name = $1)")
-        .bind(&tz)
-        .fetch_one(&mut **tx)
-        .await?;
+    let known = pg::known_timezone(&mut **tx, &tz).await?;
     if !known && !tz.is_empty() {
         v.error(
             "tz",
@@ -184,7 +180,7 @@ const PRODUCT_COLUMNS: &str = "p.id, p.channel, p.external_id, p.title, p.status
 
 /// Products, most recently changed first.
 pub async fn products(pool: &PgPool, scope: &Scope, params: ProductListParams) -> Result<Page<Product>, DomainError> {
-    let page: PageRequest<TimeKey> = time_page_request(params.limit, params.cursor.as_deref())?;
+    let page: PageRequest<TimeKey> = pg::time_page_request(params.limit, params.cursor.as_deref())?;
     let mut v = Validator::new();
     let q = search_term(params.q.as_deref(), &mut v);
     v.finish()?;
@@ -331,7 +327,7 @@ const ORDER_FROM: &str = "ecom_orders o left join ecom_customers c on c.tenant_i
 
 /// Orders, newest placed first.
 pub async fn orders(pool: &PgPool, scope: &Scope, params: OrderListParams) -> Result<Page<Order>, DomainError> {
-    let page: PageRequest<TimeKey> = time_page_request(params.limit, params.cursor.as_deref())?;
+    let page: PageRequest<TimeKey> = pg::time_page_request(params.limit, params.cursor.as_deref())?;
     let mut v = Validator::new();
     let q = search_term(params.q.as_deref(), &mut v);
     let mut tx = pg::begin(pool, scope).await?;

@@ -205,17 +205,6 @@ async fn fetch(svc: &Connectors, creds: &Credentials, path: &str, opts: &SyncOpt
     Ok(Page { records, next })
 }
 
-/// Plans made for this transaction's statements, not cached ones: the foreign-key checks of the
-/// lines (one per line) run a plan the connection cached when the mirrors were small, a scan
-/// of every order per check once they are not (a first sync into empty mirrors went
-/// quadratic: 50 ms a page after 1,000 orders, 280 ms after 10,000).
-async fn fresh_plans(tx: &mut pg::Tx) -> Result<(), DomainError> {
-    sqlx::query("select set_config('plan_cache_mode', 'force_custom_plan', true)")
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
 /// A WooCommerce variable product's variants: its variations (`GET /products/{id}/variations`,
 /// every page), which the product itself lists by id only. Other products are left as mapped.
 async fn with_variations(
@@ -356,7 +345,7 @@ pub async fn sync(
             }
             // One statement per table for the page, committed with the pass's position.
             let mut tx = pg::begin(&svc.db, scope).await?;
-            fresh_plans(&mut tx).await?;
+            pg::fresh_plans(&mut tx).await?;
             for applied in [
                 store::orders(&mut tx, tenant, &orders).await?,
                 store::products(&mut tx, tenant, &products).await?,
