@@ -2,16 +2,11 @@
 //! uploaded file (its head, or the rest from an offset), writing an export, queueing a job.
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
-use std::time::Duration;
 
 use crate::config::{ConfigError, Env};
 use crate::services::crm::imports::{FileHead, HEAD_BYTES};
 use crate::services::crm::jobs::JobMessage;
 
-/// How long a presigned upload or download link works.
-pub const LINK_TTL: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Clone)]
 pub struct CrmFiles {
@@ -23,12 +18,7 @@ pub struct CrmFiles {
     pub queue_url: String,
 }
 
-/// A presigned request: the method, URL and headers to send, until `expires_at`.
-pub struct Presigned {
-    pub url: String,
-    pub headers: BTreeMap<String, String>,
-    pub expires_at: DateTime<Utc>,
-}
+pub use super::aws::{LINK_TTL, Presigned};
 
 impl CrmFiles {
     pub fn new(aws: &aws_config::SdkConfig, env: &Env) -> Result<Self, ConfigError> {
@@ -40,38 +30,9 @@ impl CrmFiles {
         })
     }
 
-    fn config() -> anyhow::Result<PresigningConfig> {
-        Ok(PresigningConfig::expires_in(LINK_TTL)?)
-    }
-
-    fn expires_at() -> DateTime<Utc> {
-        Utc::now() + chrono::Duration::seconds(i64::try_from(LINK_TTL.as_secs()).unwrap_or(900))
-    }
-
     /// A PUT of exactly `size` bytes of CSV to `key`.
     pub async fn presign_upload(&self, key: &str, size: u64) -> anyhow::Result<Presigned> {
-        let request = self
-            .s3
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type("text/csv")
-            .content_length(i64::try_from(size)?)
-            .presigned(Self::config()?)
-            .await?;
-        // What the client must send besides the body: the signed headers, less those a browser
-        // sets itself (Host, Content-Length: it matches when the file has the declared size).
-        let mut headers: BTreeMap<String, String> = request
-            .headers()
-            .filter(|(k, _)| !k.eq_ignore_ascii_case("host") && !k.eq_ignore_ascii_case("content-length"))
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
-            .collect();
-        headers.insert("content-type".to_owned(), "text/csv".to_owned());
-        Ok(Presigned {
-            url: request.uri().to_owned(),
-            headers,
-            expires_at: Self::expires_at(),
-        })
+        super::aws::presign_put(&self.s3, &self.bucket, key, "text/csv", size).await
     }
 
     /// A GET of `key` that saves as `file_name`.
@@ -83,7 +44,7 @@ impl CrmFiles {
             .key(key)
             .response_content_disposition(format!("attachment; filename=\"{file_name}\""))
             .response_content_type("text/csv; charset=utf-8")
-            .presigned(Self::config()?)
+            .presigned(PresigningConfig::expires_in(LINK_TTL)?)
             .await?;
         Ok(request.uri().to_owned())
     }

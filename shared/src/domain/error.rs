@@ -12,7 +12,12 @@ pub enum DomainError {
     Forbidden(String),
     /// The request conflicts with the current state (duplicate, last owner, already used).
     #[error("conflict ({code}): {detail}")]
-    Conflict { code: &'static str, detail: String },
+    Conflict {
+        code: &'static str,
+        detail: String,
+        /// A value that would not conflict (the next free slug), when there is one.
+        suggestion: Option<String>,
+    },
     /// The resource existed but is no longer usable (an expired invitation).
     #[error("gone: {0}")]
     Gone(String),
@@ -43,6 +48,16 @@ impl DomainError {
         Self::Conflict {
             code,
             detail: detail.into(),
+            suggestion: None,
+        }
+    }
+
+    /// A conflict whose answer names a value that would not conflict.
+    pub fn conflict_suggesting(code: &'static str, detail: impl Into<String>, suggestion: String) -> Self {
+        Self::Conflict {
+            code,
+            detail: detail.into(),
+            suggestion: Some(suggestion),
         }
     }
 

@@ -22,6 +22,9 @@ pub struct Problem {
     /// The plan limit a 402 names.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<LimitDetail>,
+    /// A value that would not conflict (a 409 on a taken slug names the next free one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggestion: Option<String>,
 }
 
 /// Which entitlement of the tenant's plan refused the request.
@@ -122,7 +125,7 @@ impl ApiError {
             ApiError::Domain(d) => match d {
                 DomainError::NotFound => ("not-found", "Not found", None, vec![]),
                 DomainError::Forbidden(why) => ("forbidden", "Forbidden", Some(why.clone()), vec![]),
-                DomainError::Conflict { code, detail } => (code, "Conflict", Some(detail.clone()), vec![]),
+                DomainError::Conflict { code, detail, .. } => (code, "Conflict", Some(detail.clone()), vec![]),
                 DomainError::Gone(why) => ("gone", "Gone", Some(why.clone()), vec![]),
                 DomainError::StaleVersion => (
                     "stale-version",
@@ -180,6 +183,10 @@ impl ApiError {
                     used: *used,
                     plan: plan.clone(),
                 }),
+                _ => None,
+            },
+            suggestion: match self {
+                ApiError::Domain(DomainError::Conflict { suggestion, .. }) => suggestion.clone(),
                 _ => None,
             },
         }

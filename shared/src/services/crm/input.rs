@@ -80,9 +80,15 @@ pub fn phone(v: &mut Validator, field: &str, raw: Option<&str>) -> Option<String
 
 /// Tags: trimmed, lower-cased, unique, 1 to 50 characters each, at most 50.
 pub fn tags(v: &mut Validator, raw: &[String]) -> Vec<String> {
+    labels(v, "tags", raw)
+}
+
+/// Labels (tags, categories) under `field`: trimmed, lower-cased, unique, 1 to 50 characters
+/// each, at most 50.
+pub fn labels(v: &mut Validator, field: &str, raw: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for t in raw {
-        if let Some(t) = v.field("tags", Text::parse(t, 1, 50)) {
+        if let Some(t) = v.field(field, Text::parse(t, 1, 50)) {
             let t = t.into_inner().to_lowercase();
             if !out.contains(&t) {
                 out.push(t);
@@ -90,7 +96,7 @@ pub fn tags(v: &mut Validator, raw: &[String]) -> Vec<String> {
         }
     }
     if out.len() > MAX_TAGS {
-        v.error("tags", "too_many", format!("at most {MAX_TAGS} tags"));
+        v.error(field, "too_many", format!("at most {MAX_TAGS}"));
     }
     out
 }
