@@ -1,0 +1,28 @@
+//! `content-scheduler` (schedule, every minute): publishes the scheduled pages and posts that
+//! are due (`shared::services::cms::items::publish_due`), each in its own transaction; what is
+//! left over (more than a run's batch) waits for the next run. A failed run fails the
+//! invocation; nothing it published is published twice.
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::{Value, json};
+use shared::config::Env;
+
+/// Items published per run at most.
+const BATCH: i32 = 500;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::telemetry::init();
+    let env = Env::from_process();
+    let db = shared::adapters::pg::pool(
+        &env.required("DATABASE_URL")?,
+        env.parsed_or("DATABASE_MAX_CONNECTIONS", 2)?,
+    )?;
+    lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| {
+        let db = db.clone();
+        async move {
+            let run = shared::services::cms::items::publish_due(&db, chrono::Utc::now(), BATCH).await?;
+            Ok::<_, lambda_runtime::Error>(json!({"published": run.published, "failed": run.failed}))
+        }
+    }))
+    .await
+}

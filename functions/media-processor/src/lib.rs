@@ -1,0 +1,60 @@
+//! `media-processor` (S3 ObjectCreated on `media/…/original`): each record's object is
+//! processed by `shared::services::cms::process::object` (what the bytes are; thumbnails;
+//! rejected and removed when they are not what was declared). A record that fails fails the
+//! invocation, and S3's asynchronous retries (then the dead-letter queue) take over; a record
+//! processed twice changes nothing the second time.
+use aws_lambda_events::event::s3::S3Event;
+use serde_json::{Value, json};
+use shared::adapters::media_store::MediaStore;
+use shared::config::Env;
+use shared::services::cms::process::{self, Outcome};
+use sqlx::PgPool;
+
+pub struct Processor {
+    pub db: PgPool,
+    pub store: MediaStore,
+}
+
+/// An S3 event key as the object's key (`+` is a space, `%XX` a byte).
+pub fn object_key(raw: &str) -> String {
+    url::form_urlencoded::parse(format!("k={}", raw.replace('&', "%26").replace('=', "%3D")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+impl Processor {
+    pub fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> anyhow::Result<Self> {
+        let max: u32 = env.parsed_or("DATABASE_MAX_CONNECTIONS", 2)?;
+        Ok(Self {
+            db: shared::adapters::pg::pool(&env.required("DATABASE_URL")?, max)?,
+            store: MediaStore::new(aws, env)?,
+        })
+    }
+
+    /// One S3 event: every record of this bucket's objects, in order.
+    pub async fn handle(&self, payload: Value) -> Result<Value, lambda_runtime::Error> {
+        let event: S3Event = serde_json::from_value(payload)?;
+        let mut outcomes = Vec::new();
+        for record in event.records {
+            let bucket = record.s3.bucket.name.as_deref().unwrap_or_default();
+            if bucket != self.store.bucket {
+                tracing::warn!(bucket, "event of another bucket ignored");
+                continue;
+            }
+            let Some(raw) = record.s3.object.key.as_deref() else {
+                continue;
+            };
+            let key = object_key(raw);
+            let outcome = process::object(&self.db, &self.store, &key).await?;
+            outcomes.push(json!({"key": key, "outcome": match outcome {
+                Outcome::Ready => "ready".to_owned(),
+                Outcome::Rejected(why) => format!("rejected: {why}"),
+                Outcome::Unchanged => "unchanged".to_owned(),
+                Outcome::Orphan => "orphan removed".to_owned(),
+                Outcome::Gone => "gone".to_owned(),
+            }}));
+        }
+        Ok(json!({ "processed": outcomes }))
+    }
+}
