@@ -330,6 +330,25 @@ impl TestApp {
         subscription
     }
 
+    /// A website of `tenant` (an analytics site: the CMS's site too); returns its id and public
+    /// site key.
+    pub async fn site(&self, tenant: Uuid, domain: &str) -> (Uuid, String) {
+        let id = Uuid::now_v7();
+        let key = format!("site_{}", Uuid::new_v4().simple());
+        sqlx::query(
+            "insert into analytics_sites (id, tenant_id, name, domain, site_key, allowed_origins) \
+             values ($1, $2, $3, $3, $4, array['https://' || $3])",
+        )
+        .bind(id)
+        .bind(tenant)
+        .bind(domain)
+        .bind(&key)
+        .execute(&self.db.owner)
+        .await
+        .unwrap();
+        (id, key)
+    }
+
     /// Counts rows of a table as the owner (sees every tenant): to prove nothing changed.
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(&format!("select count(*) from {table}"))
@@ -629,7 +648,26 @@ pub async fn crm_files(aws: &aws_config::SdkConfig, prefix: &str) -> shared::ada
     }
 }
 
-/// The machine a benchmark ran on (cores and CPU model), for its printout.
+/// A uniquely named media bucket in moto, shaped like template.yaml's `MediaBucket`; objects are
+/// read back at the moto server's URL.
+#[cfg(feature = "aws")]
+pub async fn media_store(aws: &aws_config::SdkConfig, prefix: &str) -> shared::adapters::media_store::MediaStore {
+    let unique = Uuid::new_v4().simple().to_string();
+    let s3 = shared::adapters::aws::s3(aws);
+    let bucket = format!("{prefix}-media-{}", &unique[..16]);
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("the moto server answers: run local/up --services-only first");
+    let endpoint = aws.endpoint_url().unwrap_or("http://127.0.0.1:5000").trim_end_matches('/');
+    shared::adapters::media_store::MediaStore {
+        s3,
+        public_base_url: format!("{endpoint}/{bucket}"),
+        bucket,
+    }
+}
+
 /// The connector service on a test database: a fixed local key, the private networks of the
 /// fakes allowed, and provider APIs at `bases` (`kind` → a fake's URL).
 pub fn connectors(
@@ -653,6 +691,7 @@ pub fn percentile_ms(samples: &mut [std::time::Duration], p: f64) -> f64 {
     samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
+/// The machine a benchmark ran on (cores and CPU model), for its printout.
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
