@@ -3,12 +3,41 @@
 //! rejected and removed when they are not what was declared). A record that fails fails the
 //! invocation, and S3's asynchronous retries (then the dead-letter queue) take over; a record
 //! processed twice changes nothing the second time.
-use aws_lambda_events::event::s3::S3Event;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::adapters::media_store::MediaStore;
 use shared::config::Env;
 use shared::services::cms::process::{self, Outcome};
 use sqlx::PgPool;
+
+/// The parts of an S3 event the processor reads: each record's bucket and key. (Read leniently:
+/// a record's other fields, such as its time format, never fail the event.)
+#[derive(Debug, Deserialize)]
+pub struct S3Event {
+    #[serde(rename = "Records", default)]
+    pub records: Vec<S3Record>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct S3Record {
+    pub s3: S3Entity,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct S3Entity {
+    pub bucket: S3Bucket,
+    pub object: S3Object,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct S3Bucket {
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct S3Object {
+    pub key: String,
+}
 
 pub struct Processor {
     pub db: PgPool,
@@ -37,15 +66,12 @@ impl Processor {
         let event: S3Event = serde_json::from_value(payload)?;
         let mut outcomes = Vec::new();
         for record in event.records {
-            let bucket = record.s3.bucket.name.as_deref().unwrap_or_default();
+            let bucket = record.s3.bucket.name.as_str();
             if bucket != self.store.bucket {
                 tracing::warn!(bucket, "event of another bucket ignored");
                 continue;
             }
-            let Some(raw) = record.s3.object.key.as_deref() else {
-                continue;
-            };
-            let key = object_key(raw);
+            let key = object_key(&record.s3.object.key);
             let outcome = process::object(&self.db, &self.store, &key).await?;
             outcomes.push(json!({"key": key, "outcome": match outcome {
                 Outcome::Ready => "ready".to_owned(),
