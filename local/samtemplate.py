@@ -326,6 +326,25 @@ class Template:
             return any(self.references_resource(v) for v in value)
         return False
 
+    def spells_resource_name(self, value: Any) -> bool:
+        """True if the expression, without naming a resource, resolves to the physical name of one
+        (a bucket named with !Sub from pseudo parameters, spelled out to avoid a dependency cycle)."""
+        if not isinstance(value, dict):
+            return False
+        try:
+            resolved = self.resolve(value)
+        except (Unresolvable, KeyError, IndexError, TypeError, ValueError):
+            return False
+        for logical_id in self.resources:
+            if self.resource_type(logical_id) not in NAMED_TYPES:
+                continue
+            try:
+                if self.physical_name(logical_id) == resolved:
+                    return True
+            except (Unresolvable, KeyError, IndexError, TypeError, ValueError):
+                continue
+        return False
+
     # -- intrinsics --------------------------------------------------------------------------
 
     def resolve(self, value: Any) -> Any:
@@ -445,7 +464,7 @@ class Template:
             sources.append((fn, ((self.properties(fn).get("Environment") or {}).get("Variables")) or {}))
         for origin, variables in sources:
             for key, raw in variables.items():
-                if not self.references_resource(raw):
+                if not self.references_resource(raw) and not self.spells_resource_name(raw):
                     continue
                 try:
                     value = self.resolve(raw)

@@ -169,6 +169,33 @@ def test_names_fall_back_to_the_logical_id_and_intrinsics_resolve():
     assert overridden.physical_name("MediaBucket") == "s-media-prod"
 
 
+def test_a_bucket_name_spelled_out_with_sub_is_a_resource_env_var():
+    # A function that names its bucket with the same !Sub as the bucket (no Ref: the bucket's
+    # notification to the function would make a cycle) gets the local name; other !Sub strings
+    # of pseudo parameters only are no resource.
+    tpl = tpl_from(
+        """
+        Resources:
+          MediaBucket:
+            Type: AWS::S3::Bucket
+            Properties:
+              BucketName: !Sub "${AWS::StackName}-${AWS::AccountId}-media"
+          Worker:
+            Type: AWS::Serverless::Function
+            Properties:
+              CodeUri: functions/worker
+              Environment:
+                Variables:
+                  MEDIA_BUCKET: !Sub "${AWS::StackName}-${AWS::AccountId}-media"
+                  GREETING: !Sub "hello ${AWS::Region}"
+        """,
+        stack_name="portal-local",
+    )
+    env, warnings = tpl.resource_env()
+    assert env == {"MEDIA_BUCKET": f"portal-local-{tpl.account}-media"}
+    assert warnings == []
+
+
 def test_sub_with_variables_and_no_value():
     tpl = tpl_from(
         """

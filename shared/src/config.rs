@@ -97,6 +97,25 @@ impl Env {
     }
 }
 
+/// Where a website reads the media bucket's objects: `MEDIA_PUBLIC_BASE_URL` (the CDN in front
+/// of the bucket), else the S3-compatible endpoint's path-style URL when one is configured
+/// (`AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, the local stack), else the bucket's own URL.
+pub fn media_public_base(env: &Env) -> Result<String, ConfigError> {
+    if let Some(base) = env.optional("MEDIA_PUBLIC_BASE_URL") {
+        return Ok(base.trim_end_matches('/').to_owned());
+    }
+    let bucket = env.required("MEDIA_BUCKET")?;
+    Ok(
+        match env
+            .optional("AWS_ENDPOINT_URL_S3")
+            .or_else(|| env.optional("AWS_ENDPOINT_URL"))
+        {
+            Some(endpoint) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+            None => format!("https://{bucket}.s3.amazonaws.com"),
+        },
+    )
+}
+
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from(&Env::from_process())

@@ -17,6 +17,10 @@ fn documents() -> Vec<utoipa::openapi::OpenApi> {
         connectors::openapi(),
         connector_webhook::openapi(),
         stripe_webhook::openapi(),
+        cms_content::pages::openapi(),
+        cms_content::posts::openapi(),
+        cms_public::openapi(),
+        cms_media::openapi(),
         api_docs::openapi(),
     ]
 }
@@ -69,10 +73,11 @@ fn the_document_is_openapi_3_1_and_describes_every_route_with_problems() {
         for (method, op) in item.as_object().unwrap() {
             let responses = op["responses"].as_object().unwrap();
             assert!(!responses.is_empty(), "{method} {path} documents no response");
-            // Public routes (the collect endpoint is keyed by its site key) and signed webhooks
+            // Public routes (the collect endpoint and site content are keyed by a site key) and signed webhooks
             // carry no bearer credential.
             let public = ["/health", "/openapi.json", "/docs", "/analytics/collect"].contains(&path.as_str())
-                || path.starts_with("/webhooks/");
+                || path.starts_with("/webhooks/")
+                || path.starts_with("/public/");
             if !public {
                 assert!(responses.contains_key("401"), "{method} {path} must document 401");
                 assert!(op["security"].is_array(), "{method} {path} must declare its security");

@@ -91,36 +91,41 @@ async fn slugs_come_from_titles_and_a_taken_one_answers_409_with_the_next_free()
 }
 
 async fn r_post(w: &World, body: Value) -> Resp {
-    post("/cms/posts").json(body).bearer(&w.owner.token).tenant(w.tenant).send(&w.posts).await
+    post("/cms/posts")
+        .json(body)
+        .bearer(&w.owner.token)
+        .tenant(w.tenant)
+        .send(&w.posts)
+        .await
 }
 
 #[tokio::test]
 async fn a_block_that_fails_its_schema_is_422_at_its_path_and_nothing_is_stored() {
     let w = world().await;
     let r = w
-        .send(post("/cms/pages").json(json!({"site_id": w.site, "title": "Pricing", "body": [
-            heading("h", "Plans"),
-            {"type": "cta", "label": "Buy", "href": "javascript:alert(1)", "style": "primary"},
-            {"type": "rich_text", "content": [{"type": "paragraph", "spans": [{"text": "x", "marks": ["blink"]}]}]},
-            {"type": "image", "media_id": Uuid::now_v7(), "alt": "a"},
-            {"type": "marquee"}
-        ]})))
+        .send(
+            post("/cms/pages").json(json!({"site_id": w.site, "title": "Pricing", "body": [
+                heading("h", "Plans"),
+                {"type": "cta", "label": "Buy", "href": "javascript:alert(1)", "style": "primary"},
+                {"type": "rich_text", "content": [{"type": "paragraph", "spans": [{"text": "x", "marks": ["blink"]}]}]},
+                {"type": "image", "media_id": Uuid::now_v7(), "alt": "a"},
+                {"type": "marquee"}
+            ]})),
+        )
         .await;
     assert_eq!(r.status, 422, "{}", r.text);
     let fields = r.error_fields();
-    for path in [
-        "body[1].href",
-        "body[2].content[0].spans[0].marks[0]",
-        "body[4].type",
-    ] {
+    for path in ["body[1].href", "body[2].content[0].spans[0].marks[0]", "body[4].type"] {
         assert!(fields.iter().any(|f| f == path), "{path} in {fields:?}");
     }
     // Images must be images of the library (checked once the blocks are well-formed).
     let r = w
-        .send(post("/cms/pages").json(json!({"site_id": w.site, "title": "Pricing", "body": [
+        .send(
+            post("/cms/pages").json(json!({"site_id": w.site, "title": "Pricing", "body": [
             heading("h", "Plans"),
             {"type": "gallery", "items": [{"media_id": Uuid::now_v7(), "alt": "a"}]},
-        ], "seo": {"image_media_id": Uuid::now_v7(), "canonical_url": "http://example.com"}})))
+        ], "seo": {"image_media_id": Uuid::now_v7(), "canonical_url": "http://example.com"}})),
+        )
         .await;
     assert_eq!(
         r.error_fields(),
@@ -159,25 +164,49 @@ async fn every_save_is_a_revision_with_diff_and_restore() {
     assert_eq!(r.json["slug"], "about", "the slug stays when the title changes");
     // The old ETag is stale now.
     let r = w
-        .send(patch(&format!("/cms/pages/{id}")).header("If-Match", &etag).json(json!({"title": "X"})))
+        .send(
+            patch(&format!("/cms/pages/{id}"))
+                .header("If-Match", &etag)
+                .json(json!({"title": "X"})),
+        )
         .await;
     assert_eq!(r.status, 412);
     // A patch that changes nothing writes no revision.
-    let r = w.send(patch(&format!("/cms/pages/{id}")).json(json!({"title": "About us"}))).await;
+    let r = w
+        .send(patch(&format!("/cms/pages/{id}")).json(json!({"title": "About us"})))
+        .await;
     assert_eq!(r.json["revision"], 2);
 
     let r = w.send(get(&format!("/cms/pages/{id}/revisions"))).await;
-    let numbers: Vec<i64> = r.json["items"].as_array().unwrap().iter().map(|r| r["number"].as_i64().unwrap()).collect();
+    let numbers: Vec<i64> = r.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["number"].as_i64().unwrap())
+        .collect();
     assert_eq!(numbers, [2, 1]);
     assert_eq!(r.json["items"][1]["reason"], "created");
     assert_eq!(r.json["items"][0]["author"], format!("user:{}", w.owner.id));
 
     let r = w.send(get(&format!("/cms/pages/{id}/diff")).query("from=1&to=2")).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let fields: Vec<&str> = r.json["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = r.json["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["title", "seo"]);
-    let changes: Vec<&str> = r.json["blocks"].as_array().unwrap().iter().map(|c| c["change"].as_str().unwrap()).collect();
-    assert!(changes.contains(&"changed") && changes.contains(&"added"), "{changes:?}");
+    let changes: Vec<&str> = r.json["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["change"].as_str().unwrap())
+        .collect();
+    assert!(
+        changes.contains(&"changed") && changes.contains(&"added"),
+        "{changes:?}"
+    );
 
     let r = w.send(post(&format!("/cms/pages/{id}/revisions/1/restore"))).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -186,14 +215,23 @@ async fn every_save_is_a_revision_with_diff_and_restore() {
     assert_eq!(r.json["body"].as_array().unwrap().len(), 2);
     assert!(r.json["seo"].get("description").is_none());
     let r = w.send(get(&format!("/cms/pages/{id}/revisions/3"))).await;
-    assert_eq!((r.json["reason"].as_str(), r.json["restored_from"].as_i64()), (Some("restored"), Some(1)));
+    assert_eq!(
+        (r.json["reason"].as_str(), r.json["restored_from"].as_i64()),
+        (Some("restored"), Some(1))
+    );
     assert_eq!(r.json["content"]["title"], "About");
     // A revision that does not exist, or of another page.
     assert_eq!(w.send(get(&format!("/cms/pages/{id}/revisions/9"))).await.status, 404);
-    assert_eq!(w.send(post(&format!("/cms/pages/{id}/revisions/9/restore"))).await.status, 404);
+    assert_eq!(
+        w.send(post(&format!("/cms/pages/{id}/revisions/9/restore")))
+            .await
+            .status,
+        404
+    );
 
     // Restoring a revision whose slug another page took since: 409 with a suggestion.
-    w.send(patch(&format!("/cms/pages/{id}")).json(json!({"slug": "company"}))).await;
+    w.send(patch(&format!("/cms/pages/{id}")).json(json!({"slug": "company"})))
+        .await;
     w.page(json!({"title": "About"})).await;
     let r = w.send(post(&format!("/cms/pages/{id}/revisions/1/restore"))).await;
     assert_eq!(r.problem(409)["suggestion"], "about-2");
@@ -205,19 +243,28 @@ async fn scheduled_publishing_publishes_the_scheduled_revision_when_due() {
     let page = w.page(json!({"title": "Launch", "body": [para("a", "Soon.")]})).await;
     let id = page["id"].as_str().unwrap();
     let at = chrono::Utc::now() + chrono::Duration::minutes(10);
-    let r = w.send(post(&format!("/cms/pages/{id}/publish")).json(json!({"at": at}))).await;
+    let r = w
+        .send(post(&format!("/cms/pages/{id}/publish")).json(json!({"at": at})))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["status"], "scheduled");
     assert_eq!(r.json["scheduled_revision"], 1);
     // An edit after scheduling waits for the next publish.
-    w.send(patch(&format!("/cms/pages/{id}")).json(json!({"title": "Launch (edited)"}))).await;
+    w.send(patch(&format!("/cms/pages/{id}")).json(json!({"title": "Launch (edited)"})))
+        .await;
 
     let db = &w.app.core.db;
-    let early = shared::services::cms::items::publish_due(db, chrono::Utc::now(), 100).await.unwrap();
+    let early = shared::services::cms::items::publish_due(db, chrono::Utc::now(), 100)
+        .await
+        .unwrap();
     assert_eq!(early.published, 0);
-    let run = shared::services::cms::items::publish_due(db, at + chrono::Duration::seconds(1), 100).await.unwrap();
+    let run = shared::services::cms::items::publish_due(db, at + chrono::Duration::seconds(1), 100)
+        .await
+        .unwrap();
     assert_eq!(run.published, 1);
-    let again = shared::services::cms::items::publish_due(db, at + chrono::Duration::seconds(2), 100).await.unwrap();
+    let again = shared::services::cms::items::publish_due(db, at + chrono::Duration::seconds(2), 100)
+        .await
+        .unwrap();
     assert_eq!(again.published, 0, "published once");
     let r = w.send(get(&format!("/cms/pages/{id}"))).await;
     assert_eq!(r.json["status"], "published");
@@ -230,19 +277,32 @@ async fn scheduled_publishing_publishes_the_scheduled_revision_when_due() {
     let a = w.page(json!({"title": "Alpha", "slug": "alpha"})).await;
     let b = w.page(json!({"title": "Beta", "slug": "beta"})).await;
     let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
-    w.send(post(&format!("/cms/pages/{a_id}/publish")).json(json!({"at": at}))).await;
-    w.send(post(&format!("/cms/pages/{b_id}/publish")).json(json!({"at": at}))).await;
-    w.send(patch(&format!("/cms/pages/{a_id}")).json(json!({"slug": "gamma"}))).await;
+    w.send(post(&format!("/cms/pages/{a_id}/publish")).json(json!({"at": at})))
+        .await;
+    w.send(post(&format!("/cms/pages/{b_id}/publish")).json(json!({"at": at})))
+        .await;
+    w.send(patch(&format!("/cms/pages/{a_id}")).json(json!({"slug": "gamma"})))
+        .await;
     let c = w.page(json!({"title": "Alpha 2", "slug": "alpha"})).await;
-    let r = w.send(post(&format!("/cms/pages/{}/publish", c["id"].as_str().unwrap())).json(json!({}))).await;
+    let r = w
+        .send(post(&format!("/cms/pages/{}/publish", c["id"].as_str().unwrap())).json(json!({})))
+        .await;
     assert_eq!(r.json["status"], "published");
-    let run = shared::services::cms::items::publish_due(db, at + chrono::Duration::seconds(3), 100).await.unwrap();
+    let run = shared::services::cms::items::publish_due(db, at + chrono::Duration::seconds(3), 100)
+        .await
+        .unwrap();
     assert_eq!((run.published, run.failed), (1, 1));
     let r = w.send(get(&format!("/cms/pages/{a_id}"))).await;
     assert_eq!(r.json["status"], "draft");
-    assert!(r.json["publish_error"].as_str().unwrap().contains("alpha"), "{}", r.text);
+    assert!(
+        r.json["publish_error"].as_str().unwrap().contains("alpha"),
+        "{}",
+        r.text
+    );
     // Bad times.
-    let r = w.send(post(&format!("/cms/pages/{a_id}/publish")).json(json!({"at": "tomorrow"}))).await;
+    let r = w
+        .send(post(&format!("/cms/pages/{a_id}/publish")).json(json!({"at": "tomorrow"})))
+        .await;
     assert_eq!(r.status, 422);
 }
 
@@ -258,11 +318,15 @@ async fn pages_form_a_tree_without_cycles() {
         .await;
     assert_eq!(r.status, 422);
     assert_eq!(r.json["errors"][0]["code"], "cycle");
-    let r = w.send(get("/cms/pages").query(&format!("parent_id={}", child["id"].as_str().unwrap()))).await;
+    let r = w
+        .send(get("/cms/pages").query(&format!("parent_id={}", child["id"].as_str().unwrap())))
+        .await;
     assert_eq!(r.json["items"].as_array().unwrap().len(), 1);
     let r = w.send(delete(&format!("/cms/pages/{root_id}"))).await;
     assert_eq!(r.problem(409)["type"], "/problems/page-has-children");
-    let r = w.send(patch(&format!("/cms/pages/{}", child["id"].as_str().unwrap())).json(json!({"parent_id": null}))).await;
+    let r = w
+        .send(patch(&format!("/cms/pages/{}", child["id"].as_str().unwrap())).json(json!({"parent_id": null})))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(w.send(delete(&format!("/cms/pages/{root_id}"))).await.status, 204);
     assert_eq!(w.send(get(&format!("/cms/pages/{root_id}"))).await.status, 404);
@@ -284,7 +348,12 @@ async fn posts_have_authors_categories_and_tags() {
     let stranger = w.app.user("stranger").await;
     let r = r_post(&w, json!({"site_id": w.site, "title": "x", "author_id": stranger.id})).await;
     assert_eq!(r.error_fields(), ["author_id"]);
-    let r = get("/cms/posts").query("category=news").bearer(&w.owner.token).tenant(w.tenant).send(&w.posts).await;
+    let r = get("/cms/posts")
+        .query("category=news")
+        .bearer(&w.owner.token)
+        .tenant(w.tenant)
+        .send(&w.posts)
+        .await;
     assert_eq!(r.json["items"].as_array().unwrap().len(), 1);
     // Pages and posts are apart: a post's id is no page.
     let id = r.json["items"][0]["id"].as_str().unwrap().to_owned();
@@ -315,5 +384,8 @@ async fn another_tenants_items_answer_404_on_every_route() {
     let r = send(get("/cms/pages")).await;
     assert_eq!(r.json["items"], json!([]));
     let r = w.send(get(&format!("/cms/pages/{id}"))).await;
-    assert_eq!((r.json["title"].as_str(), r.json["revision"].as_i64()), (Some("Secret"), Some(1)));
+    assert_eq!(
+        (r.json["title"].as_str(), r.json["revision"].as_i64()),
+        (Some("Secret"), Some(1))
+    );
 }

@@ -9,12 +9,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use shared::adapters::media_store::MediaStore;
 use shared::domain::{Page, Role};
-use shared::http::docs::{
-    BodyProblems, ListProblems, NotFound, PreconditionFailed, TenantHeader, TenantProblems,
-};
+use shared::http::docs::{BodyProblems, ListProblems, NotFound, PreconditionFailed, TenantHeader, TenantProblems};
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{ApiError, Body, Core, IfMatch, Json, Params, PathId, TenantCtx, etag, min};
-use shared::services::cms::media::{self, Folder, Media, MediaListParams, NewUpload, Upload};
+use shared::services::cms::media::{self, Media, MediaFolder, MediaListParams, MediaUpload, MediaUploadRequest};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -61,12 +59,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Start an upload (member): a pending library item and a presigned `PUT` for exactly the
 /// declared bytes (15 minutes). 402 `plan-limit` (`storage_bytes`) past the plan's storage.
-#[utoipa::path(post, path = "/cms/media/uploads", tag = TAG, security(("bearer" = [])), request_body = NewUpload,
-    params(TenantHeader), responses((status = 201, body = Upload), TenantProblems, BodyProblems))]
+#[utoipa::path(post, path = "/cms/media/uploads", tag = TAG, security(("bearer" = [])), request_body = MediaUploadRequest,
+    params(TenantHeader), responses((status = 201, body = MediaUpload), TenantProblems, BodyProblems))]
 async fn create_upload(
     State(state): State<MediaState>,
     ctx: TenantCtx<min::Member>,
-    body: Body<NewUpload>,
+    body: Body<MediaUploadRequest>,
 ) -> Result<Response, ApiError> {
     let upload = media::create_upload(&state.core.db, &state.store, &ctx.scope, body.value).await?;
     Ok((StatusCode::CREATED, Json(upload)).into_response())
@@ -88,8 +86,11 @@ async fn list(
 
 /// The folders in use, with their item counts and bytes.
 #[utoipa::path(get, path = "/cms/media/folders", tag = TAG, security(("bearer" = [])), params(TenantHeader),
-    responses((status = 200, body = Vec<Folder>), TenantProblems))]
-async fn folders(State(state): State<MediaState>, ctx: TenantCtx<min::Viewer>) -> Result<Json<Vec<Folder>>, ApiError> {
+    responses((status = 200, body = Vec<MediaFolder>), TenantProblems))]
+async fn folders(
+    State(state): State<MediaState>,
+    ctx: TenantCtx<min::Viewer>,
+) -> Result<Json<Vec<MediaFolder>>, ApiError> {
     Ok(Json(media::folders(&state.core.db, &ctx.scope).await?))
 }
 

@@ -6,7 +6,6 @@ use axum::Router;
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use shared::config::{ConfigError, Env};
 use shared::domain::Page;
 use shared::http::docs::{ListProblems, NotFound};
 use shared::http::routes::{Access, RouteSpec};
@@ -29,21 +28,13 @@ pub const ROUTES: &[RouteSpec] = &[
 #[derive(Clone)]
 pub struct PublicState {
     pub core: Core,
-    /// Where the site reads media objects (`MEDIA_PUBLIC_BASE_URL`).
+    /// Where the site reads media objects (`shared::config::media_public_base`).
     pub media_base: String,
 }
 
 impl FromRef<PublicState> for Core {
     fn from_ref(state: &PublicState) -> Core {
         state.core.clone()
-    }
-}
-
-/// `MEDIA_PUBLIC_BASE_URL`, else the media bucket's own URL (`MEDIA_BUCKET`).
-pub fn media_base(env: &Env) -> Result<String, ConfigError> {
-    match env.optional("MEDIA_PUBLIC_BASE_URL") {
-        Some(base) => Ok(base),
-        None => Ok(format!("https://{}.s3.amazonaws.com", env.required("MEDIA_BUCKET")?)),
     }
 }
 
@@ -85,7 +76,13 @@ fn cacheable(request: &HeaderMap, body: Vec<u8>) -> Response {
     response
 }
 
-async fn item(state: &PublicState, headers: &HeaderMap, kind: Kind, key: &str, slug: &str) -> Result<Response, ApiError> {
+async fn item(
+    state: &PublicState,
+    headers: &HeaderMap,
+    kind: Kind,
+    key: &str,
+    slug: &str,
+) -> Result<Response, ApiError> {
     match public::item(&state.core.db, key, kind, slug, &state.media_base).await? {
         Found::Item(item) => {
             let body = serde_json::to_vec(&item).map_err(|e| ApiError::Domain(anyhow::Error::from(e).into()))?;

@@ -52,21 +52,29 @@ impl World {
     }
 
     async fn read(&self, path: &str) -> Resp {
-        get(&format!("/public/sites/{}/{path}", self.key)).send(&self.public).await
+        get(&format!("/public/sites/{}/{path}", self.key))
+            .send(&self.public)
+            .await
     }
 }
 
 fn text(r: &Resp) -> &str {
-    r.json["content"]["body"][0]["content"][0]["spans"][0]["text"].as_str().unwrap_or_default()
+    r.json["content"]["body"][0]["content"][0]["spans"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
 }
 
 #[tokio::test]
 async fn only_what_was_published_is_ever_visible() {
     let w = world().await;
     let id = w.page("Pricing", "Draft prices").await;
-    assert_eq!(w.read("pages/pricing").await.problem(404)["type"], "/problems/not-found");
+    assert_eq!(
+        w.read("pages/pricing").await.problem(404)["type"],
+        "/problems/not-found"
+    );
 
-    w.edit(&w.pages, post(&format!("/cms/pages/{id}/publish")).json(json!({}))).await;
+    w.edit(&w.pages, post(&format!("/cms/pages/{id}/publish")).json(json!({})))
+        .await;
     let r = w.read("pages/pricing").await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(text(&r), "Draft prices");
@@ -95,20 +103,35 @@ async fn only_what_was_published_is_ever_visible() {
 
     // A schedule of the edit shows nothing new before the scheduler publishes it.
     let at = chrono::Utc::now() + chrono::Duration::minutes(5);
-    w.edit(&w.pages, post(&format!("/cms/pages/{id}/publish")).json(json!({"at": at}))).await;
+    w.edit(
+        &w.pages,
+        post(&format!("/cms/pages/{id}/publish")).json(json!({"at": at})),
+    )
+    .await;
     assert_eq!(text(&w.read("pages/pricing").await), "Draft prices");
-    shared::services::cms::items::publish_due(&w.app.core.db, at, 10).await.unwrap();
+    shared::services::cms::items::publish_due(&w.app.core.db, at, 10)
+        .await
+        .unwrap();
     let r = w.read("pages/pricing").await;
     assert_eq!(text(&r), "Secret new prices");
     assert_ne!(r.headers["etag"].to_str().unwrap(), etag);
 
     // Archived: gone from the site.
-    w.edit(&w.pages, post(&format!("/cms/pages/{id}/unpublish")).json(json!({"status": "archived"}))).await;
+    w.edit(
+        &w.pages,
+        post(&format!("/cms/pages/{id}/unpublish")).json(json!({"status": "archived"})),
+    )
+    .await;
     assert_eq!(w.read("pages/pricing").await.status, 404);
     // Publishing again brings it back; draft takes it off again.
-    w.edit(&w.pages, post(&format!("/cms/pages/{id}/publish")).json(json!({}))).await;
+    w.edit(&w.pages, post(&format!("/cms/pages/{id}/publish")).json(json!({})))
+        .await;
     assert_eq!(w.read("pages/pricing").await.status, 200);
-    w.edit(&w.pages, post(&format!("/cms/pages/{id}/unpublish")).json(json!({"status": "draft"}))).await;
+    w.edit(
+        &w.pages,
+        post(&format!("/cms/pages/{id}/unpublish")).json(json!({"status": "draft"})),
+    )
+    .await;
     assert_eq!(w.read("pages/pricing").await.status, 404);
 }
 
@@ -116,19 +139,26 @@ async fn only_what_was_published_is_ever_visible() {
 async fn a_published_slug_change_leaves_a_redirect() {
     let w = world().await;
     let id = w.page("Team", "Us").await;
-    w.edit(&w.pages, post(&format!("/cms/pages/{id}/publish")).json(json!({}))).await;
-    w.edit(&w.pages, patch(&format!("/cms/pages/{id}")).json(json!({"slug": "people"}))).await;
+    w.edit(&w.pages, post(&format!("/cms/pages/{id}/publish")).json(json!({})))
+        .await;
+    w.edit(
+        &w.pages,
+        patch(&format!("/cms/pages/{id}")).json(json!({"slug": "people"})),
+    )
+    .await;
     // Not live yet: the old slug still answers, the new one does not.
     assert_eq!(w.read("pages/team").await.status, 200);
     assert_eq!(w.read("pages/people").await.status, 404);
-    w.edit(&w.pages, post(&format!("/cms/pages/{id}/publish")).json(json!({}))).await;
+    w.edit(&w.pages, post(&format!("/cms/pages/{id}/publish")).json(json!({})))
+        .await;
     let r = w.read("pages/team").await;
     assert_eq!(r.status, 301);
     assert_eq!(r.headers["location"], format!("/public/sites/{}/pages/people", w.key));
     assert_eq!(w.read("pages/people").await.status, 200);
     // Another page may take the old slug: it then answers, and the redirect is gone.
     let other = w.page("Team", "New team page").await;
-    w.edit(&w.pages, post(&format!("/cms/pages/{other}/publish")).json(json!({}))).await;
+    w.edit(&w.pages, post(&format!("/cms/pages/{other}/publish")).json(json!({})))
+        .await;
     let r = w.read("pages/team").await;
     assert_eq!((r.status.as_u16(), text(&r)), (200, "New team page"));
 }
@@ -146,14 +176,24 @@ async fn posts_list_newest_first_with_filters_and_pages() {
             )
             .await;
         let id = r.json["id"].as_str().unwrap().to_owned();
-        w.edit(&w.posts, post(&format!("/cms/posts/{id}/publish")).json(json!({}))).await;
+        w.edit(&w.posts, post(&format!("/cms/posts/{id}/publish")).json(json!({})))
+            .await;
         published.push(id);
     }
     // A draft post never lists.
-    w.edit(&w.posts, post("/cms/posts").json(json!({"site_id": w.site, "title": "Unreleased"}))).await;
+    w.edit(
+        &w.posts,
+        post("/cms/posts").json(json!({"site_id": w.site, "title": "Unreleased"})),
+    )
+    .await;
     let r = w.read("posts").await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let slugs: Vec<&str> = r.json["items"].as_array().unwrap().iter().map(|p| p["slug"].as_str().unwrap()).collect();
+    let slugs: Vec<&str> = r.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["slug"].as_str().unwrap())
+        .collect();
     assert_eq!(slugs, ["post-2", "post-1", "post-0"]);
     assert_eq!(r.json["items"][0]["author"], "Ada Editor");
     assert_eq!(r.json["items"][0]["excerpt"], "About 2");
@@ -173,7 +213,8 @@ async fn posts_list_newest_first_with_filters_and_pages() {
 async fn site_keys_keep_sites_apart() {
     let w = world().await;
     let id = w.page("Home", "Welcome").await;
-    w.edit(&w.pages, post(&format!("/cms/pages/{id}/publish")).json(json!({}))).await;
+    w.edit(&w.pages, post(&format!("/cms/pages/{id}/publish")).json(json!({})))
+        .await;
     // Another site of the same tenant, and another tenant's site: neither shows it.
     let (_, same_tenant_key) = w.app.site(w.tenant, "second.example.com").await;
     let other = w.app.user("other").await;

@@ -7,8 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use aws_sdk_s3::types::{
-    Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
-    QueueConfiguration, S3KeyFilter,
+    Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter, QueueConfiguration,
+    S3KeyFilter,
 };
 use axum::Router;
 use media_processor::Processor;
@@ -57,8 +57,18 @@ async fn world() -> World {
     let filter = NotificationConfigurationFilter::builder()
         .key(
             S3KeyFilter::builder()
-                .filter_rules(FilterRule::builder().name(FilterRuleName::Prefix).value("media/").build())
-                .filter_rules(FilterRule::builder().name(FilterRuleName::Suffix).value("/original").build())
+                .filter_rules(
+                    FilterRule::builder()
+                        .name(FilterRuleName::Prefix)
+                        .value("media/")
+                        .build(),
+                )
+                .filter_rules(
+                    FilterRule::builder()
+                        .name(FilterRuleName::Suffix)
+                        .value("/original")
+                        .build(),
+                )
                 .build(),
         )
         .build();
@@ -121,7 +131,9 @@ impl World {
     /// Grants an upload and PUTs `bytes` to its presigned URL; returns the item.
     async fn upload(&self, name: &str, content_type: &str, bytes: &[u8], extra: Value) -> Value {
         let mut body = json!({"name": name, "content_type": content_type, "size": bytes.len()});
-        body.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().cloned().unwrap_or_default());
         let r = self.send(post("/cms/media/uploads").json(body)).await;
         assert_eq!(r.status, 201, "{}", r.text);
         assert_eq!(r.json["media"]["status"], "pending");
@@ -197,7 +209,14 @@ fn key_of(tenant: Uuid, media: &Value) -> String {
 async fn an_uploaded_image_is_measured_checksummed_and_thumbnailed() {
     let w = world().await;
     let bytes = png(1600, 900);
-    let item = w.upload("Hero.png", "image/png", &bytes, json!({"folder": "home", "alt": "A hero"})).await;
+    let item = w
+        .upload(
+            "Hero.png",
+            "image/png",
+            &bytes,
+            json!({"folder": "home", "alt": "A hero"}),
+        )
+        .await;
     let outcomes = w.process(1).await;
     assert_eq!(outcomes[0]["outcome"], "ready", "{outcomes:?}");
     let m = w.media(item["id"].as_str().unwrap()).await;
@@ -209,7 +228,10 @@ async fn an_uploaded_image_is_measured_checksummed_and_thumbnailed() {
     let key = key_of(w.tenant, &m);
     assert_eq!(m["url"], format!("{}/{key}", w.store.public_base_url));
     let thumbs = m["thumbnails"].as_array().unwrap();
-    let sizes: Vec<(i64, i64)> = thumbs.iter().map(|t| (t["width"].as_i64().unwrap(), t["height"].as_i64().unwrap())).collect();
+    let sizes: Vec<(i64, i64)> = thumbs
+        .iter()
+        .map(|t| (t["width"].as_i64().unwrap(), t["height"].as_i64().unwrap()))
+        .collect();
     assert_eq!(sizes, [(320, 180), (1024, 576)]);
     for (t, (tw, th)) in thumbs.iter().zip(sizes) {
         let url = t["url"].as_str().unwrap();
@@ -222,7 +244,10 @@ async fn an_uploaded_image_is_measured_checksummed_and_thumbnailed() {
     let item = w.upload("small.jpg", "image/jpeg", &jpeg(200, 100), json!({})).await;
     w.process(1).await;
     let m = w.media(item["id"].as_str().unwrap()).await;
-    assert_eq!((m["width"].as_i64(), m["thumbnails"].as_array().unwrap().len()), (Some(200), 0));
+    assert_eq!(
+        (m["width"].as_i64(), m["thumbnails"].as_array().unwrap().len()),
+        (Some(200), 0)
+    );
 
     // The same event again (S3 delivers at least once): nothing changes.
     let version = m["version"].clone();
@@ -255,7 +280,10 @@ async fn bytes_that_are_not_the_declared_type_or_unsafe_svg_are_rejected_and_rem
     assert!(m["reject_reason"].as_str().unwrap().contains("unsafe SVG"), "{m}");
     assert!(w.object(&key_of(w.tenant, &m)).await.is_none());
     let m = w.media(good_svg["id"].as_str().unwrap()).await;
-    assert_eq!((m["status"].as_str(), m["content_type"].as_str()), (Some("ready"), Some("image/svg+xml")));
+    assert_eq!(
+        (m["status"].as_str(), m["content_type"].as_str()),
+        (Some("ready"), Some("image/svg+xml"))
+    );
     let m = w.media(real_pdf["id"].as_str().unwrap()).await;
     assert_eq!((m["status"].as_str(), m["width"].as_i64()), (Some("ready"), None));
 
@@ -286,15 +314,24 @@ fn cms_content_router(w: &World) -> Router {
 async fn uploads_are_limited_by_type_size_and_the_plans_storage() {
     let w = world().await;
     let r = w
-        .send(post("/cms/media/uploads").json(json!({"name": "x.exe", "content_type": "application/x-msdownload", "size": 10})))
+        .send(
+            post("/cms/media/uploads")
+                .json(json!({"name": "x.exe", "content_type": "application/x-msdownload", "size": 10})),
+        )
         .await;
     assert_eq!(r.error_fields(), ["content_type"]);
     let r = w
-        .send(post("/cms/media/uploads").json(json!({"name": "big.png", "content_type": "image/png", "size": 21 * 1024 * 1024})))
+        .send(
+            post("/cms/media/uploads")
+                .json(json!({"name": "big.png", "content_type": "image/png", "size": 21 * 1024 * 1024})),
+        )
         .await;
     assert_eq!(r.error_fields(), ["size"]);
     let r = w
-        .send(post("/cms/media/uploads").json(json!({"name": "../x", "content_type": "image/png", "size": 10, "folder": "a/../b"})))
+        .send(
+            post("/cms/media/uploads")
+                .json(json!({"name": "../x", "content_type": "image/png", "size": 10, "folder": "a/../b"})),
+        )
         .await;
     assert_eq!(r.error_fields(), ["folder"]);
     assert_eq!(w.app.count("cms_media").await, 0);
@@ -305,19 +342,41 @@ async fn uploads_are_limited_by_type_size_and_the_plans_storage() {
     }
     let r = w.send(post("/cms/media/uploads").json(video)).await;
     let p = r.problem(402);
-    assert_eq!((p["limit"]["name"].as_str(), p["limit"]["plan"].as_str()), (Some("storage_bytes"), Some("free")));
+    assert_eq!(
+        (p["limit"]["name"].as_str(), p["limit"]["plan"].as_str()),
+        (Some("storage_bytes"), Some("free"))
+    );
     assert_eq!(w.app.count("cms_media").await, 2);
 }
 
 #[tokio::test]
 async fn the_library_lists_edits_deletes_and_keeps_tenants_apart() {
     let w = world().await;
-    let a = w.upload("Team photo.png", "image/png", &png(400, 300), json!({"folder": "about", "tags": ["People"]})).await;
-    let b = w.upload("Price list.pdf", "application/pdf", b"%PDF-1.4\n%%EOF\n", json!({"folder": "docs"})).await;
+    let a = w
+        .upload(
+            "Team photo.png",
+            "image/png",
+            &png(400, 300),
+            json!({"folder": "about", "tags": ["People"]}),
+        )
+        .await;
+    let b = w
+        .upload(
+            "Price list.pdf",
+            "application/pdf",
+            b"%PDF-1.4\n%%EOF\n",
+            json!({"folder": "docs"}),
+        )
+        .await;
     w.process(2).await;
     let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
     let w = &w;
-    let list = |q: &'static str| async move { w.send(get("/cms/media").query(q)).await.json["items"].as_array().unwrap().len() };
+    let list = |q: &'static str| async move {
+        w.send(get("/cms/media").query(q)).await.json["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
     assert_eq!(list("type=image").await, 1);
     assert_eq!(list("type=document").await, 1);
     assert_eq!(list("folder=about").await, 1);
@@ -325,15 +384,27 @@ async fn the_library_lists_edits_deletes_and_keeps_tenants_apart() {
     assert_eq!(list("q=price").await, 1);
     assert_eq!(w.send(get("/cms/media").query("type=spreadsheet")).await.status, 422);
     let r = w.send(get("/cms/media/folders")).await;
-    let folders: Vec<&str> = r.json.as_array().unwrap().iter().map(|f| f["folder"].as_str().unwrap()).collect();
+    let folders: Vec<&str> = r
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["folder"].as_str().unwrap())
+        .collect();
     assert_eq!(folders, ["about", "docs"]);
 
     // Rename, alt text, move, tags.
     let r = w
-        .send(patch(&format!("/cms/media/{a_id}")).json(json!({"name": "Our team.png", "alt": "The team", "folder": "/company/team/"})))
+        .send(
+            patch(&format!("/cms/media/{a_id}"))
+                .json(json!({"name": "Our team.png", "alt": "The team", "folder": "/company/team/"})),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!((r.json["name"].as_str(), r.json["folder"].as_str()), (Some("Our team.png"), Some("company/team")));
+    assert_eq!(
+        (r.json["name"].as_str(), r.json["folder"].as_str()),
+        (Some("Our team.png"), Some("company/team"))
+    );
     assert_eq!(r.json["tags"], json!(["people"]));
 
     // Another tenant sees none of it.
@@ -341,7 +412,12 @@ async fn the_library_lists_edits_deletes_and_keeps_tenants_apart() {
     let other_tenant = w.app.tenant(&other).await;
     let send = |r: testkit::Req| r.bearer(&other.token).tenant(other_tenant).send(&w.api);
     assert_eq!(send(get(&format!("/cms/media/{a_id}"))).await.status, 404);
-    assert_eq!(send(patch(&format!("/cms/media/{a_id}")).json(json!({"name": "mine"}))).await.status, 404);
+    assert_eq!(
+        send(patch(&format!("/cms/media/{a_id}")).json(json!({"name": "mine"})))
+            .await
+            .status,
+        404
+    );
     assert_eq!(send(delete(&format!("/cms/media/{a_id}"))).await.status, 404);
     assert_eq!(send(get("/cms/media")).await.json["items"], json!([]));
     assert!(w.object(&key_of(w.tenant, &a)).await.is_some());
@@ -352,7 +428,14 @@ async fn the_library_lists_edits_deletes_and_keeps_tenants_apart() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| t["url"].as_str().unwrap().strip_prefix(&format!("{}/", w.store.public_base_url)).unwrap().to_owned())
+        .map(|t| {
+            t["url"]
+                .as_str()
+                .unwrap()
+                .strip_prefix(&format!("{}/", w.store.public_base_url))
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(thumbs.len(), 1);
     assert_eq!(w.send(delete(&format!("/cms/media/{a_id}"))).await.status, 204);

@@ -7,7 +7,6 @@ use crate::config::{ConfigError, Env};
 use crate::services::crm::imports::{FileHead, HEAD_BYTES};
 use crate::services::crm::jobs::JobMessage;
 
-
 #[derive(Clone)]
 pub struct CrmFiles {
     pub s3: aws_sdk_s3::Client,

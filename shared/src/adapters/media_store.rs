@@ -12,20 +12,16 @@ pub struct MediaStore {
     pub s3: aws_sdk_s3::Client,
     /// `MEDIA_BUCKET`.
     pub bucket: String,
-    /// `MEDIA_PUBLIC_BASE_URL`: where the site reads objects (a CDN, or the bucket's URL).
+    /// Where the site reads objects (`config::media_public_base`).
     pub public_base_url: String,
 }
 
 impl MediaStore {
     pub fn new(aws: &aws_config::SdkConfig, env: &Env) -> Result<Self, ConfigError> {
-        let bucket = env.required("MEDIA_BUCKET")?;
-        let public_base_url = env
-            .optional("MEDIA_PUBLIC_BASE_URL")
-            .unwrap_or_else(|| format!("https://{bucket}.s3.amazonaws.com"));
         Ok(Self {
             s3: super::aws::s3(aws),
-            bucket,
-            public_base_url,
+            bucket: env.required("MEDIA_BUCKET")?,
+            public_base_url: crate::config::media_public_base(env)?,
         })
     }
 

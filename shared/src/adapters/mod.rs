@@ -4,10 +4,10 @@ pub mod aws;
 #[cfg(all(feature = "s3", feature = "sqs"))]
 pub mod crm_files;
 pub mod jwt;
-#[cfg(feature = "s3")]
-pub mod media_store;
 #[cfg(feature = "kms")]
 pub mod kms;
+#[cfg(feature = "s3")]
+pub mod media_store;
 pub mod pg;
 #[cfg(feature = "redis")]
 pub mod redis;

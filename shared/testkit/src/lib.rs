@@ -660,7 +660,10 @@ pub async fn media_store(aws: &aws_config::SdkConfig, prefix: &str) -> shared::a
         .send()
         .await
         .expect("the moto server answers: run local/up --services-only first");
-    let endpoint = aws.endpoint_url().unwrap_or("http://127.0.0.1:5000").trim_end_matches('/');
+    let endpoint = aws
+        .endpoint_url()
+        .unwrap_or("http://127.0.0.1:5000")
+        .trim_end_matches('/');
     shared::adapters::media_store::MediaStore {
         s3,
         public_base_url: format!("{endpoint}/{bucket}"),

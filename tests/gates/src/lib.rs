@@ -300,10 +300,12 @@ pub async fn isolation_sweep(world: &World, functions: &[Function], ops: &[Opera
             .iter()
             .all(|p| functions[op.function].keys.contains(&p.as_str()));
         if !keyed {
+            // A small number in a path is an ordinal within A's resource (a revision number),
+            // not an id of A's: it is in any answer's text by chance, so it is not looked for.
             a_ids.extend(
                 params
                     .iter()
-                    .filter(|(k, _)| !k.starts_with('_'))
+                    .filter(|(k, v)| !k.starts_with('_') && v.parse::<u32>().is_err())
                     .map(|(_, v)| v.clone()),
             );
         }

@@ -272,6 +272,63 @@ fn ecommerce_factory<'a>(w: &'a World, path: &'a str) -> Pin<Box<dyn Future<Outp
     })
 }
 
+/// A page or post of tenant A (on a site of A's), with its first revision.
+fn cms_factory<'a>(w: &'a World, path: &'a str) -> Pin<Box<dyn Future<Output = Option<Params>> + 'a>> {
+    Box::pin(async move {
+        let (function, create) = if path.starts_with("/cms/pages/{id}") {
+            ("cms-pages", "/cms/pages")
+        } else if path.starts_with("/cms/posts/{id}") {
+            ("cms-posts", "/cms/posts")
+        } else {
+            return None;
+        };
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let (site, _) = w.app.site(w.a.id, &format!("{unique}.example.com")).await;
+        let body = json!({"site_id": site, "title": format!("Victim {unique}")});
+        let r = w.api(function, w.as_a(post(create)).json(body)).await;
+        let mut params = one("id", &r.json["id"])?;
+        params.insert("number".to_owned(), "1".to_owned());
+        Some(params)
+    })
+}
+
+/// The media bucket of the gates in moto (made once; later runs find it).
+const GATES_MEDIA_BUCKET: &str = "gates-media-library";
+
+fn media_store() -> shared::adapters::media_store::MediaStore {
+    let moto = std::env::var("TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(&moto)
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test", "test", None, None, "gates",
+            ))
+            .build(),
+    );
+    shared::adapters::media_store::MediaStore {
+        s3,
+        bucket: GATES_MEDIA_BUCKET.to_owned(),
+        public_base_url: format!("{moto}/{GATES_MEDIA_BUCKET}"),
+    }
+}
+
+/// A media library item of tenant A (an upload granted; deleting it removes its key).
+fn media_factory<'a>(w: &'a World, path: &'a str) -> Pin<Box<dyn Future<Output = Option<Params>> + 'a>> {
+    Box::pin(async move {
+        if path != "/cms/media/{id}" {
+            return None;
+        }
+        let store = media_store();
+        let _ = store.s3.create_bucket().bucket(&store.bucket).send().await;
+        let body = json!({"name": "victim.png", "content_type": "image/png", "size": 100});
+        let r = w.api("cms-media", w.as_a(post("/cms/media/uploads")).json(body)).await;
+        one("id", &r.json["media"]["id"])
+    })
+}
+
 /// `billing` against a stub Stripe that answers every call with a session-like object: the
 /// sweeps check auth, roles and isolation, not Stripe (tests/billing.rs fakes its contract).
 fn billing_router(app: &TestApp) -> axum::Router {
@@ -374,6 +431,38 @@ fn functions() -> Vec<Function> {
             router: |app: &TestApp| crm_deals::router(app.core.clone()),
             factory: deals_factory as Factory,
             events_dir: "crm-deals",
+            keys: &[],
+        },
+        Function {
+            name: "cms-pages",
+            routes: cms_content::pages::ROUTES,
+            router: |app: &TestApp| cms_content::pages::router(app.core.clone()),
+            factory: cms_factory as Factory,
+            events_dir: "cms-pages",
+            keys: &[],
+        },
+        Function {
+            name: "cms-posts",
+            routes: cms_content::posts::ROUTES,
+            router: |app: &TestApp| cms_content::posts::router(app.core.clone()),
+            factory: cms_factory as Factory,
+            events_dir: "cms-posts",
+            keys: &[],
+        },
+        Function {
+            name: "cms-public",
+            routes: cms_public::ROUTES,
+            router: |app: &TestApp| cms_public::router(app.core.clone(), "https://media.example.com".to_owned()),
+            factory: no_ids as Factory,
+            events_dir: "cms-public",
+            keys: &[],
+        },
+        Function {
+            name: "cms-media",
+            routes: cms_media::ROUTES,
+            router: |app: &TestApp| cms_media::router(app.core.clone(), media_store()),
+            factory: media_factory as Factory,
+            events_dir: "cms-media",
             keys: &[],
         },
         Function {

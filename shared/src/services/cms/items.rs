@@ -265,10 +265,10 @@ pub struct RevisionListParams {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DiffParams {
-    /// The older revision's number.
-    pub from: i32,
-    /// The newer revision's number.
-    pub to: i32,
+    /// The older revision's number (required).
+    pub from: Option<i32>,
+    /// The newer revision's number (required).
+    pub to: Option<i32>,
 }
 
 /// What changed from one revision to another.
@@ -420,7 +420,11 @@ async fn check(tx: &mut Tx, kind: Kind, site: Uuid, id: Uuid, c: Content) -> Res
             Some(s) => Some(s),
             None => {
                 if title.is_some() {
-                    v.error("slug", "required", "the title makes no slug: give one (a-z, 0-9, hyphens)");
+                    v.error(
+                        "slug",
+                        "required",
+                        "the title makes no slug: give one (a-z, 0-9, hyphens)",
+                    );
                 }
                 None
             }
@@ -491,7 +495,11 @@ async fn check(tx: &mut Tx, kind: Kind, site: Uuid, id: Uuid, c: Content) -> Res
         .await?;
         for (path, id) in &images {
             if !usable.contains(id) {
-                errors.push(FieldError::new(path, "unknown_image", "is not an image of the media library"));
+                errors.push(FieldError::new(
+                    path,
+                    "unknown_image",
+                    "is not an image of the media library",
+                ));
             }
         }
     }
@@ -515,11 +523,7 @@ async fn check(tx: &mut Tx, kind: Kind, site: Uuid, id: Uuid, c: Content) -> Res
                 "unknown_parent",
                 "is not a page of this site",
             )),
-            Some(false) => errors.push(FieldError::new(
-                "parent_id",
-                "cycle",
-                "is this page or one below it",
-            )),
+            Some(false) => errors.push(FieldError::new("parent_id", "cycle", "is this page or one below it")),
             Some(true) => {}
         }
     }
@@ -529,7 +533,11 @@ async fn check(tx: &mut Tx, kind: Kind, site: Uuid, id: Uuid, c: Content) -> Res
             .fetch_optional(&mut **tx)
             .await?;
         if member.is_none() {
-            errors.push(FieldError::new("author_id", "unknown_member", "is not a member of the team"));
+            errors.push(FieldError::new(
+                "author_id",
+                "unknown_member",
+                "is not a member of the team",
+            ));
         }
     }
     errors.extend(v.into_errors());
@@ -630,7 +638,11 @@ pub async fn create(pool: &PgPool, scope: &Scope, kind: Kind, input: NewItem) ->
         .fetch_optional(&mut *tx)
         .await?;
     if site_known.is_none() {
-        return Err(DomainError::invalid("site_id", "unknown_site", "is not a site of this tenant"));
+        return Err(DomainError::invalid(
+            "site_id",
+            "unknown_site",
+            "is not a site of this tenant",
+        ));
     }
     let c = check(&mut tx, kind, site, id, content).await?;
     sqlx::query(
@@ -680,7 +692,11 @@ pub async fn list(
     if let Some(s) = params.status.as_deref()
         && !["draft", "scheduled", "published", "archived"].contains(&s)
     {
-        v.error("status", "invalid_status", "must be draft, scheduled, published or archived");
+        v.error(
+            "status",
+            "invalid_status",
+            "must be draft, scheduled, published or archived",
+        );
     }
     let q = input::optional_text(&mut v, "q", params.q.as_deref(), 200).map(|q| q.to_lowercase());
     v.finish()?;
@@ -826,15 +842,14 @@ async fn go_live(tx: &mut Tx, item: &Item, number: i32) -> Result<(), DomainErro
             .ok_or_else(|| anyhow::anyhow!("revision {number} of {} is missing", item.id))?;
     let content = content.0;
     let slug = content.slug.clone().unwrap_or_default();
-    let live_taken: Option<Uuid> = sqlx::query_scalar(
-        "select id from cms_items where site_id = $1 and kind = $2 and live_slug = $3 and id <> $4",
-    )
-    .bind(item.site_id)
-    .bind(kind)
-    .bind(&slug)
-    .bind(item.id)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let live_taken: Option<Uuid> =
+        sqlx::query_scalar("select id from cms_items where site_id = $1 and kind = $2 and live_slug = $3 and id <> $4")
+            .bind(item.site_id)
+            .bind(kind)
+            .bind(&slug)
+            .bind(item.id)
+            .fetch_optional(&mut **tx)
+            .await?;
     if live_taken.is_some() {
         return Err(DomainError::conflict(
             "slug-taken",
@@ -889,7 +904,11 @@ pub async fn unpublish(
     if_match: Option<i32>,
 ) -> Result<Item, DomainError> {
     if !["draft", "archived"].contains(&request.status.as_str()) {
-        return Err(DomainError::invalid("status", "invalid_status", "must be draft or archived"));
+        return Err(DomainError::invalid(
+            "status",
+            "invalid_status",
+            "must be draft or archived",
+        ));
     }
     let mut tx = pg::begin(pool, scope).await?;
     let current = fetch(&mut tx, kind, id, true).await?;
@@ -970,7 +989,13 @@ async fn revision_in(tx: &mut Tx, id: Uuid, number: i32) -> Result<Revision, Dom
     })
 }
 
-pub async fn revision(pool: &PgPool, scope: &Scope, kind: Kind, id: Uuid, number: i32) -> Result<Revision, DomainError> {
+pub async fn revision(
+    pool: &PgPool,
+    scope: &Scope,
+    kind: Kind,
+    id: Uuid,
+    number: i32,
+) -> Result<Revision, DomainError> {
     let mut tx = pg::begin(pool, scope).await?;
     fetch(&mut tx, kind, id, false).await?;
     let r = revision_in(&mut tx, id, number).await?;
@@ -987,8 +1012,16 @@ pub async fn diff(
 ) -> Result<RevisionDiff, DomainError> {
     let mut tx = pg::begin(pool, scope).await?;
     fetch(&mut tx, kind, id, false).await?;
-    let from = revision_in(&mut tx, id, params.from).await?;
-    let to = revision_in(&mut tx, id, params.to).await?;
+    let mut v = Validator::new();
+    for (field, value) in [("from", params.from), ("to", params.to)] {
+        if value.is_none() {
+            v.error(field, "required", "name a revision number");
+        }
+    }
+    v.finish()?;
+    let (from_number, to_number) = (params.from.unwrap_or_default(), params.to.unwrap_or_default());
+    let from = revision_in(&mut tx, id, from_number).await?;
+    let to = revision_in(&mut tx, id, to_number).await?;
     tx.commit().await?;
     let doc = |c: &Content| match serde_json::to_value(c) {
         Ok(Value::Object(m)) => m,
@@ -996,8 +1029,8 @@ pub async fn diff(
     };
     let empty = Vec::new();
     Ok(RevisionDiff {
-        from: params.from,
-        to: params.to,
+        from: from_number,
+        to: to_number,
         fields: diff::fields(&doc(&from.content), &doc(&to.content), &FIELDS),
         blocks: diff::blocks(
             from.content.body.as_array().unwrap_or(&empty),

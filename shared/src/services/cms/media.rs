@@ -37,7 +37,7 @@ const PENDING_HOLDS_FOR: &str = "1 hour";
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewUpload {
+pub struct MediaUploadRequest {
     /// The file name shown in the library, 1–200 characters.
     pub name: String,
     /// One of the allowed types (`image/jpeg`, `image/png`, `image/gif`, `image/webp`,
@@ -56,7 +56,7 @@ pub struct NewUpload {
 
 /// How to send the bytes: `PUT url` with exactly these headers and the declared size.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct UploadTicket {
+pub struct MediaUploadTicket {
     pub method: String,
     pub url: String,
     pub headers: BTreeMap<String, String>,
@@ -64,9 +64,9 @@ pub struct UploadTicket {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Upload {
+pub struct MediaUpload {
     pub media: Media,
-    pub upload: UploadTicket,
+    pub upload: MediaUploadTicket,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -146,7 +146,7 @@ pub struct MediaListParams {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
-pub struct Folder {
+pub struct MediaFolder {
     pub folder: String,
     pub items: i64,
     pub bytes: i64,
@@ -202,8 +202,8 @@ pub async fn create_upload(
     pool: &PgPool,
     store: &MediaStore,
     scope: &Scope,
-    input: NewUpload,
-) -> Result<Upload, DomainError> {
+    input: MediaUploadRequest,
+) -> Result<MediaUpload, DomainError> {
     let tenant = scope.tenant_id().ok_or(DomainError::NotFound)?;
     let mut v = Validator::new();
     let edit = check_edit(
@@ -258,9 +258,9 @@ pub async fn create_upload(
     let size = u64::try_from(input.size).map_err(anyhow::Error::from)?;
     let presigned = store.presign_upload(&key, &content_type, size).await?;
     tx.commit().await?;
-    Ok(Upload {
+    Ok(MediaUpload {
         media: media.with_urls(store),
-        upload: UploadTicket {
+        upload: MediaUploadTicket {
             method: "PUT".to_owned(),
             url: presigned.url,
             headers: presigned.headers,
@@ -340,7 +340,7 @@ pub async fn list(
 }
 
 /// The folders in use, with how many items and bytes each holds.
-pub async fn folders(pool: &PgPool, scope: &Scope) -> Result<Vec<Folder>, DomainError> {
+pub async fn folders(pool: &PgPool, scope: &Scope) -> Result<Vec<MediaFolder>, DomainError> {
     let mut tx = pg::begin(pool, scope).await?;
     let rows = sqlx::query_as(
         "select folder, count(*) as items, coalesce(sum(size_bytes), 0)::bigint as bytes from cms_media \

@@ -4,11 +4,11 @@
 //! SVG is safe to serve.
 pub mod blocks;
 pub mod diff;
-pub mod slug;
-pub mod svg;
 pub mod items;
 #[cfg(feature = "s3")]
 pub mod media;
 #[cfg(feature = "images")]
 pub mod process;
 pub mod public;
+pub mod slug;
+pub mod svg;
