@@ -70,8 +70,8 @@ CREATE TABLE cms_revisions (
     item_id    uuid NOT NULL,
     number     integer NOT NULL CHECK (number >= 1),
     content    jsonb NOT NULL,
-    -- What made it: created, edited, restored (from `restored_from`).
-    reason     text NOT NULL CHECK (reason IN ('created', 'edited', 'restored')),
+    -- What made it: created, edited, restored (from `restored_from`), synced (from WordPress).
+    reason     text NOT NULL CHECK (reason IN ('created', 'edited', 'restored', 'synced')),
     restored_from integer,
     author     text,
     created_at timestamptz NOT NULL DEFAULT now(),

@@ -3,13 +3,14 @@
 //! list/create, read/edit (JSON merge patch)/delete, publish (now or at a time), unpublish
 //! (draft or archived), revisions (list, one, restore) and the diff of two revisions.
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
+use shared::domain::Scope;
 use shared::domain::{Page, Role};
 use shared::http::docs::{
-    BodyProblems, Conflict, ListProblems, NotFound, PreconditionFailed, TenantHeader, TenantProblems,
+    BodyProblems, Conflict, ListProblems, NotFound, PreconditionFailed, ProviderProblems, TenantHeader, TenantProblems,
 };
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{ApiError, Body, Core, IfMatch, Json, Params, PathId, TenantCtx, etag, min};
@@ -17,7 +18,30 @@ use shared::services::cms::items::{
     self, DiffParams, Item, ItemListParams, ItemSummary, Kind, NewItem, PublishRequest, Revision, RevisionDiff,
     RevisionListParams, RevisionSummary, UnpublishRequest,
 };
+use shared::services::cms::wordpress::{Connected, Wordpress};
 use uuid::Uuid;
+
+/// What the handlers share: the core, and for posts the way to a connected WordPress site.
+#[derive(Clone)]
+pub struct ContentState {
+    pub core: Core,
+    /// `None` for pages (and for posts where no connector service is configured).
+    pub wordpress: Option<Wordpress>,
+}
+
+impl FromRef<ContentState> for Core {
+    fn from_ref(state: &ContentState) -> Core {
+        state.core.clone()
+    }
+}
+
+/// The tenant's WordPress site when `kind`'s items are its posts.
+async fn connected<'a>(state: &'a ContentState, scope: &Scope, kind: Kind) -> Result<Option<Connected<'a>>, ApiError> {
+    match &state.wordpress {
+        Some(wp) => Ok(wp.connected(&state.core.db, scope, kind).await?),
+        None => Ok(None),
+    }
+}
 
 fn item_response(item: Item, status: StatusCode) -> Response {
     (status, [etag(item.version)], Json(item)).into_response()
@@ -49,7 +73,7 @@ macro_rules! content_routes {
                 RouteSpec::new("GET", $diff, Access::Tenant(Role::Viewer)),
             ];
 
-            pub fn api() -> OpenApiRouter<Core> {
+            pub fn api() -> OpenApiRouter<ContentState> {
                 OpenApiRouter::with_openapi(shared::http::docs::base())
                     .routes(routes!(list, create))
                     .routes(routes!(get, update, delete))
@@ -61,9 +85,9 @@ macro_rules! content_routes {
                     .routes(routes!(diff))
             }
 
-            pub fn router(core: Core) -> Router {
+            pub fn router(core: Core, wordpress: Option<Wordpress>) -> Router {
                 let (routes, _) = api().split_for_parts();
-                shared::http::finish(routes.with_state(core))
+                shared::http::finish(routes.with_state(ContentState { core, wordpress }))
             }
 
             pub fn openapi() -> utoipa::openapi::OpenApi {
@@ -72,25 +96,33 @@ macro_rules! content_routes {
 
             #[doc = concat!("The tenant's ", $noun, "s, most recently changed first (filters: site, status, parent, words, category, tag).")]
             #[utoipa::path(get, path = $list, tag = $tag, security(("bearer" = [])), params(TenantHeader, ItemListParams),
-                responses((status = 200, body = Page<ItemSummary>), TenantProblems, ListProblems))]
+                responses((status = 200, body = Page<ItemSummary>), Conflict, TenantProblems, ListProblems, ProviderProblems))]
             async fn list(
-                State(core): State<Core>,
+                State(state): State<ContentState>,
                 ctx: TenantCtx<min::Viewer>,
                 Params(params): Params<ItemListParams>,
             ) -> Result<Json<Page<ItemSummary>>, ApiError> {
-                Ok(Json(items::list(&core.db, &ctx.scope, KIND, params).await?))
+                let db = &state.core.db;
+                Ok(Json(match connected(&state, &ctx.scope, KIND).await? {
+                    Some(wp) => wp.list(db, &ctx.scope, params).await?,
+                    None => items::list(db, &ctx.scope, KIND, params).await?,
+                }))
             }
 
             #[doc = concat!("Create a ", $noun, " (member): a draft, revision 1. A taken slug answers 409 with `suggestion`; a block that fails its schema 422 naming its path (`body[2].href`).")]
             #[utoipa::path(post, path = $list, tag = $tag, security(("bearer" = [])), request_body = NewItem,
                 params(TenantHeader), responses((status = 201, body = Item, headers(("ETag" = String))), Conflict,
-                TenantProblems, BodyProblems))]
+                TenantProblems, BodyProblems, ProviderProblems))]
             async fn create(
-                State(core): State<Core>,
+                State(state): State<ContentState>,
                 ctx: TenantCtx<min::Member>,
                 body: Body<NewItem>,
             ) -> Result<Response, ApiError> {
-                let item = items::create(&core.db, &ctx.scope, KIND, body.value).await?;
+                let db = &state.core.db;
+                let item = match connected(&state, &ctx.scope, KIND).await? {
+                    Some(wp) => wp.create(db, &ctx.scope, body.value).await?,
+                    None => items::create(db, &ctx.scope, KIND, body.value).await?,
+                };
                 Ok(item_response(item, StatusCode::CREATED))
             }
 
@@ -110,27 +142,35 @@ macro_rules! content_routes {
                 request_body(content = Object, content_type = "application/merge-patch+json", description = "Fields of Content to change"),
                 params(TenantHeader, ("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The item's ETag")),
                 responses((status = 200, body = Item, headers(("ETag" = String))), NotFound, Conflict, PreconditionFailed,
-                    TenantProblems, BodyProblems))]
+                    TenantProblems, BodyProblems, ProviderProblems))]
             async fn update(
-                State(core): State<Core>,
+                State(state): State<ContentState>,
                 ctx: TenantCtx<min::Member>,
                 PathId(id): PathId<Uuid>,
                 IfMatch(version): IfMatch,
                 body: Body<Value>,
             ) -> Result<Response, ApiError> {
-                let item = items::update(&core.db, &ctx.scope, KIND, id, body.value, version).await?;
+                let db = &state.core.db;
+                let item = match connected(&state, &ctx.scope, KIND).await? {
+                    Some(wp) => wp.update(db, &ctx.scope, id, body.value, version).await?,
+                    None => items::update(db, &ctx.scope, KIND, id, body.value, version).await?,
+                };
                 Ok(item_response(item, StatusCode::OK))
             }
 
             #[doc = concat!("Delete a ", $noun, " (member) with its revisions; a page with child pages answers 409 `page-has-children`.")]
             #[utoipa::path(delete, path = $one, tag = $tag, security(("bearer" = [])), params(TenantHeader, ("id" = Uuid, Path)),
-                responses((status = 204), NotFound, Conflict, TenantProblems))]
+                responses((status = 204), NotFound, Conflict, TenantProblems, ProviderProblems))]
             async fn delete(
-                State(core): State<Core>,
+                State(state): State<ContentState>,
                 ctx: TenantCtx<min::Member>,
                 PathId(id): PathId<Uuid>,
             ) -> Result<StatusCode, ApiError> {
-                items::delete(&core.db, &ctx.scope, KIND, id).await?;
+                let db = &state.core.db;
+                match connected(&state, &ctx.scope, KIND).await? {
+                    Some(wp) => wp.delete(db, &ctx.scope, id).await?,
+                    None => items::delete(db, &ctx.scope, KIND, id).await?,
+                }
                 Ok(StatusCode::NO_CONTENT)
             }
 
@@ -138,31 +178,39 @@ macro_rules! content_routes {
             #[utoipa::path(post, path = $publish, tag = $tag, security(("bearer" = [])), request_body = PublishRequest,
                 params(TenantHeader, ("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The item's ETag")),
                 responses((status = 200, body = Item, headers(("ETag" = String))), NotFound, Conflict, PreconditionFailed,
-                    TenantProblems, BodyProblems))]
+                    TenantProblems, BodyProblems, ProviderProblems))]
             async fn publish(
-                State(core): State<Core>,
+                State(state): State<ContentState>,
                 ctx: TenantCtx<min::Member>,
                 PathId(id): PathId<Uuid>,
                 IfMatch(version): IfMatch,
                 body: Body<PublishRequest>,
             ) -> Result<Response, ApiError> {
-                let item = items::publish(&core.db, &ctx.scope, KIND, id, body.value, version).await?;
+                let db = &state.core.db;
+                let item = match connected(&state, &ctx.scope, KIND).await? {
+                    Some(wp) => wp.publish(db, &ctx.scope, id, body.value, version).await?,
+                    None => items::publish(db, &ctx.scope, KIND, id, body.value, version).await?,
+                };
                 Ok(item_response(item, StatusCode::OK))
             }
 
             #[doc = concat!("Take a ", $noun, " off the site (member): `draft` or `archived`; a schedule is cancelled. `If-Match` optional.")]
             #[utoipa::path(post, path = $unpublish, tag = $tag, security(("bearer" = [])), request_body = UnpublishRequest,
                 params(TenantHeader, ("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The item's ETag")),
-                responses((status = 200, body = Item, headers(("ETag" = String))), NotFound, PreconditionFailed,
-                    TenantProblems, BodyProblems))]
+                responses((status = 200, body = Item, headers(("ETag" = String))), NotFound, Conflict, PreconditionFailed,
+                    TenantProblems, BodyProblems, ProviderProblems))]
             async fn unpublish(
-                State(core): State<Core>,
+                State(state): State<ContentState>,
                 ctx: TenantCtx<min::Member>,
                 PathId(id): PathId<Uuid>,
                 IfMatch(version): IfMatch,
                 body: Body<UnpublishRequest>,
             ) -> Result<Response, ApiError> {
-                let item = items::unpublish(&core.db, &ctx.scope, KIND, id, body.value, version).await?;
+                let db = &state.core.db;
+                let item = match connected(&state, &ctx.scope, KIND).await? {
+                    Some(wp) => wp.unpublish(db, &ctx.scope, id, body.value, version).await?,
+                    None => items::unpublish(db, &ctx.scope, KIND, id, body.value, version).await?,
+                };
                 Ok(item_response(item, StatusCode::OK))
             }
 
@@ -196,14 +244,18 @@ macro_rules! content_routes {
                 params(TenantHeader, ("id" = Uuid, Path), ("number" = i32, Path),
                     ("If-Match" = Option<String>, Header, description = "The item's ETag")),
                 responses((status = 200, body = Item, headers(("ETag" = String))), NotFound, Conflict, PreconditionFailed,
-                    TenantProblems, BodyProblems))]
+                    TenantProblems, BodyProblems, ProviderProblems))]
             async fn restore(
-                State(core): State<Core>,
+                State(state): State<ContentState>,
                 ctx: TenantCtx<min::Member>,
                 PathId((id, number)): PathId<(Uuid, i32)>,
                 IfMatch(version): IfMatch,
             ) -> Result<Response, ApiError> {
-                let item = items::restore(&core.db, &ctx.scope, KIND, id, number, version).await?;
+                let db = &state.core.db;
+                let item = match connected(&state, &ctx.scope, KIND).await? {
+                    Some(wp) => wp.restore(db, &ctx.scope, id, number, version).await?,
+                    None => items::restore(db, &ctx.scope, KIND, id, number, version).await?,
+                };
                 Ok(item_response(item, StatusCode::OK))
             }
 

@@ -24,8 +24,8 @@ async fn world() -> World {
     let tenant = app.tenant(&owner).await;
     let (site, _) = app.site(tenant, "example.com").await;
     World {
-        pages: cms_content::pages::router(app.core.clone()),
-        posts: cms_content::posts::router(app.core.clone()),
+        pages: cms_content::pages::router(app.core.clone(), None),
+        posts: cms_content::posts::router(app.core.clone(), None),
         app,
         owner,
         tenant,

@@ -26,8 +26,8 @@ async fn world() -> World {
     let tenant = app.tenant(&owner).await;
     let (site, key) = app.site(tenant, "example.com").await;
     World {
-        pages: cms_content::pages::router(app.core.clone()),
-        posts: cms_content::posts::router(app.core.clone()),
+        pages: cms_content::pages::router(app.core.clone(), None),
+        posts: cms_content::posts::router(app.core.clone(), None),
         public: cms_public::router(app.core.clone(), "https://media.example.com".to_owned()),
         app,
         owner,

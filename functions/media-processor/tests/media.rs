@@ -307,7 +307,7 @@ async fn bytes_that_are_not_the_declared_type_or_unsafe_svg_are_rejected_and_rem
 }
 
 fn cms_content_router(w: &World) -> Router {
-    cms_content::pages::router(w.app.core.clone())
+    cms_content::pages::router(w.app.core.clone(), None)
 }
 
 #[tokio::test]

@@ -38,6 +38,10 @@ pub enum DomainError {
     /// A provider (Stripe) failed or refused: nothing was changed; the cause is logged.
     #[error("upstream: {0}")]
     Upstream(String),
+    /// A provider the tenant connected (their WordPress site) failed or refused the call the
+    /// request depends on: nothing was changed here; the reason, in words for the user, is shown.
+    #[error("provider failed: {0}")]
+    ProviderFailed(String),
     /// Anything else; the cause chain is logged, never shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),

@@ -121,6 +121,10 @@ problem_set!(
     Conflict { "409" => "Conflicts with the current state (duplicate, last owner, already used, in progress)" }
 );
 problem_set!(
+    /// A provider the tenant connected failed or refused the call the request depends on.
+    ProviderProblems { "502" => "The connected site (WordPress, for posts) failed or refused: its reason is given, nothing was changed" }
+);
+problem_set!(
     /// The resource is no longer usable.
     Gone { "410" => "No longer valid (expired or withdrawn)" }
 );

@@ -86,6 +86,7 @@ impl ApiError {
                 DomainError::StaleVersion => StatusCode::PRECONDITION_FAILED,
                 DomainError::LimitExceeded { .. } => StatusCode::PAYMENT_REQUIRED,
                 DomainError::Upstream(_) => StatusCode::SERVICE_UNAVAILABLE,
+                DomainError::ProviderFailed(_) => StatusCode::BAD_GATEWAY,
                 DomainError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 DomainError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
@@ -162,6 +163,12 @@ impl ApiError {
                     ),
                     vec![],
                 ),
+                DomainError::ProviderFailed(reason) => (
+                    "upstream-failed",
+                    "A connected service failed",
+                    Some(format!("{reason}; nothing was changed")),
+                    vec![],
+                ),
                 DomainError::Internal(_) => ("internal", "Internal server error", None, vec![]),
             },
         };
@@ -200,7 +207,8 @@ impl IntoResponse for ApiError {
             ApiError::Domain(DomainError::Internal(cause)) => {
                 tracing::error!(error = format!("{cause:#}"), "request failed");
             }
-            ApiError::Unavailable(cause) | ApiError::Domain(DomainError::Upstream(cause)) => {
+            ApiError::Unavailable(cause)
+            | ApiError::Domain(DomainError::Upstream(cause) | DomainError::ProviderFailed(cause)) => {
                 tracing::warn!(error = %cause, "dependency unavailable")
             }
             other => tracing::info!(status = status.as_u16(), error = %other, "request refused"),

@@ -436,7 +436,7 @@ fn functions() -> Vec<Function> {
         Function {
             name: "cms-pages",
             routes: cms_content::pages::ROUTES,
-            router: |app: &TestApp| cms_content::pages::router(app.core.clone()),
+            router: |app: &TestApp| cms_content::pages::router(app.core.clone(), None),
             factory: cms_factory as Factory,
             events_dir: "cms-pages",
             keys: &[],
@@ -444,7 +444,13 @@ fn functions() -> Vec<Function> {
         Function {
             name: "cms-posts",
             routes: cms_content::posts::ROUTES,
-            router: |app: &TestApp| cms_content::posts::router(app.core.clone()),
+            router: |app: &TestApp| {
+                let wordpress = shared::services::cms::wordpress::Wordpress {
+                    connectors: test_connectors(app),
+                    media_base: "https://media.example.com".to_owned(),
+                };
+                cms_content::posts::router(app.core.clone(), Some(wordpress))
+            },
             factory: cms_factory as Factory,
             events_dir: "cms-posts",
             keys: &[],

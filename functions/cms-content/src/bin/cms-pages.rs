@@ -4,5 +4,5 @@ async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
     let config = shared::Config::from_env()?;
     let core = shared::Core::new(config)?;
-    shared::http::run(cms_content::pages::router(core)).await
+    shared::http::run(cms_content::pages::router(core, None)).await
 }

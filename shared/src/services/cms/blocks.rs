@@ -26,6 +26,7 @@ const MAX_NODES: usize = 200;
 const MAX_SPANS: usize = 200;
 const MAX_TEXT: usize = 10_000;
 const MAX_GALLERY: usize = 50;
+const MAX_HTML: usize = 1_000_000;
 const MARKS: [&str; 5] = ["bold", "italic", "underline", "strike", "code"];
 const NODES: [&str; 4] = ["paragraph", "quote", "bullet", "numbered"];
 /// Hosts an `embed` may show (and their `www.` forms).
@@ -106,6 +107,13 @@ pub enum Block {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         title: Option<String>,
     },
+    /// A WordPress post's content as the site's own HTML: only in posts mirrored from a
+    /// connected WordPress site (`parse_mirrored`), never accepted from the API otherwise.
+    Html {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        html: String,
+    },
 }
 
 impl Block {
@@ -122,6 +130,8 @@ impl Block {
 /// Collects the errors of one body, each under its path.
 struct Check {
     errors: Vec<FieldError>,
+    /// `html` blocks are allowed (a WordPress mirror).
+    html: bool,
 }
 
 impl Check {
@@ -383,6 +393,22 @@ fn block(c: &mut Check, path: &str, v: &Value) -> Option<Block> {
                 style: style?,
             })
         }
+        "html" if c.html => {
+            c.only(path, o, &["type", "id", "html"]);
+            match o.get("html") {
+                Some(Value::String(html)) if html.len() <= MAX_HTML && !html.contains('\0') => {
+                    Some(Block::Html { id, html: html.clone() })
+                }
+                _ => {
+                    c.error(
+                        &format!("{path}.html"),
+                        "invalid_html",
+                        format!("must be a string of at most {MAX_HTML} bytes"),
+                    );
+                    None
+                }
+            }
+        }
         "embed" => {
             c.only(path, o, &["type", "id", "url", "title"]);
             let url = c.text(path, o, "url", 1, 2000);
@@ -412,7 +438,20 @@ fn block(c: &mut Check, path: &str, v: &Value) -> Option<Block> {
 
 /// Checks a body (`field` names it in errors: `body`): the blocks, or every error found.
 pub fn parse(field: &str, value: &Value) -> Result<Vec<Block>, Vec<FieldError>> {
-    let mut c = Check { errors: Vec::new() };
+    parse_with(field, value, false)
+}
+
+/// Checks the body of a post mirrored from WordPress: `html` blocks (the site's own content)
+/// are allowed besides the others.
+pub fn parse_mirrored(field: &str, value: &Value) -> Result<Vec<Block>, Vec<FieldError>> {
+    parse_with(field, value, true)
+}
+
+fn parse_with(field: &str, value: &Value, html: bool) -> Result<Vec<Block>, Vec<FieldError>> {
+    let mut c = Check {
+        errors: Vec::new(),
+        html,
+    };
     let Some(items) = value.as_array() else {
         return Err(vec![FieldError::new(field, "not_a_list", "must be a list of blocks")]);
     };

@@ -127,7 +127,8 @@ pub struct NewItem {
 }
 
 impl NewItem {
-    fn split(self) -> (Uuid, Content) {
+    /// The site and the first content.
+    pub fn into_parts(self) -> (Uuid, Content) {
         (
             self.site_id,
             Content {
@@ -361,7 +362,7 @@ impl ItemRow {
     }
 }
 
-async fn fetch(tx: &mut Tx, kind: Kind, id: Uuid, lock: bool) -> Result<Item, DomainError> {
+pub(crate) async fn fetch(tx: &mut Tx, kind: Kind, id: Uuid, lock: bool) -> Result<Item, DomainError> {
     let sql = format!(
         "{} where id = $1 and kind = $2{}",
         SELECT_ITEM,
@@ -384,7 +385,13 @@ fn slug_taken(slug: &str, suggestion: String) -> DomainError {
 }
 
 /// Whether `slug` is used by another item of the site and kind (as its draft or its live slug).
-async fn slugs_taken(tx: &mut Tx, site: Uuid, kind: Kind, id: Uuid, prefix: &str) -> Result<Vec<String>, DomainError> {
+pub(crate) async fn slugs_taken(
+    tx: &mut Tx,
+    site: Uuid,
+    kind: Kind,
+    id: Uuid,
+    prefix: &str,
+) -> Result<Vec<String>, DomainError> {
     let rows: Vec<String> = sqlx::query_scalar(
         "select s from cms_items i, lateral (values (i.slug), (i.live_slug)) v(s) \
          where i.site_id = $1 and i.kind = $2 and i.id <> $3 and s is not null and (s = $4 or s like $5)",
@@ -399,7 +406,13 @@ async fn slugs_taken(tx: &mut Tx, site: Uuid, kind: Kind, id: Uuid, prefix: &str
     Ok(rows)
 }
 
-async fn ensure_slug_free(tx: &mut Tx, site: Uuid, kind: Kind, id: Uuid, slug: &str) -> Result<(), DomainError> {
+pub(crate) async fn ensure_slug_free(
+    tx: &mut Tx,
+    site: Uuid,
+    kind: Kind,
+    id: Uuid,
+    slug: &str,
+) -> Result<(), DomainError> {
     let taken = slugs_taken(tx, site, kind, id, slug).await?;
     if taken.iter().any(|s| s == slug) {
         let suggestion = slug::suggest(slug, |candidate| taken.iter().any(|s| s == candidate));
@@ -411,7 +424,14 @@ async fn ensure_slug_free(tx: &mut Tx, site: Uuid, kind: Kind, id: Uuid, slug: &
 /// Checks a document for its site and kind: the values as they will be stored, or every
 /// problem (422 by field and block path). `id` is the item itself (a page is not its own
 /// ancestor).
-async fn check(tx: &mut Tx, kind: Kind, site: Uuid, id: Uuid, c: Content) -> Result<Content, DomainError> {
+pub(crate) async fn check(
+    tx: &mut Tx,
+    kind: Kind,
+    site: Uuid,
+    id: Uuid,
+    c: Content,
+    mirrored: bool,
+) -> Result<Content, DomainError> {
     let mut v = Validator::new();
     let title = v.field("title", Text::parse(&c.title, 1, 200)).map(Text::into_inner);
     let slug = match c.slug.as_deref() {
@@ -443,7 +463,11 @@ async fn check(tx: &mut Tx, kind: Kind, site: Uuid, id: Uuid, c: Content) -> Res
         v.error("seo.canonical_url", "invalid_url", "must be an https:// URL");
     }
     let mut errors: Vec<FieldError> = Vec::new();
-    let parsed = match blocks::parse("body", &c.body) {
+    let parsed = match if mirrored {
+        blocks::parse_mirrored("body", &c.body)
+    } else {
+        blocks::parse("body", &c.body)
+    } {
         Ok(b) => b,
         Err(e) => {
             errors.extend(e);
@@ -560,7 +584,7 @@ async fn check(tx: &mut Tx, kind: Kind, site: Uuid, id: Uuid, c: Content) -> Res
     })
 }
 
-async fn write_revision(
+pub(crate) async fn write_revision(
     tx: &mut Tx,
     scope: &Scope,
     item: Uuid,
@@ -587,7 +611,7 @@ async fn write_revision(
     Ok(())
 }
 
-async fn store(tx: &mut Tx, id: Uuid, c: &Content) -> Result<(), DomainError> {
+pub(crate) async fn store(tx: &mut Tx, id: Uuid, c: &Content) -> Result<(), DomainError> {
     sqlx::query(
         "update cms_items set title = $2, slug = $3, parent_id = $4, seo = $5, body = $6, excerpt = $7, \
          cover_media_id = $8, categories = $9, tags = $10, author_id = $11, revision = revision + 1, \
@@ -627,7 +651,7 @@ fn slug_constraint(e: sqlx::Error) -> DomainError {
 
 pub async fn create(pool: &PgPool, scope: &Scope, kind: Kind, input: NewItem) -> Result<Item, DomainError> {
     let tenant = scope.tenant_id().ok_or(DomainError::NotFound)?;
-    let (site, mut content) = input.split();
+    let (site, mut content) = input.into_parts();
     if kind == Kind::Post && content.author_id.is_none() {
         content.author_id = scope.actor.user_id();
     }
@@ -644,7 +668,7 @@ pub async fn create(pool: &PgPool, scope: &Scope, kind: Kind, input: NewItem) ->
             "is not a site of this tenant",
         ));
     }
-    let c = check(&mut tx, kind, site, id, content).await?;
+    let c = check(&mut tx, kind, site, id, content, false).await?;
     sqlx::query(
         "insert into cms_items (id, tenant_id, site_id, kind, title, slug, parent_id, seo, body, excerpt, \
          cover_media_id, categories, tags, author_id) \
@@ -740,7 +764,15 @@ pub async fn update(
     let mut tx = pg::begin(pool, scope).await?;
     let current = fetch(&mut tx, kind, id, true).await?;
     let (content, _) = input::patched(&current.content, &patch)?;
-    let c = check(&mut tx, kind, current.site_id, id, content).await?;
+    let c = check(
+        &mut tx,
+        kind,
+        current.site_id,
+        id,
+        content,
+        current.source == "wordpress",
+    )
+    .await?;
     if if_match.is_some_and(|v| v != current.version) {
         return Err(DomainError::StaleVersion);
     }
@@ -813,7 +845,7 @@ pub async fn publish(
 }
 
 /// The public snapshot of a revision: what `cms-public` serves.
-fn snapshot(content: &Content, revision: i32) -> Value {
+pub(crate) fn snapshot(content: &Content, revision: i32) -> Value {
     serde_json::json!({
         "revision": revision,
         "title": content.title,
@@ -831,7 +863,7 @@ fn snapshot(content: &Content, revision: i32) -> Value {
 
 /// Makes revision `number` live: the snapshot, the slug (the old live slug becomes a redirect;
 /// a redirect on the new one is dropped), status published.
-async fn go_live(tx: &mut Tx, item: &Item, number: i32) -> Result<(), DomainError> {
+pub(crate) async fn go_live(tx: &mut Tx, item: &Item, number: i32) -> Result<(), DomainError> {
     let kind = item.kind.as_str();
     let content: Json<Content> =
         sqlx::query_scalar("select content from cms_revisions where item_id = $1 and number = $2")
@@ -957,7 +989,7 @@ pub async fn revisions(
     Ok(Page::from_rows(rows, page.limit, |r| r.number))
 }
 
-async fn revision_in(tx: &mut Tx, id: Uuid, number: i32) -> Result<Revision, DomainError> {
+pub(crate) async fn revision_in(tx: &mut Tx, id: Uuid, number: i32) -> Result<Revision, DomainError> {
     #[derive(sqlx::FromRow)]
     struct Row {
         number: i32,
@@ -1055,7 +1087,15 @@ pub async fn restore(
         return Err(DomainError::StaleVersion);
     }
     let old = revision_in(&mut tx, id, number).await?;
-    let c = check(&mut tx, kind, current.site_id, id, old.content).await?;
+    let c = check(
+        &mut tx,
+        kind,
+        current.site_id,
+        id,
+        old.content,
+        current.source == "wordpress",
+    )
+    .await?;
     store(&mut tx, id, &c).await?;
     write_revision(&mut tx, scope, id, current.revision + 1, &c, "restored", Some(number)).await?;
     let item = fetch(&mut tx, kind, id, false).await?;

@@ -12,3 +12,4 @@ pub mod process;
 pub mod public;
 pub mod slug;
 pub mod svg;
+pub mod wordpress;

@@ -27,6 +27,9 @@ pub enum Format {
     SiteUrl,
     /// A credential: 8 to 500 visible characters.
     Secret,
+    /// A credential shown in groups of characters (a WordPress application password,
+    /// `abcd efgh ijkl …`): the spaces are dropped, the rest is a `Secret`.
+    GroupedSecret,
     /// A short identifier (a domain, a page id, a user name).
     Text,
     /// One of `options`.
@@ -51,7 +54,7 @@ const fn field(name: &'static str, label: &'static str, format: Format, required
         label,
         format,
         required,
-        secret: matches!(format, Format::Secret),
+        secret: matches!(format, Format::Secret | Format::GroupedSecret),
         options: &[],
         help: "",
     }
@@ -202,7 +205,12 @@ const WORDPRESS: Spec = Spec {
         field("site_url", "Site URL", Format::SiteUrl, true),
         field("username", "User name", Format::Text, true),
         with_help(
-            field("application_password", "Application password", Format::Secret, true),
+            field(
+                "application_password",
+                "Application password",
+                Format::GroupedSecret,
+                true,
+            ),
             "Users → Profile → Application Passwords",
         ),
         with_help(

@@ -409,6 +409,13 @@ impl Connectors {
                 guard::resolve(&url, self.allow_private).await?;
                 Ok(url.as_str().trim_end_matches('/').to_owned())
             }
+            Format::GroupedSecret => {
+                let value = value.replace(' ', "");
+                if !(8..=500).contains(&value.chars().count()) || value.chars().any(char::is_control) {
+                    return Err("must be 8 to 500 characters (spaces between groups are dropped)".to_owned());
+                }
+                Ok(value)
+            }
             Format::Secret => {
                 if !(8..=500).contains(&value.chars().count()) || value.chars().any(|c| c.is_control() || c == ' ') {
                     return Err("must be 8 to 500 characters without spaces".to_owned());
@@ -446,9 +453,14 @@ impl Connectors {
         }))
     }
 
-    /// A GET of `path_and_query` (with `{field}` placeholders) at the kind's API, with its auth:
-    /// the request, or why it cannot be made (in words for the user).
-    pub async fn request(&self, creds: &Credentials, path_and_query: &str) -> Result<reqwest::RequestBuilder, String> {
+    /// A `method` request of `path_and_query` (with `{field}` placeholders) at the kind's API,
+    /// with its auth: the request, or why it cannot be made (in words for the user).
+    pub async fn request(
+        &self,
+        creds: &Credentials,
+        method: reqwest::Method,
+        path_and_query: &str,
+    ) -> Result<reqwest::RequestBuilder, String> {
         let spec = creds.kind.spec();
         let value = |name: &str| creds.value(name);
         let (base, pinned) = match spec.base {
@@ -497,7 +509,7 @@ impl Connectors {
             Some((url, addrs)) => self.pinned_client(url.host_str().unwrap_or_default(), addrs)?,
             None => self.http.clone(),
         };
-        let mut req = client.get(format!("{base}{path}")).timeout(CALL_TIMEOUT);
+        let mut req = client.request(method, format!("{base}{path}")).timeout(CALL_TIMEOUT);
         req = match spec.auth {
             Auth::Header(name, field, prefix) => {
                 req.header(name, format!("{prefix}{}", value(field).unwrap_or_default()))
@@ -524,7 +536,10 @@ impl Connectors {
             if !retry.fits(Duration::ZERO) {
                 return Err(CallError::OutOfTime);
             }
-            let req = self.request(creds, path_and_query).await.map_err(CallError::Refused)?;
+            let req = self
+                .request(creds, reqwest::Method::GET, path_and_query)
+                .await
+                .map_err(CallError::Refused)?;
             let resp = match req.send().await {
                 Ok(resp) => resp,
                 Err(e) if attempt < tries && retry.fits(wait) => {
@@ -574,6 +589,47 @@ impl Connectors {
         Err(CallError::Unavailable("no try was made".into()))
     }
 
+    /// A write (`POST`, `PUT`, `DELETE`) with a JSON body, tried once: a write that may have
+    /// happened is not repeated. The successful answer, or why not (`Unavailable`: unreachable
+    /// or failing, `Refused`: the provider said no, in its words).
+    pub async fn send(
+        &self,
+        creds: &Credentials,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response, CallError> {
+        let spec = creds.kind.spec();
+        let mut req = self
+            .request(creds, method, path_and_query)
+            .await
+            .map_err(CallError::Refused)?;
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| CallError::Unavailable(unreachable(spec, &e)))?;
+        let status = resp.status().as_u16();
+        if status == 429 || status >= 500 {
+            let said = provider_says(resp).await;
+            return Err(CallError::Unavailable(match said {
+                Some(said) => format!("{} answered HTTP {status}: {said}", spec.name),
+                None => format!("{} answered HTTP {status}", spec.name),
+            }));
+        }
+        if !resp.status().is_success() {
+            let (_, message) = explain(spec, status);
+            let said = provider_says(resp).await;
+            return Err(CallError::Refused(match said {
+                Some(said) => format!("{message} {} said: {said}", spec.name),
+                None => message,
+            }));
+        }
+        Ok(resp)
+    }
+
     /// A client that connects `host` to `addrs` only (kept for the next call to the same).
     fn pinned_client(&self, host: &str, addrs: Vec<std::net::SocketAddr>) -> Result<reqwest::Client, String> {
         let key = (host.to_owned(), addrs);
@@ -601,7 +657,7 @@ impl Connectors {
     pub async fn test(&self, scope: &Scope, kind: Kind) -> Result<TestResult, DomainError> {
         let creds = self.credentials(scope, kind).await?.ok_or(DomainError::NotFound)?;
         let spec = kind.spec();
-        let (ok, message, provider_status) = match self.request(&creds, spec.test_path).await {
+        let (ok, message, provider_status) = match self.request(&creds, reqwest::Method::GET, spec.test_path).await {
             Err(why) => (false, why, None),
             Ok(req) => match req.send().await {
                 Ok(resp) => {
