@@ -125,11 +125,13 @@ pub fn analyze(bytes: &[u8], declared: &str, declared_size: i64) -> Result<Analy
         }
         analysis.width = i32::try_from(w).ok();
         analysis.height = i32::try_from(h).ok();
-        let wanted: Vec<u32> = THUMB_WIDTHS.iter().copied().filter(|t| *t < w).collect();
+        // Largest first, each smaller one from the one before (less to sample each time).
+        let mut wanted: Vec<u32> = THUMB_WIDTHS.iter().copied().filter(|t| *t < w).collect();
+        wanted.sort_unstable_by(|a, b| b.cmp(a));
         if !wanted.is_empty() {
-            let img = reader()?.decode().map_err(|e| format!("not a readable image: {e}"))?;
+            let mut source = reader()?.decode().map_err(|e| format!("not a readable image: {e}"))?;
             for tw in wanted {
-                let thumb = img.thumbnail(tw, u32::MAX);
+                let thumb = source.thumbnail(tw, u32::MAX);
                 let mut out = Cursor::new(Vec::new());
                 let content_type = if declared == "image/jpeg" {
                     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 82)
@@ -137,15 +139,23 @@ pub fn analyze(bytes: &[u8], declared: &str, declared_size: i64) -> Result<Analy
                         .map_err(|e| format!("thumbnail: {e}"))?;
                     "image/jpeg"
                 } else {
+                    let encoder = image::codecs::png::PngEncoder::new_with_quality(
+                        &mut out,
+                        image::codecs::png::CompressionType::Fast,
+                        image::codecs::png::FilterType::Adaptive,
+                    );
                     thumb
-                        .write_to(&mut out, ImageFormat::Png)
+                        .write_with_encoder(encoder)
                         .map_err(|e| format!("thumbnail: {e}"))?;
                     "image/png"
                 };
                 analysis
                     .thumbnails
                     .push((thumb.width(), thumb.height(), out.into_inner(), content_type));
+                source = thumb;
             }
+            // Smallest first in the answer.
+            analysis.thumbnails.reverse();
         }
     }
     Ok(analysis)

@@ -97,15 +97,21 @@ pub fn etag(bytes: &[u8]) -> String {
     format!("\"{}\"", hex::encode(digest.get(..12).unwrap_or_default()))
 }
 
+/// The site of a key: `(site_id, tenant_id)` (`$1` the key; run without a tenant).
+pub const SITE_SQL: &str = "select site_id, tenant_id from app_analytics_site($1)";
+
+/// A live item by slug: its snapshot, author name, first and last publish (`$1` site, `$2`
+/// kind, `$3` slug; in the site's tenant).
+pub const ITEM_SQL: &str = "select i.live, (select nullif(u.name, '') from users u \
+    where u.id = (i.live ->> 'author_id')::uuid), i.published_at, i.live_at from cms_items i \
+    where i.site_id = $1 and i.kind = $2 and i.live_slug = $3 and i.live is not null";
+
 /// The site a key names: (site id, tenant id); 404 for an unknown key.
 async fn site(tx: &mut pg::Tx, key: &str) -> Result<Uuid, DomainError> {
     if key.is_empty() || key.len() > 64 {
         return Err(DomainError::NotFound);
     }
-    let site: Option<(Uuid, Uuid)> = sqlx::query_as("select site_id, tenant_id from app_analytics_site($1)")
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let site: Option<(Uuid, Uuid)> = sqlx::query_as(SITE_SQL).bind(key).fetch_optional(&mut **tx).await?;
     let (site, tenant) = site.ok_or(DomainError::NotFound)?;
     pg::set_tenant(tx, tenant).await?;
     Ok(site)
@@ -136,16 +142,12 @@ pub async fn item(pool: &PgPool, key: &str, kind: Kind, slug: &str, media_base: 
     let mut tx = pool.begin().await?;
     let site = site(&mut tx, key).await?;
     type Row = (Value, Option<String>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
-    let row: Option<Row> = sqlx::query_as(
-        "select i.live, (select nullif(u.name, '') from users u where u.id = (i.live ->> 'author_id')::uuid), \
-         i.published_at, i.live_at from cms_items i \
-         where i.site_id = $1 and i.kind = $2 and i.live_slug = $3 and i.live is not null",
-    )
-    .bind(site)
-    .bind(kind.as_str())
-    .bind(slug)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let row: Option<Row> = sqlx::query_as(ITEM_SQL)
+        .bind(site)
+        .bind(kind.as_str())
+        .bind(slug)
+        .fetch_optional(&mut *tx)
+        .await?;
     let Some((mut content, author, published_at, modified_at)) = row else {
         let moved: Option<String> = sqlx::query_scalar(
             "select i.live_slug from cms_redirects r join cms_items i on i.id = r.item_id \
