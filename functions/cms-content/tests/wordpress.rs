@@ -124,7 +124,7 @@ impl Respond for Fake {
         let mut posts = site.posts.lock().unwrap();
         let with_terms = |p: &Value| {
             let mut p = p.clone();
-            if query.get("_embed").is_some() {
+            if query.contains_key("_embed") {
                 let cats: Vec<Value> = p["categories_names"]
                     .as_array()
                     .cloned()

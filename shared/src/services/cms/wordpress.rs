@@ -368,7 +368,7 @@ impl Connected<'_> {
             .or_else(|| slug::from_title(&title))
             .unwrap_or_else(|| format!("post-{external}"));
         let taken = items::slugs_taken(tx, self.site, Kind::Post, id, &wanted_slug).await?;
-        let free_slug = if taken.iter().any(|s| *s == wanted_slug) {
+        let free_slug = if taken.contains(&wanted_slug) {
             slug::suggest(&wanted_slug, |c| taken.iter().any(|s| s == c))
         } else {
             wanted_slug
@@ -588,7 +588,9 @@ impl Connected<'_> {
         }
         let c = self.checked(pool, scope, Uuid::now_v7(), content, false).await?;
         let mut body = self.payload(pool, scope, &c).await?;
-        body["status"] = json!("draft");
+        if let Some(fields) = body.as_object_mut() {
+            fields.insert("status".to_owned(), json!("draft"));
+        }
         let post = self.write(reqwest::Method::POST, POSTS, &body).await?;
         let id = self
             .mirror_one(pool, scope, &post)
