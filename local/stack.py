@@ -121,6 +121,13 @@ class LocalStack:
             s3.put_bucket_cors(Bucket=name, CORSConfiguration={"CORSRules": rules})
         return created
 
+    def open_reads(self, name: str, prefixes: list[str]) -> None:
+        """Anonymous GetObject on `prefixes` of bucket `name`: what its CDN serves in the cloud."""
+        statements = [{"Sid": f"LocalCdnReads{i}", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                       "Resource": f"arn:aws:s3:::{name}/{prefix}"} for i, prefix in enumerate(prefixes)]
+        self.client("s3").put_bucket_policy(
+            Bucket=name, Policy=json.dumps({"Version": "2012-10-17", "Statement": statements}))
+
     def delete_bucket(self, name: str) -> None:
         s3 = self.client("s3")
         try:
@@ -308,6 +315,9 @@ class LocalStack:
             name = tpl.physical_name(lid)
             created = self.ensure_bucket(name, resolve_props(tpl, lid))
             rows.append((lid, "s3 bucket", name, "created" if created else "exists"))
+        for bucket, prefixes in cdn_reads(tpl).items():
+            self.open_reads(bucket, prefixes)
+            rows.append((bucket, "s3 reads", f"{bucket}/{','.join(prefixes)}", "public (as its CDN)"))
         for lid in tpl.resources_of(st.TABLE, st.SIMPLE_TABLE):
             name = tpl.physical_name(lid)
             created = self.ensure_table(lid)
@@ -379,6 +389,37 @@ class LocalStack:
             self.delete_bucket(tpl.physical_name(lid))
             rows.append((lid, "s3 bucket", tpl.physical_name(lid), "deleted"))
         return rows
+
+
+def cdn_reads(tpl: Template) -> dict[str, list[str]]:
+    """Buckets whose policy lets CloudFront read objects (origin access control): bucket name ->
+    the object patterns it reads (`media/*`). Locally there is no CDN, so the local stack lets
+    anyone read those objects from the moto server, as sites read them through the CDN."""
+    out: dict[str, list[str]] = {}
+    for lid in tpl.resources_of("AWS::S3::BucketPolicy"):
+        props = tpl.properties(lid)
+        try:
+            bucket = str(tpl.resolve(props.get("Bucket")))
+        except (st.Unresolvable, KeyError, TypeError, ValueError):
+            continue
+        for statement in ((props.get("PolicyDocument") or {}).get("Statement")) or []:
+            principal = statement.get("Principal") or {}
+            service = principal.get("Service") if isinstance(principal, dict) else None
+            actions = statement.get("Action")
+            actions = [actions] if isinstance(actions, str) else list(actions or [])
+            if statement.get("Effect") != "Allow" or service != "cloudfront.amazonaws.com" \
+                    or "s3:GetObject" not in actions:
+                continue
+            resources = statement.get("Resource")
+            for resource in [resources] if not isinstance(resources, list) else resources:
+                try:
+                    arn = str(tpl.resolve(resource))
+                except (st.Unresolvable, KeyError, TypeError, ValueError):
+                    continue
+                prefix = arn.split(":::", 1)[-1].split("/", 1)
+                if len(prefix) == 2 and prefix[0] == bucket:
+                    out.setdefault(bucket, []).append(prefix[1])
+    return out
 
 
 def build_template(args: argparse.Namespace, query_account: bool = True) -> Template | None:

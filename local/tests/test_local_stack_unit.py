@@ -196,6 +196,45 @@ def test_a_bucket_name_spelled_out_with_sub_is_a_resource_env_var():
     assert warnings == []
 
 
+def test_objects_a_cdn_reads_are_read_anonymously_locally():
+    tpl = tpl_from(
+        """
+        Resources:
+          Media:
+            Type: AWS::S3::Bucket
+            Properties: {BucketName: !Sub "${AWS::StackName}-media"}
+          Private:
+            Type: AWS::S3::Bucket
+          MediaPolicy:
+            Type: AWS::S3::BucketPolicy
+            Properties:
+              Bucket: !Ref Media
+              PolicyDocument:
+                Statement:
+                  - Effect: Deny
+                    Principal: "*"
+                    Action: "s3:*"
+                    Resource: [!GetAtt Media.Arn, !Sub "${Media.Arn}/*"]
+                  - Effect: Allow
+                    Principal: {Service: cloudfront.amazonaws.com}
+                    Action: s3:GetObject
+                    Resource: !Sub "${Media.Arn}/media/*"
+          PrivatePolicy:
+            Type: AWS::S3::BucketPolicy
+            Properties:
+              Bucket: !Ref Private
+              PolicyDocument:
+                Statement:
+                  - Effect: Allow
+                    Principal: {AWS: arn:aws:iam::123456789012:root}
+                    Action: s3:GetObject
+                    Resource: !Sub "${Private.Arn}/*"
+        """,
+        stack_name="portal-local",
+    )
+    assert stack.cdn_reads(tpl) == {"portal-local-media": ["media/*"]}
+
+
 def test_sub_with_variables_and_no_value():
     tpl = tpl_from(
         """
