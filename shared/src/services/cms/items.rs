@@ -723,6 +723,8 @@ pub async fn list(
         );
     }
     let q = input::optional_text(&mut v, "q", params.q.as_deref(), 200).map(|q| q.to_lowercase());
+    let category = input::optional_text(&mut v, "category", params.category.as_deref(), 50).map(|c| c.to_lowercase());
+    let tag = input::optional_text(&mut v, "tag", params.tag.as_deref(), 50).map(|t| t.to_lowercase());
     v.finish()?;
     let mut tx = pg::begin(pool, scope).await?;
     let rows: Vec<ItemSummary> = sqlx::query_as(
@@ -743,8 +745,8 @@ pub async fn list(
     .bind(params.status)
     .bind(params.parent_id)
     .bind(q)
-    .bind(params.category.map(|c| c.trim().to_lowercase()))
-    .bind(params.tag.map(|t| t.trim().to_lowercase()))
+    .bind(category)
+    .bind(tag)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -804,7 +806,15 @@ pub async fn delete(pool: &PgPool, scope: &Scope, kind: Kind, id: Uuid) -> Resul
     sqlx::query("delete from cms_items where id = $1")
         .bind(id)
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| {
+            pg::map_constraint(
+                e,
+                &[("cms_items_parent_fk", || {
+                    DomainError::conflict("page-has-children", "a page was put under this page just now")
+                })],
+            )
+        })?;
     tx.commit().await?;
     Ok(())
 }

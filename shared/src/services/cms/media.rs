@@ -314,6 +314,7 @@ pub async fn list(
     }
     let folder = params.folder.as_deref().map(|f| folder(&mut v, Some(f)));
     let q = input::optional_text(&mut v, "q", params.q.as_deref(), 200).map(|q| q.to_lowercase());
+    let tag = input::optional_text(&mut v, "tag", params.tag.as_deref(), 50).map(|t| t.to_lowercase());
     v.finish()?;
     let mut tx = pg::begin(pool, scope).await?;
     let rows: Vec<Media> = sqlx::query_as(&format!(
@@ -329,7 +330,7 @@ pub async fn list(
     .bind(page.after.map(|a| a.1))
     .bind(page.fetch())
     .bind(folder)
-    .bind(params.tag.map(|t| t.trim().to_lowercase()))
+    .bind(tag)
     .bind(kind)
     .bind(q)
     .bind(params.status)

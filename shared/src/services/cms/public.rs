@@ -11,8 +11,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::adapters::pg;
-use crate::domain::{DomainError, Page, PageRequest};
+use crate::domain::{DomainError, Page, PageRequest, Validator};
 use crate::services::cms::items::Kind;
+use crate::services::cms::slug;
+use crate::services::crm::input;
 
 /// A thumbnail of an image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -108,7 +110,9 @@ pub const ITEM_SQL: &str = "select i.live, (select nullif(u.name, '') from users
 
 /// The site a key names: (site id, tenant id); 404 for an unknown key.
 async fn site(tx: &mut pg::Tx, key: &str) -> Result<Uuid, DomainError> {
-    if key.is_empty() || key.len() > 64 {
+    let well_formed =
+        (1..=64).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !well_formed {
         return Err(DomainError::NotFound);
     }
     let site: Option<(Uuid, Uuid)> = sqlx::query_as(SITE_SQL).bind(key).fetch_optional(&mut **tx).await?;
@@ -139,6 +143,8 @@ fn media_ids(content: &Value) -> Vec<Uuid> {
 
 /// A published item of the site by slug (`media_base`: the public URL of the media bucket).
 pub async fn item(pool: &PgPool, key: &str, kind: Kind, slug: &str, media_base: &str) -> Result<Found, DomainError> {
+    // Not a slug: no page has it.
+    slug::parse(slug).map_err(|_| DomainError::NotFound)?;
     let mut tx = pool.begin().await?;
     let site = site(&mut tx, key).await?;
     type Row = (Value, Option<String>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
@@ -204,6 +210,10 @@ pub async fn item(pool: &PgPool, key: &str, kind: Kind, slug: &str, media_base: 
 /// The site's published posts, newest first.
 pub async fn posts(pool: &PgPool, key: &str, params: PublicPostParams) -> Result<Page<PublicPost>, DomainError> {
     let page: PageRequest<pg::TimeKey> = pg::time_page_request(params.limit, params.cursor.as_deref())?;
+    let mut v = Validator::new();
+    let category = input::optional_text(&mut v, "category", params.category.as_deref(), 50).map(|c| c.to_lowercase());
+    let tag = input::optional_text(&mut v, "tag", params.tag.as_deref(), 50).map(|t| t.to_lowercase());
+    v.finish()?;
     let mut tx = pool.begin().await?;
     let site = site(&mut tx, key).await?;
     let rows: Vec<PublicPost> = sqlx::query_as(
@@ -222,8 +232,8 @@ pub async fn posts(pool: &PgPool, key: &str, params: PublicPostParams) -> Result
     .bind(page.after.map(|a| a.1))
     .bind(page.fetch())
     .bind(site)
-    .bind(params.category.map(|c| c.trim().to_lowercase()))
-    .bind(params.tag.map(|t| t.trim().to_lowercase()))
+    .bind(category)
+    .bind(tag)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
