@@ -611,13 +611,42 @@ pub(crate) async fn write_revision(
     Ok(())
 }
 
-pub(crate) async fn store(tx: &mut Tx, id: Uuid, c: &Content) -> Result<(), DomainError> {
-    sqlx::query(
-        "update cms_items set title = $2, slug = $3, parent_id = $4, seo = $5, body = $6, excerpt = $7, \
-         cover_media_id = $8, categories = $9, tags = $10, author_id = $11, revision = revision + 1, \
-         updated_at = now(), version = version + 1 where id = $1",
+/// Where a document is written: a new item (`source` `internal` or `wordpress` with the post's
+/// id) or an existing one.
+pub(crate) struct Target<'a> {
+    pub tenant: Uuid,
+    pub site: Uuid,
+    pub kind: Kind,
+    pub id: Uuid,
+    pub external_id: Option<&'a str>,
+}
+
+/// Writes a checked document to its item — inserting it (revision 1) or replacing the content
+/// of the existing one (the next revision) — and records that revision. Returns its number.
+pub(crate) async fn save(
+    tx: &mut Tx,
+    scope: &Scope,
+    target: &Target<'_>,
+    c: &Content,
+    reason: &str,
+    restored_from: Option<i32>,
+) -> Result<i32, DomainError> {
+    let revision: i32 = sqlx::query_scalar(
+        "insert into cms_items (id, tenant_id, site_id, kind, title, slug, parent_id, seo, body, excerpt, \
+         cover_media_id, categories, tags, author_id, source, external_id) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+                 case when $15::text is null then 'internal' else 'wordpress' end, $15) \
+         on conflict (id) do update set title = excluded.title, slug = excluded.slug, parent_id = excluded.parent_id, \
+           seo = excluded.seo, body = excluded.body, excerpt = excluded.excerpt, \
+           cover_media_id = excluded.cover_media_id, categories = excluded.categories, tags = excluded.tags, \
+           author_id = excluded.author_id, revision = cms_items.revision + 1, updated_at = now(), \
+           version = cms_items.version + 1 \
+         returning revision",
     )
-    .bind(id)
+    .bind(target.id)
+    .bind(target.tenant)
+    .bind(target.site)
+    .bind(target.kind.as_str())
     .bind(&c.title)
     .bind(c.slug.as_deref())
     .bind(c.parent_id)
@@ -628,10 +657,24 @@ pub(crate) async fn store(tx: &mut Tx, id: Uuid, c: &Content) -> Result<(), Doma
     .bind(&c.categories)
     .bind(&c.tags)
     .bind(c.author_id)
-    .execute(&mut **tx)
+    .bind(target.external_id)
+    .fetch_one(&mut **tx)
     .await
     .map_err(slug_constraint)?;
-    Ok(())
+    write_revision(tx, scope, target.id, revision, c, reason, restored_from).await?;
+    Ok(revision)
+}
+
+impl Item {
+    pub(crate) fn target(&self, tenant: Uuid) -> Target<'_> {
+        Target {
+            tenant,
+            site: self.site_id,
+            kind: if self.kind == "post" { Kind::Post } else { Kind::Page },
+            id: self.id,
+            external_id: self.external_id.as_deref(),
+        }
+    }
 }
 
 /// A slug taken by a concurrent writer between the check and the write.
@@ -669,29 +712,14 @@ pub async fn create(pool: &PgPool, scope: &Scope, kind: Kind, input: NewItem) ->
         ));
     }
     let c = check(&mut tx, kind, site, id, content, false).await?;
-    sqlx::query(
-        "insert into cms_items (id, tenant_id, site_id, kind, title, slug, parent_id, seo, body, excerpt, \
-         cover_media_id, categories, tags, author_id) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
-    .bind(id)
-    .bind(tenant)
-    .bind(site)
-    .bind(kind.as_str())
-    .bind(&c.title)
-    .bind(c.slug.as_deref())
-    .bind(c.parent_id)
-    .bind(Json(&c.seo))
-    .bind(&c.body)
-    .bind(c.excerpt.as_deref())
-    .bind(c.cover_media_id)
-    .bind(&c.categories)
-    .bind(&c.tags)
-    .bind(c.author_id)
-    .execute(&mut *tx)
-    .await
-    .map_err(slug_constraint)?;
-    write_revision(&mut tx, scope, id, 1, &c, "created", None).await?;
+    let target = Target {
+        tenant,
+        site,
+        kind,
+        id,
+        external_id: None,
+    };
+    save(&mut tx, scope, &target, &c, "created", None).await?;
     let item = fetch(&mut tx, kind, id, false).await?;
     tx.commit().await?;
     Ok(item)
@@ -782,8 +810,8 @@ pub async fn update(
         tx.commit().await?;
         return Ok(current);
     }
-    store(&mut tx, id, &c).await?;
-    write_revision(&mut tx, scope, id, current.revision + 1, &c, "edited", None).await?;
+    let tenant = scope.tenant_id().ok_or(DomainError::NotFound)?;
+    save(&mut tx, scope, &current.target(tenant), &c, "edited", None).await?;
     let item = fetch(&mut tx, kind, id, false).await?;
     tx.commit().await?;
     Ok(item)
@@ -1106,8 +1134,8 @@ pub async fn restore(
         current.source == "wordpress",
     )
     .await?;
-    store(&mut tx, id, &c).await?;
-    write_revision(&mut tx, scope, id, current.revision + 1, &c, "restored", Some(number)).await?;
+    let tenant = scope.tenant_id().ok_or(DomainError::NotFound)?;
+    save(&mut tx, scope, &current.target(tenant), &c, "restored", Some(number)).await?;
     let item = fetch(&mut tx, kind, id, false).await?;
     tx.commit().await?;
     Ok(item)

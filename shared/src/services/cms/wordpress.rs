@@ -409,48 +409,22 @@ impl Connected<'_> {
                 .or(scope.actor.user_id()),
         };
         let c = items::check(tx, Kind::Post, self.site, id, content, true).await?;
-        let revision = match &current {
-            None => {
-                sqlx::query(
-                    "insert into cms_items (id, tenant_id, site_id, kind, title, slug, seo, body, excerpt, categories, \
-                     tags, author_id, source, external_id, external_modified) \
-                     values ($1, $2, $3, 'post', $4, $5, $6, $7, $8, $9, $10, $11, 'wordpress', $12, $13)",
-                )
-                .bind(id)
-                .bind(tenant)
-                .bind(self.site)
-                .bind(&c.title)
-                .bind(c.slug.as_deref())
-                .bind(sqlx::types::Json(&c.seo))
-                .bind(&c.body)
-                .bind(c.excerpt.as_deref())
-                .bind(&c.categories)
-                .bind(&c.tags)
-                .bind(c.author_id)
-                .bind(&external)
-                .bind(&post.modified_gmt)
-                .execute(&mut **tx)
-                .await?;
-                items::write_revision(tx, scope, id, 1, &c, "synced", None).await?;
-                1
-            }
-            Some(item) => {
-                if c != item.content {
-                    items::store(tx, id, &c).await?;
-                    items::write_revision(tx, scope, id, item.revision + 1, &c, "synced", None).await?;
-                }
-                sqlx::query("update cms_items set external_modified = $2 where id = $1")
-                    .bind(id)
-                    .bind(&post.modified_gmt)
-                    .execute(&mut **tx)
-                    .await?;
-                if c != item.content {
-                    item.revision + 1
-                } else {
-                    item.revision
-                }
-            }
+        let target = items::Target {
+            tenant,
+            site: self.site,
+            kind: Kind::Post,
+            id,
+            external_id: Some(&external),
         };
+        let revision = match &current {
+            Some(item) if c == item.content => item.revision,
+            _ => items::save(tx, scope, &target, &c, "synced", None).await?,
+        };
+        sqlx::query("update cms_items set external_modified = $2 where id = $1")
+            .bind(id)
+            .bind(&post.modified_gmt)
+            .execute(&mut **tx)
+            .await?;
         // WordPress's status is the post's.
         match post.status.as_str() {
             "publish" => {
