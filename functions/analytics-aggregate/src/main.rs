@@ -18,10 +18,7 @@ const MAX_STEPS: usize = 50;
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
     let env = Env::from_process();
-    let db = shared::adapters::pg::pool(
-        &env.required("DATABASE_URL")?,
-        env.parsed_or("DATABASE_MAX_CONNECTIONS", 2)?,
-    )?;
+    let db = shared::adapters::pg::app_pool(&env)?;
     let redis = shared::adapters::redis::connect(&env.required("REDIS_URL")?).await?;
     let aggregator = Arc::new(Aggregator::new(db, redis));
     lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| {

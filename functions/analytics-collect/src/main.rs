@@ -9,10 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
     let env = Env::from_process();
-    let db = shared::adapters::pg::pool(
-        &env.required("DATABASE_URL")?,
-        env.parsed_or("DATABASE_MAX_CONNECTIONS", 2)?,
-    )?;
+    let db = shared::adapters::pg::app_pool(&env)?;
     let collector = shared::services::analytics::collect::Collector::new(&env.required("REDIS_URL")?, db);
     shared::http::run(analytics_collect::router(collector)).await
 }

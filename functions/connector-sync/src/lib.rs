@@ -34,8 +34,7 @@ pub struct SyncWorker {
 impl SyncWorker {
     pub fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> anyhow::Result<Self> {
         let keys = shared::adapters::kms::connector_keys(env, aws)?;
-        let max: u32 = env.parsed_or("DATABASE_MAX_CONNECTIONS", 2)?;
-        let db = shared::adapters::pg::pool(&env.required("DATABASE_URL")?, max)?;
+        let db = shared::adapters::pg::app_pool(env)?;
         Ok(Self {
             connectors: Connectors::from_env(db, keys, env)?,
             sqs: shared::adapters::aws::sqs(aws),

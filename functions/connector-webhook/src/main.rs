@@ -7,8 +7,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let env = Env::from_process();
     let aws = shared::adapters::aws::sdk_config().await;
     let keys = shared::adapters::kms::connector_keys(&env, &aws)?;
-    let max: u32 = env.parsed_or("DATABASE_MAX_CONNECTIONS", 2)?;
-    let db = shared::adapters::pg::pool(&env.required("DATABASE_URL")?, max)?;
+    let db = shared::adapters::pg::app_pool(&env)?;
     let connectors = shared::services::connectors::Connectors::from_env(db, keys, &env)?;
     let state = connector_webhook::WebhookState {
         connectors,

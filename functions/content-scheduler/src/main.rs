@@ -13,10 +13,7 @@ const BATCH: i32 = 500;
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
     let env = Env::from_process();
-    let db = shared::adapters::pg::pool(
-        &env.required("DATABASE_URL")?,
-        env.parsed_or("DATABASE_MAX_CONNECTIONS", 2)?,
-    )?;
+    let db = shared::adapters::pg::app_pool(&env)?;
     lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| {
         let db = db.clone();
         async move {

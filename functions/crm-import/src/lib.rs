@@ -41,8 +41,7 @@ impl Worker {
     /// `DATABASE_URL` (portal_app), `DATABASE_MAX_CONNECTIONS` (2), the bucket and the queue,
     /// the connectors' key (`CONNECTOR_KMS_KEY_ID` or `CONNECTOR_LOCAL_KEY_FILE`).
     pub fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> anyhow::Result<Self> {
-        let max: u32 = env.parsed_or("DATABASE_MAX_CONNECTIONS", 2)?;
-        let db = shared::adapters::pg::pool(&env.required("DATABASE_URL")?, max)?;
+        let db = shared::adapters::pg::app_pool(env)?;
         let keys = shared::adapters::kms::connector_keys(env, aws)?;
         Ok(Self {
             files: CrmFiles::new(aws, env)?,

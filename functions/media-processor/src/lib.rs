@@ -54,9 +54,8 @@ pub fn object_key(raw: &str) -> String {
 
 impl Processor {
     pub fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> anyhow::Result<Self> {
-        let max: u32 = env.parsed_or("DATABASE_MAX_CONNECTIONS", 2)?;
         Ok(Self {
-            db: shared::adapters::pg::pool(&env.required("DATABASE_URL")?, max)?,
+            db: shared::adapters::pg::app_pool(env)?,
             store: MediaStore::new(aws, env)?,
         })
     }

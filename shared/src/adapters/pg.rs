@@ -22,6 +22,15 @@ pub fn pool(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
         .connect_lazy_with(options))
 }
 
+/// The application role's pool of a worker function: `DATABASE_URL` (required) and
+/// `DATABASE_MAX_CONNECTIONS` (default 2), connected lazily.
+pub fn app_pool(env: &crate::config::Env) -> anyhow::Result<PgPool> {
+    pool(
+        &env.required("DATABASE_URL")?,
+        env.parsed_or("DATABASE_MAX_CONNECTIONS", 2)?,
+    )
+}
+
 /// Begins the request's transaction with its tenant, user and principal set *locally* (they
 /// vanish at commit or rollback), in one round trip, with binds. Row-level security reads them.
 pub async fn begin(pool: &PgPool, scope: &Scope) -> Result<Tx, DomainError> {

@@ -158,22 +158,27 @@ fn moto_sqs(moto: &str) -> aws_sdk_sqs::Client {
     )
 }
 
-/// `crm-contacts` with clients of the moto server and a bucket and queue that do not exist:
-/// presigning needs no network; queueing fails and is logged (the worker's sweep would queue
-/// the job); the sweeps check auth, roles and isolation, tests/jobs.rs the files.
-fn crm_contacts_router(app: &TestApp) -> axum::Router {
-    let moto = std::env::var("TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
-    let s3 = aws_sdk_s3::Client::from_conf(
+/// An S3 client of the moto server (path-style) with its test credentials.
+fn moto_s3(moto: &str) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::Config::builder()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .endpoint_url(&moto)
+            .endpoint_url(moto)
             .force_path_style(true)
             .credentials_provider(aws_sdk_s3::config::Credentials::new(
                 "test", "test", None, None, "gates",
             ))
             .build(),
-    );
+    )
+}
+
+/// `crm-contacts` with clients of the moto server and a bucket and queue that do not exist:
+/// presigning needs no network; queueing fails and is logged (the worker's sweep would queue
+/// the job); the sweeps check auth, roles and isolation, tests/jobs.rs the files.
+fn crm_contacts_router(app: &TestApp) -> axum::Router {
+    let moto = std::env::var("TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
+    let s3 = moto_s3(&moto);
     let sqs = moto_sqs(&moto);
     crm_contacts::router(
         app.core.clone(),
@@ -297,17 +302,7 @@ const GATES_MEDIA_BUCKET: &str = "gates-media-library";
 
 fn media_store() -> shared::adapters::media_store::MediaStore {
     let moto = std::env::var("TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .endpoint_url(&moto)
-            .force_path_style(true)
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "test", "test", None, None, "gates",
-            ))
-            .build(),
-    );
+    let s3 = moto_s3(&moto);
     shared::adapters::media_store::MediaStore {
         s3,
         bucket: GATES_MEDIA_BUCKET.to_owned(),
