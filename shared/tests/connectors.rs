@@ -309,3 +309,107 @@ async fn a_site_that_redirects_is_not_followed_elsewhere() {
         "the redirect was followed"
     );
 }
+
+/// A server that answers every request with bytes that are not HTTP.
+async fn not_http() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket.write_all(b"garbage, not a status line\r\n\r\n").await;
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn provider_errors_never_carry_the_url_and_its_token() {
+    let app = TestApp::new().await;
+    let owner = app.user("owner").await;
+    let tenant = app.tenant(&owner).await;
+    let s = scope(tenant, owner.id);
+    let token = "EAAB-secret-page-token-0042";
+    // A transport error (no HTTP answer) in the connection test: the page token rides in the
+    // query string of Facebook's URL, and reqwest's errors print the URL.
+    let svc = service(&app, HashMap::from([(Kind::Facebook, not_http().await)]), true);
+    svc.put(
+        &s,
+        Kind::Facebook,
+        body(json!({"page_id": "12345", "page_access_token": token})),
+        None,
+    )
+    .await
+    .unwrap();
+    let r = svc.test(&s, Kind::Facebook).await.unwrap();
+    assert!(
+        !r.ok && r.message.starts_with("The call to 127.0.0.1 failed"),
+        "{}",
+        r.message
+    );
+    let listed = serde_json::to_string(&svc.list(&s).await.unwrap()).unwrap();
+    assert!(!r.message.contains("access_token"), "{}", r.message);
+    for shown in [&r.message, &listed] {
+        assert!(!shown.contains(token), "{shown}");
+    }
+    // An answer that is not JSON, read through the one reader of provider answers.
+    let fake = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v19.0/12345"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<html>not json</html>"))
+        .mount(&fake)
+        .await;
+    let svc = service(&app, HashMap::from([(Kind::Facebook, fake.uri())]), true);
+    let creds = svc.credentials(&s, Kind::Facebook).await.unwrap().unwrap();
+    let resp = svc.call(&creds, "/v19.0/12345", Default::default()).await.unwrap();
+    let err = shared::services::connectors::answer_json::<Value>(resp)
+        .await
+        .unwrap_err();
+    assert!(
+        err.starts_with("the answer is not the JSON expected") && !err.contains(token),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_no_clock_can_hold_waits_the_cap_and_kills_nothing() {
+    let app = TestApp::new().await;
+    let owner = app.user("owner").await;
+    let tenant = app.tenant(&owner).await;
+    let s = scope(tenant, owner.id);
+    let fake = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v19.0/12345"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1e300"))
+        .expect(2)
+        .mount(&fake)
+        .await;
+    let svc = service(&app, HashMap::from([(Kind::Facebook, fake.uri())]), true);
+    svc.put(
+        &s,
+        Kind::Facebook,
+        body(json!({"page_id": "12345", "page_access_token": "EAAB-token"})),
+        None,
+    )
+    .await
+    .unwrap();
+    let creds = svc.credentials(&s, Kind::Facebook).await.unwrap().unwrap();
+    let started = std::time::Instant::now();
+    let retry = shared::services::connectors::Retry {
+        tries: 2,
+        max_wait: std::time::Duration::from_millis(300),
+        deadline: None,
+    };
+    let err = svc.call(&creds, "/v19.0/12345", retry).await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        matches!(err, shared::services::connectors::CallError::Unavailable(_)),
+        "{err:?}"
+    );
+    assert!(
+        waited >= std::time::Duration::from_millis(300) && waited < std::time::Duration::from_secs(5),
+        "{waited:?}"
+    );
+}

@@ -4,13 +4,12 @@
 //! waiting on Postgres. Redis down: 503 and nothing acknowledged. The rules live in
 //! `shared::services::analytics`.
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use shared::http::docs::{NotFound, Upstream};
 use shared::http::routes::{Access, RouteSpec};
-use shared::http::{ApiError, Json};
+use shared::http::{ApiError, Json, RawBody};
 use shared::services::analytics::collect::{Accepted, CollectError, Collector};
 use shared::services::analytics::event::{Client, client_ip};
 use utoipa_axum::router::OpenApiRouter;
@@ -75,11 +74,8 @@ async fn collect(
     State(collector): State<Collector>,
     context: Option<axum::Extension<lambda_http::request::RequestContext>>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody<MAX_BODY>,
 ) -> Result<Response, ApiError> {
-    if body.len() > MAX_BODY {
-        return Err(ApiError::PayloadTooLarge);
-    }
     let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::validation(vec![shared::domain::FieldError::new(
             "body",

@@ -599,3 +599,134 @@ async fn entries_that_cannot_be_stored_never_stall_the_aggregator() {
         .unwrap();
     assert_eq!(pending, (0,), "everything acknowledged");
 }
+
+/// Random hex (incompressible enough that Postgres cannot squeeze it into an index row).
+fn random_text(len: usize) -> String {
+    let mut s = String::new();
+    while s.len() < len {
+        s.push_str(&Uuid::new_v4().simple().to_string());
+    }
+    s.truncate(len);
+    s
+}
+
+/// A host of `len` bytes: labels of 60 random characters.
+fn random_host(len: usize) -> String {
+    let mut host = String::new();
+    while host.len() < len {
+        host.push_str(&random_text(60));
+        host.push('.');
+    }
+    host.truncate(len - 5);
+    format!("{host}.test")
+}
+
+async fn xadd(w: &World, entry: &Value) {
+    let _: String = redis::cmd("XADD")
+        .arg(&w.collector.stream)
+        .arg("*")
+        .arg("e")
+        .arg(entry.to_string())
+        .query_async(&mut w.redis.clone())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn one_poisoned_event_never_stops_the_fold_it_is_set_aside_with_its_reason() {
+    let w = world().await;
+    let site = w.site("shop.test").await;
+    let (id, key) = (site["id"].as_str().unwrap(), site["site_key"].as_str().unwrap());
+    traffic_of_three(&w, key).await;
+    // Through collect: a 3 KB referrer host is clipped to a DNS name's 253 bytes and counts; a
+    // 10 KB UTM value makes the URL too long and the event is dropped.
+    let long_host = random_host(3000);
+    let r = w
+        .send(
+            json!({"site_key": key, "events": [
+                {"url": "https://shop.test/deals", "referrer": format!("https://{long_host}/x")},
+                {"url": format!("https://shop.test/?utm_campaign={}", random_text(10_000))}]}),
+            CHROME,
+            "198.51.100.9",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.json["accepted"], 1);
+    assert_eq!(r.json["dropped"], json!([{"index": 1, "reason": "url_too_long"}]));
+    // Written by something else (an older collect, a script): the same texts unclipped, and an
+    // event Postgres itself refuses (a time before 4713 BC) among the good ones.
+    let now = chrono::Utc::now().timestamp_millis();
+    let raw = |ts: i64, source: &str, campaign: &str| {
+        json!({"site": id, "tenant": w.tenant, "ts": ts, "name": "pageview", "path": "/raw", "source": source,
+            "utm_source": "", "utm_medium": "", "utm_campaign": campaign, "device": "desktop", "browser": "Chrome",
+            "os": "Linux", "visitor": "00ff00ff00ff00ff00ff00ff00ff00ff"})
+    };
+    xadd(&w, &raw(now, &random_host(3000), "")).await;
+    xadd(&w, &raw(now, "", &random_text(10_000))).await;
+    xadd(&w, &raw(-400_000_000_000_000, "", "")).await;
+    w.send(
+        json!({"site_key": key, "url": "https://shop.test/after"}),
+        FIREFOX_MAC,
+        "198.51.100.10",
+        None,
+    )
+    .await;
+
+    let report = w.aggregator().run(100).await.unwrap();
+    assert_eq!(
+        (
+            report.folded,
+            report.malformed,
+            report.refused,
+            report.set_aside,
+            report.lag
+        ),
+        (9, 2, 1, Some(3), Some(0)),
+        "{report:?}"
+    );
+    let day = today();
+    let totals = &w.traffic(id, &format!("from={day}&to={day}")).await["totals"];
+    assert_eq!(
+        (&totals["pageviews"], &totals["visits"], &totals["visitors"]),
+        (&json!(8), &json!(5), &json!(5)),
+        "the good events exactly: 6 + the clipped referrer + the one after"
+    );
+    let clipped: (String,) = sqlx::query_as(
+        "select value from analytics_rollups where site_id = $1::uuid and dimension = 'source' and value like '%.%' \
+         and value <> 'google.com'",
+    )
+    .bind(id)
+    .fetch_one(&w.app.db.owner)
+    .await
+    .unwrap();
+    assert_eq!(clipped.0.len(), 253);
+    assert!(long_host.starts_with(&clipped.0));
+
+    let aside: Vec<(String, Option<Uuid>, i64)> = sqlx::query_as(
+        "select reason, tenant_id, length(entry)::bigint from analytics_dead_events where stream = $1 order by entry_id",
+    )
+    .bind(&w.collector.stream)
+    .fetch_all(&w.app.db.owner)
+    .await
+    .unwrap();
+    let reasons: Vec<&str> = aside.iter().map(|(r, _, _)| r.as_str()).collect();
+    assert_eq!(reasons[..2], ["source_too_long", "utm_too_long"]);
+    assert!(reasons[2].starts_with("postgres 22008"), "{reasons:?}");
+    assert!(aside.iter().all(|(_, t, len)| *t == Some(w.tenant) && *len > 0));
+
+    // The next run is not stuck: nothing pending, new events fold.
+    w.send(
+        json!({"site_key": key, "url": "https://shop.test/next"}),
+        FIREFOX_MAC,
+        "198.51.100.11",
+        None,
+    )
+    .await;
+    let report = w.aggregator().run(100).await.unwrap();
+    assert_eq!((report.folded, report.refused, report.set_aside), (1, 0, Some(3)));
+    assert_eq!(
+        w.traffic(id, &format!("from={day}&to={day}")).await["totals"]["pageviews"],
+        9
+    );
+}

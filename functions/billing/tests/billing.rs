@@ -462,3 +462,56 @@ async fn the_application_role_reads_only_its_tenants_mirror_and_writes_none_of_i
         assert!(result.is_err(), "portal_app may not: {statement}");
     }
 }
+
+#[tokio::test]
+async fn a_temp_table_named_like_a_real_one_cannot_widen_what_a_tenant_sees() {
+    use shared::domain::{Actor, Scope};
+    let w = world().await;
+    let other_owner = w.app.user("other").await;
+    let other = w.app.tenant(&other_owner).await;
+    w.app.subscribe(w.tenant, "starter").await;
+    w.app.subscribe(other, "growth").await;
+    let scope = Scope {
+        actor: Actor::User {
+            user_id: w.owner.id,
+            email: w.owner.email.clone(),
+        },
+        tenant: Some((w.tenant, Role::Owner)),
+        request_id: "rls-temp-test".into(),
+    };
+    // The attack: a temp billing_accounts naming the other tenant's customer, which
+    // app_current_customer() would read instead of the real table.
+    for pool in [&w.app.db.app, &w.app.db.billing] {
+        let mut tx = shared::adapters::pg::begin(pool, &scope).await.unwrap();
+        let created = sqlx::query("create temp table billing_accounts (tenant_id uuid, stripe_customer_id text)")
+            .execute(&mut *tx)
+            .await;
+        let code = created
+            .unwrap_err()
+            .into_database_error()
+            .unwrap()
+            .code()
+            .unwrap()
+            .into_owned();
+        assert_eq!(code, "42501", "the application roles may not create temporary tables");
+    }
+    // Every helper of ours runs with a pinned search_path, pg_temp last.
+    let unpinned: Vec<String> = sqlx::query_scalar(
+        "select p.proname::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
+         where n.nspname = 'public' and p.proname like 'app\\_%' \
+           and not ('search_path=public, pg_temp' = any(coalesce(p.proconfig, '{}')))",
+    )
+    .fetch_all(&w.app.db.owner)
+    .await
+    .unwrap();
+    assert!(
+        unpinned.is_empty(),
+        "functions without a pinned search_path: {unpinned:?}"
+    );
+    let mut tx = shared::adapters::pg::begin(&w.app.db.app, &scope).await.unwrap();
+    let visible: Vec<String> = sqlx::query_scalar("select customer_id from stripe_subscriptions")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(visible, [format!("cus_test_{}", w.tenant.simple())]);
+}

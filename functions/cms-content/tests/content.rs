@@ -307,6 +307,46 @@ async fn scheduled_publishing_publishes_the_scheduled_revision_when_due() {
 }
 
 #[tokio::test]
+async fn one_broken_scheduled_item_holds_back_no_other_publication() {
+    let w = world().await;
+    let at = chrono::Utc::now() + chrono::Duration::minutes(10);
+    let broken = w.page(json!({"title": "Broken", "slug": "broken"})).await;
+    let fine = w.page(json!({"title": "Fine", "slug": "fine"})).await;
+    let (broken_id, fine_id) = (broken["id"].as_str().unwrap(), fine["id"].as_str().unwrap());
+    for (id, at) in [(broken_id, at - chrono::Duration::minutes(1)), (fine_id, at)] {
+        let r = w
+            .send(post(&format!("/cms/pages/{id}/publish")).json(json!({"at": at})))
+            .await;
+        assert_eq!(r.json["status"], "scheduled", "{}", r.text);
+    }
+    // The first due item names a revision that is not there (an internal error, not a conflict).
+    sqlx::query("update cms_items set scheduled_revision = 999 where id = $1::uuid")
+        .bind(broken_id)
+        .execute(&w.app.db.owner)
+        .await
+        .unwrap();
+    let run = shared::services::cms::items::publish_due(&w.app.core.db, at + chrono::Duration::seconds(1), 100)
+        .await
+        .unwrap();
+    assert_eq!((run.published, run.failed, run.retrying), (1, 1, 0));
+    let r = w.send(get(&format!("/cms/pages/{fine_id}"))).await;
+    assert_eq!(r.json["status"], "published");
+    let r = w.send(get(&format!("/cms/pages/{broken_id}"))).await;
+    assert_eq!(r.json["status"], "draft");
+    let error = r.json["publish_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("the scheduled publish of revision 999 failed: an internal error"),
+        "{error}"
+    );
+    assert!(!error.contains("missing"), "no internals shown: {error}");
+    // The next run has nothing left to do.
+    let run = shared::services::cms::items::publish_due(&w.app.core.db, at + chrono::Duration::seconds(2), 100)
+        .await
+        .unwrap();
+    assert_eq!(run, Default::default());
+}
+
+#[tokio::test]
 async fn pages_form_a_tree_without_cycles() {
     let w = world().await;
     let root = w.page(json!({"title": "Docs"})).await;

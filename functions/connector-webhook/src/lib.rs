@@ -3,17 +3,18 @@
 //! finds the connector, the signature is checked on the exact raw body (Shopify
 //! `X-Shopify-Hmac-Sha256`, WooCommerce `X-WC-Webhook-Signature`: base64 HMAC-SHA256; WordPress
 //! `X-Portal-Webhook-Secret`: the shared secret), the delivery is recorded once and its id
-//! handed to the sync queue, then 200. Unknown → 404; forged, stale, replayed → 401; a failed
-//! hand-off → 503 (the provider retries; the retry is queued, not recorded twice).
+//! handed to the sync queue, then 200 (a body seen before, under any delivery id, is a
+//! duplicate: 200, nothing more). Unknown → 404; forged or stale → 401; over
+//! `webhooks::MAX_BODY_BYTES` → 413; a failed hand-off → 503 (the provider retries; the retry is
+//! queued, not recorded twice).
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use serde::Serialize;
 use shared::domain::DomainError;
 use shared::http::docs::BodyProblems;
 use shared::http::routes::{Access, RouteSpec};
-use shared::http::{ApiError, Json};
+use shared::http::{ApiError, Json, RawBody};
 use shared::services::connectors::Connectors;
 use shared::services::connectors::webhooks::{self, DeliveryMessage, Received, WebhookError};
 use utoipa_axum::router::OpenApiRouter;
@@ -86,11 +87,8 @@ async fn receive(
     State(state): State<WebhookState>,
     Path((kind, key)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody<{ webhooks::MAX_BODY_BYTES }>,
 ) -> Result<Json<ConnectorWebhookAck>, ApiError> {
-    if body.len() > shared::http::MAX_BODY_BYTES {
-        return Err(ApiError::PayloadTooLarge);
-    }
     let ack = |duplicate| {
         Json(ConnectorWebhookAck {
             received: true,
@@ -105,6 +103,7 @@ async fn receive(
             Ok(ack(false))
         }
         Err(WebhookError::NotFound) => Err(DomainError::NotFound.into()),
+        Err(WebhookError::TooLarge) => Err(ApiError::PayloadTooLarge),
         Err(WebhookError::Unauthorized(reason)) => {
             tracing::warn!(kind = %kind, reason, "connector webhook refused");
             Err(ApiError::Unauthorized("the delivery's signature could not be verified"))

@@ -185,9 +185,17 @@ async fn shopify_deliveries_are_verified_recorded_once_and_queued() {
     // Shopify's retry of the same delivery: acknowledged, nothing queued again.
     let r = w.deliver(&w.shopify, &headers, ORDER).await;
     assert_eq!(r.json, json!({"received": true, "duplicate": true}));
-    // The same signed body under a new delivery id: a replay.
-    let replay = [headers[0], ("X-Shopify-Webhook-Id", "d2"), headers[2], headers[3]];
-    assert_eq!(w.deliver(&w.shopify, &replay, ORDER).await.status, 401);
+    // The same signed body under a new delivery id (Shopify and WooCommerce send one save as a
+    // create and an update with identical bodies; or a replay): 200, a duplicate, nothing more.
+    let again = [
+        headers[0],
+        ("X-Shopify-Webhook-Id", "d2"),
+        ("X-Shopify-Topic", "orders/updated"),
+        headers[3],
+    ];
+    let r = w.deliver(&w.shopify, &again, ORDER).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json, json!({"received": true, "duplicate": true}));
     // Forged, missing, over a changed body (one byte more), stale.
     let forged = sign("another-secret", ORDER);
     let longer = [ORDER, b"\n"].concat();
@@ -350,4 +358,42 @@ async fn the_real_shopify_and_woocommerce_payloads_are_recorded_exactly() {
         }
     }
     assert!(seen >= 7, "{seen} fixtures");
+}
+
+#[tokio::test]
+async fn large_deliveries_up_to_the_one_limit_are_taken_and_larger_ones_are_413() {
+    let w = world().await;
+    // A 1 MiB order (many lines): above the JSON API's 256 KiB, within the webhook limit.
+    let lines: Vec<Value> = (0..7000)
+        .map(|i| json!({"id": 900000000000000000_u64 + i, "price": "1.00", "title": "x".repeat(120)}))
+        .collect();
+    let big = serde_json::to_vec(&json!({"id": 1, "currency": "EUR", "line_items": lines})).unwrap();
+    assert!(big.len() > 1024 * 1024, "{}", big.len());
+    let sig = sign("shopify-app-secret", &big);
+    let r = w
+        .deliver(
+            &w.shopify,
+            &[("X-Shopify-Hmac-Sha256", sig.as_str()), ("X-Shopify-Webhook-Id", "big")],
+            &big,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(w.recorded().await, 1);
+    assert_eq!(w.queued().await.len(), 1);
+    // Past the limit: a problem, nothing recorded.
+    let huge = vec![b' '; shared::services::connectors::webhooks::MAX_BODY_BYTES + 1];
+    let sig = sign("shopify-app-secret", &huge);
+    let r = w
+        .deliver(
+            &w.shopify,
+            &[
+                ("X-Shopify-Hmac-Sha256", sig.as_str()),
+                ("X-Shopify-Webhook-Id", "huge"),
+            ],
+            &huge,
+        )
+        .await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.content_type(), "application/problem+json");
+    assert_eq!(w.recorded().await, 1);
 }

@@ -1062,3 +1062,45 @@ async fn an_api_key_never_outranks_its_creator_now() {
         .unwrap();
     get("/settings/team").bearer(&key).send(&router).await.problem(401);
 }
+
+#[tokio::test]
+async fn an_invitation_made_with_an_admin_api_key_is_its_creators_and_can_be_accepted() {
+    let (app, router) = app().await;
+    let owner = app.user("owner").await;
+    let t = app.tenant(&owner).await;
+    let key = app.api_key(t, Role::Admin).await;
+    let newbie = app.user("newbie").await;
+    let r = post("/settings/team/invitations")
+        .bearer(&key)
+        .json(json!({"email": newbie.email, "role": "member"}))
+        .send(&router)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["invited_by"], json!(owner.id), "the key's creator invites");
+    let token = accept_token(&r);
+    let r = post(&format!("/invitations/{token}/accept"))
+        .bearer(&newbie.token)
+        .send(&router)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        (r.json["tenant_id"].as_str(), r.json["role"].as_str()),
+        (Some(t.to_string().as_str()), Some("member"))
+    );
+
+    // A key whose creator is gone is no credential at all (and could not invite: its
+    // invitation could never be accepted).
+    sqlx::query("update api_keys set created_by = null where tenant_id = $1")
+        .bind(t)
+        .execute(&app.db.owner)
+        .await
+        .unwrap();
+    let before = app.count("invitations").await;
+    post("/settings/team/invitations")
+        .bearer(&key)
+        .json(json!({"email": "late@example.test", "role": "member"}))
+        .send(&router)
+        .await
+        .problem(401);
+    assert_eq!(app.count("invitations").await, before);
+}

@@ -3,7 +3,6 @@
 //! then answers 200. A bad signature answers 400 and records nothing; a failed record or hand-off
 //! answers 503 so Stripe retries. The rules live in `shared::services::stripe_inbox`.
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::Serialize;
@@ -11,8 +10,8 @@ use shared::config::{ConfigError, Env};
 use shared::domain::signature::stripe::DEFAULT_TOLERANCE_SECS;
 use shared::http::docs::BodyProblems;
 use shared::http::routes::{Access, RouteSpec};
-use shared::http::{ApiError, Json};
-use shared::services::stripe_inbox::{InboxConfig, InboxError, Received, StripeInbox};
+use shared::http::{ApiError, Json, RawBody};
+use shared::services::stripe_inbox::{InboxConfig, InboxError, MAX_BODY_BYTES, Received, StripeInbox};
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -78,11 +77,8 @@ pub struct WebhookAck {
 async fn receive(
     State(state): State<WebhookState>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody<MAX_BODY_BYTES>,
 ) -> Result<Json<WebhookAck>, ApiError> {
-    if body.len() > shared::http::MAX_BODY_BYTES {
-        return Err(ApiError::PayloadTooLarge);
-    }
     let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
     let now = chrono::Utc::now().timestamp();
     match state.inbox.receive(signature, &body, now).await {

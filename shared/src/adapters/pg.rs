@@ -65,6 +65,24 @@ impl From<sqlx::Error> for DomainError {
     }
 }
 
+/// Whether an error is a passing one of the database (unreachable, pool exhausted, a
+/// serialization failure or deadlock, the server shutting down): worth trying again as it was.
+pub fn is_transient(err: &DomainError) -> bool {
+    let DomainError::Internal(e) = err else {
+        return false;
+    };
+    e.chain().any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+        Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)) => true,
+        Some(sqlx::Error::Database(db)) => db.code().is_some_and(|c| {
+            matches!(
+                c.as_ref(),
+                "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03" | "53300"
+            )
+        }),
+        _ => false,
+    })
+}
+
 /// The constraint a unique/foreign-key/check violation names, if that is what `err` is.
 pub fn violated_constraint(err: &sqlx::Error) -> Option<&str> {
     match err {

@@ -5,6 +5,7 @@ pub mod hll;
 pub mod money;
 pub mod page;
 pub mod rank;
+pub mod retry_after;
 mod role;
 mod scope;
 pub mod secret;

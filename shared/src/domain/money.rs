@@ -55,6 +55,20 @@ pub fn to_minor(amount: &str, currency: &str) -> Result<i64, MoneyError> {
     Ok(if negative { -value } else { value })
 }
 
+/// A line's total: `unit * quantity - discount`, checked (amounts are at most 10^15 minor
+/// units, but a quantity of two billion times that is not an i64: it must not wrap).
+pub fn line_total(unit: i64, quantity: i32, discount: i64) -> Result<i64, MoneyError> {
+    unit.checked_mul(i64::from(quantity))
+        .and_then(|t| t.checked_sub(discount))
+        .ok_or_else(|| MoneyError::OutOfRange(format!("{unit} x {quantity} - {discount}")))
+}
+
+/// `a + b`, checked.
+pub fn add(a: i64, b: i64) -> Result<i64, MoneyError> {
+    a.checked_add(b)
+        .ok_or_else(|| MoneyError::OutOfRange(format!("{a} + {b}")))
+}
+
 /// An amount that may come as a JSON string or number (WooCommerce sends both).
 pub fn value_to_minor(value: &serde_json::Value, currency: &str) -> Result<i64, MoneyError> {
     match value {
@@ -68,6 +82,19 @@ pub fn value_to_minor(value: &serde_json::Value, currency: &str) -> Result<i64, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_totals_and_sums_never_wrap() {
+        assert_eq!(line_total(19999, 2, 500), Ok(39498));
+        assert!(matches!(
+            line_total(10_i64.pow(15), i32::MAX, 0),
+            Err(MoneyError::OutOfRange(_))
+        ));
+        assert!(matches!(line_total(i64::MIN / 2, 3, 0), Err(MoneyError::OutOfRange(_))));
+        assert!(matches!(line_total(0, 1, i64::MIN), Err(MoneyError::OutOfRange(_))));
+        assert_eq!(add(1, 2), Ok(3));
+        assert!(matches!(add(i64::MAX, 1), Err(MoneyError::OutOfRange(_))));
+    }
 
     #[test]
     fn decimal_strings_to_minor_units_exactly() {

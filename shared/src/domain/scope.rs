@@ -17,6 +17,15 @@ impl Actor {
         }
     }
 
+    /// The person answerable for the request: the user, or the member who created the API key
+    /// (what an invitation's inviter or a post's default author is).
+    pub fn person(&self) -> Option<Uuid> {
+        match self {
+            Actor::User { user_id, .. } => Some(*user_id),
+            Actor::ApiKey { created_by, .. } => *created_by,
+        }
+    }
+
     pub fn api_key_id(&self) -> Option<Uuid> {
         match self {
             Actor::ApiKey { key_id, .. } => Some(*key_id),

@@ -106,6 +106,31 @@ where
     }
 }
 
+/// A body taken as it came (signed webhooks verify these exact bytes), at most `MAX` bytes:
+/// more is a problem+json 413, whatever the route's content type. Each raw-body route names its
+/// own limit: `RawBody<{ webhooks::MAX_BODY_BYTES }>`.
+pub struct RawBody<const MAX: usize>(pub Bytes);
+
+impl<const MAX: usize, S: Send + Sync> FromRequest<S> for RawBody<MAX> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let too_large = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > MAX as u64);
+        if too_large {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        axum::body::to_bytes(req.into_body(), MAX)
+            .await
+            .map(Self)
+            .map_err(|_| ApiError::PayloadTooLarge)
+    }
+}
+
 /// Query parameters; a wrong one answers 422 naming it.
 pub struct Params<T>(pub T);
 

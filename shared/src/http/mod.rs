@@ -10,7 +10,7 @@ pub mod routes;
 pub use ctx::{Authed, Core, TenantCtx, min};
 pub use error::{ApiError, LimitDetail, Problem};
 pub use extract::{
-    Body, IfMatch, Json, MAX_BODY_BYTES, PageParams, Params, PathId, RawIdempotencyKey, created, etag, parse_json,
-    replayed_or,
+    Body, IfMatch, Json, MAX_BODY_BYTES, PageParams, Params, PathId, RawBody, RawIdempotencyKey, created, etag,
+    parse_json, replayed_or,
 };
 pub use router::{RequestId, finish, run};

@@ -16,13 +16,29 @@ use crate::domain::signature::stripe::{self, SignatureError};
 /// How long a received event is kept in the inbox table (DynamoDB TTL).
 const RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
-#[derive(Debug, Clone)]
+/// The largest event taken: the raw body is kept in one DynamoDB item (400 KB at most, with
+/// the headers and keys beside it).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+#[derive(Clone)]
 pub struct InboxConfig {
     /// Every active endpoint secret (`whsec_...`); more than one during a rotation.
     pub secrets: Vec<String>,
     pub tolerance_secs: i64,
     pub table: String,
     pub queue_url: String,
+}
+
+/// The secrets are never printed: only how many there are.
+impl std::fmt::Debug for InboxConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboxConfig")
+            .field("secrets", &format_args!("[{} redacted]", self.secrets.len()))
+            .field("tolerance_secs", &self.tolerance_secs)
+            .field("table", &self.table)
+            .field("queue_url", &self.queue_url)
+            .finish()
+    }
 }
 
 /// The envelope of a Stripe event: just what the inbox needs, read leniently.
@@ -259,4 +275,23 @@ pub async fn load_raw(
         .and_then(|i| i.get("raw_body"))
         .and_then(|b| b.as_b().ok())
         .map(|b| b.as_ref().to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_config_never_prints_its_secrets() {
+        let config = super::InboxConfig {
+            secrets: vec!["whsec_topsecret".into(), "whsec_other".into()],
+            tolerance_secs: 300,
+            table: "t".into(),
+            queue_url: "q".into(),
+        };
+        let printed = format!("{config:?} {config:#?}");
+        assert!(
+            !printed.contains("topsecret") && !printed.contains("whsec_"),
+            "{printed}"
+        );
+        assert!(printed.contains("2 redacted"));
+    }
 }

@@ -158,6 +158,11 @@ pub async fn invite(
     .bind(email.as_str())
     .execute(&mut *tx)
     .await?;
+    // Accepting checks the inviter is still a member who may grant the role: an API key's
+    // invitation is its creator's (a key whose creator is gone cannot invite).
+    let inviter = scope.actor.person().ok_or_else(|| {
+        DomainError::Forbidden("this API key's creator is no longer a user; create a new key to invite".into())
+    })?;
     let (token, hash) = secret::new_invitation_token()?;
     let id = Uuid::now_v7();
     let invitation: Invitation = sqlx::query_as(
@@ -170,7 +175,7 @@ pub async fn invite(
     .bind(email.as_str())
     .bind(input.role.as_str())
     .bind(hash)
-    .bind(scope.actor.user_id())
+    .bind(inviter)
     .bind(policy.ttl)
     .fetch_one(&mut *tx)
     .await

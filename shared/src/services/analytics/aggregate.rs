@@ -9,6 +9,13 @@
 //! and XACK leaves them pending too — the next run finds them at or below the position and only
 //! acknowledges them.
 //!
+//! Unpoisonable: an entry that is not an event, or an event Postgres refuses (a text no index
+//! can hold, a value out of range), is set aside in `analytics_dead_events` with its reason, in
+//! the same transaction, and acknowledged; the batch goes on. A refused batch is split in halves,
+//! each written under a savepoint, until the refused events are alone (in stream order, so the
+//! visits fold as they would have). Errors that are not the data's (a lost connection) still fail
+//! the run, which the next one retries.
+//!
 //! Pipelined: a run reads (and parses) the next batch while it writes the current one, always
 //! before its commit releases the lock (a read after it could take entries that another run's
 //! position then passes over), and acknowledges a batch while it works on the next. Its first
@@ -49,13 +56,17 @@ pub struct StepReport {
     pub folded: u64,
     /// Already folded by an earlier run that did not get to acknowledge them.
     pub skipped: usize,
-    /// Entries that are not events (logged and acknowledged).
+    /// Entries that are not storable events (set aside with their reason and acknowledged).
     pub malformed: usize,
+    /// Events Postgres refused to fold (set aside with its error and acknowledged).
+    pub refused: usize,
     /// Events of a site deleted since (acknowledged, not folded).
     pub orphaned: usize,
     pub reclaimed: bool,
     /// After a run: entries left unread in the stream (see `Aggregator::lag`).
     pub lag: Option<u64>,
+    /// After a run: entries of this stream ever set aside (`analytics_dead_events`).
+    pub set_aside: Option<u64>,
     /// Where the time went, in microseconds (logged; the benchmark prints it).
     pub micros: Micros,
 }
@@ -114,7 +125,51 @@ pub struct ReadAhead {
 struct Entry {
     id: String,
     order: (u64, u64),
-    event: Option<StreamEvent>,
+    event: Result<StreamEvent, SetAside>,
+}
+
+/// An entry that is not folded: why, and what it held (at most `SET_ASIDE_BYTES` of it).
+#[derive(Debug)]
+struct SetAside {
+    reason: String,
+    tenant: Option<Uuid>,
+    site: Option<Uuid>,
+    entry: Vec<u8>,
+}
+
+/// What is kept of a set-aside entry's bytes (collect's entries are far smaller).
+const SET_ASIDE_BYTES: usize = 64 * 1024;
+
+impl SetAside {
+    fn of_event(reason: String, e: &StreamEvent) -> Self {
+        let mut entry = serde_json::to_vec(e).unwrap_or_default();
+        entry.truncate(SET_ASIDE_BYTES);
+        Self {
+            reason,
+            tenant: Some(e.tenant),
+            site: Some(e.site),
+            entry,
+        }
+    }
+}
+
+/// The entry's event, or why it is none.
+fn parse_entry(entry: &StreamId) -> Result<StreamEvent, SetAside> {
+    let refuse = |reason: &str, bytes: &[u8]| SetAside {
+        reason: reason.to_owned(),
+        tenant: None,
+        site: None,
+        entry: bytes.get(..SET_ASIDE_BYTES).unwrap_or(bytes).to_vec(),
+    };
+    let Some(redis::Value::BulkString(json)) = entry.map.get("e") else {
+        let fields = entry.map.keys().cloned().collect::<Vec<_>>().join(",");
+        return Err(refuse("no_event_field", format!("fields: {fields}").as_bytes()));
+    };
+    let event = serde_json::from_slice::<StreamEvent>(json).map_err(|_| refuse("not_an_event", json))?;
+    event
+        .check()
+        .map_err(|reason| SetAside::of_event(reason.to_owned(), &event))?;
+    Ok(event)
 }
 
 impl ReadAhead {
@@ -123,11 +178,7 @@ impl ReadAhead {
         let entries = entries
             .into_iter()
             .map(|entry| {
-                let event = match entry.map.get("e") {
-                    Some(redis::Value::BulkString(json)) => serde_json::from_slice::<StreamEvent>(json).ok(),
-                    _ => None,
-                }
-                .filter(StreamEvent::is_clean);
+                let event = parse_entry(&entry);
                 Entry {
                     order: parse_id(&entry.id),
                     id: entry.id,
@@ -199,6 +250,7 @@ impl Aggregator {
             total.folded += step.folded;
             total.skipped += step.skipped;
             total.malformed += step.malformed;
+            total.refused += step.refused;
             total.orphaned += step.orphaned;
             total.reclaimed |= step.reclaimed;
             total.micros.add(&step.micros);
@@ -211,6 +263,7 @@ impl Aggregator {
             ack.await??;
         }
         total.lag = self.lag().await?;
+        total.set_aside = Some(self.set_aside().await?);
         if total.lag.is_some_and(|lag| lag > LAG_ALERT) {
             tracing::error!(
                 alert = "analytics_aggregation_lagging",
@@ -242,6 +295,15 @@ impl Aggregator {
                 _ => None,
             });
         Ok(lag)
+    }
+
+    /// Entries of this stream ever set aside (the operator reads them in `analytics_dead_events`).
+    pub async fn set_aside(&self) -> anyhow::Result<u64> {
+        let n: i64 = sqlx::query_scalar("select count(*) from analytics_dead_events where stream = $1")
+            .bind(&self.stream)
+            .fetch_one(&self.db)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn ack(&self, ids: &[String]) -> anyhow::Result<()> {
@@ -352,22 +414,28 @@ impl Aggregator {
         }
 
         let mut events = Vec::new();
+        let mut event_ids = Vec::new();
+        let mut set_aside = Vec::new();
         let mut newest = position;
         let mut ids = Vec::with_capacity(entries.len());
         for entry in entries {
-            ids.push(entry.id);
             if position.is_some_and(|p| entry.order <= p) {
                 report.skipped += 1;
+                ids.push(entry.id);
                 continue;
             }
             newest = newest.max(Some(entry.order));
             match entry.event {
-                Some(e) => events.push(e),
-                None => {
+                Ok(e) => {
+                    events.push(e);
+                    event_ids.push(entry.id.clone());
+                }
+                Err(aside) => {
                     report.malformed += 1;
-                    tracing::error!(entry = %ids.last().map_or("", String::as_str), "stream entry is not an analytics event; acknowledged without folding");
+                    set_aside.push((entry.id.clone(), aside));
                 }
             }
+            ids.push(entry.id);
         }
         // Pending entries after this batch (of a run that died between our steps), else new ones.
         let after = ids
@@ -394,20 +462,31 @@ impl Aggregator {
                 && newest != position
             {
                 let clock = Instant::now();
+                let known = existing_sites(&mut tx, &events).await?;
                 let before = events.len();
-                let events = existing_sites(&mut tx, events).await?;
+                let (events, event_ids): (Vec<_>, Vec<_>) = events
+                    .into_iter()
+                    .zip(event_ids)
+                    .filter(|(e, _)| known.contains(&(e.tenant, e.site)))
+                    .unzip();
                 report.orphaned = before - events.len();
-                let visits = load_visits(&mut tx, &events).await?;
-                report.micros.load = micros(clock);
-                let clock = Instant::now();
-                let mut fold = Fold::with_visits(visits);
-                for e in &events {
-                    fold.add(e);
+                if report.orphaned > 0 {
+                    tracing::warn!(
+                        events = report.orphaned,
+                        "events of deleted sites acknowledged without folding"
+                    );
                 }
-                report.folded = fold.folded;
-                report.micros.fold = micros(clock);
+                report.micros.load = micros(clock);
+                let (folded, refused) = fold_isolating(&mut tx, &events, &mut report.micros).await?;
+                report.folded = folded;
+                report.refused = refused.len();
+                for (index, reason) in refused {
+                    if let (Some(e), Some(id)) = (events.get(index), event_ids.get(index)) {
+                        set_aside.push((id.clone(), SetAside::of_event(reason, e)));
+                    }
+                }
                 let clock = Instant::now();
-                write_fold(&mut tx, &fold).await?;
+                write_set_aside(&mut tx, &self.stream, &set_aside).await?;
                 sqlx::query(
                     "insert into analytics_stream_positions (stream, consumer_group, last_id, events_folded) \
                      values ($1, $2, $3, $4) on conflict (stream, consumer_group) do update \
@@ -417,10 +496,10 @@ impl Aggregator {
                 .bind(&self.stream)
                 .bind(GROUP)
                 .bind(format!("{ms}-{seq}"))
-                .bind(i64::try_from(fold.folded).unwrap_or(i64::MAX))
+                .bind(i64::try_from(folded).unwrap_or(i64::MAX))
                 .execute(&mut *tx)
                 .await?;
-                report.micros.write = micros(clock);
+                report.micros.write += micros(clock);
             }
             write_done.set(Some(Instant::now()));
             anyhow::Ok(())
@@ -454,11 +533,11 @@ impl Aggregator {
     }
 }
 
-/// The events whose site still exists for their tenant (a site deleted while its events were
-/// in the stream would otherwise fail the batch on its foreign key, forever).
-async fn existing_sites(tx: &mut pg::Tx, events: Vec<StreamEvent>) -> anyhow::Result<Vec<StreamEvent>> {
+/// The (tenant, site) pairs of the batch that still exist (a site deleted while its events were
+/// in the stream: its events are acknowledged, not folded).
+async fn existing_sites(tx: &mut pg::Tx, events: &[StreamEvent]) -> anyhow::Result<HashSet<(Uuid, Uuid)>> {
     let mut by_tenant: HashMap<Uuid, HashSet<Uuid>> = HashMap::new();
-    for e in &events {
+    for e in events {
         by_tenant.entry(e.tenant).or_default().insert(e.site);
     }
     let mut known: HashSet<(Uuid, Uuid)> = HashSet::new();
@@ -471,14 +550,109 @@ async fn existing_sites(tx: &mut pg::Tx, events: Vec<StreamEvent>) -> anyhow::Re
             .await?;
         known.extend(found.into_iter().map(|s| (tenant, s)));
     }
-    let (kept, gone): (Vec<_>, Vec<_>) = events.into_iter().partition(|e| known.contains(&(e.tenant, e.site)));
-    if !gone.is_empty() {
-        tracing::warn!(
-            events = gone.len(),
-            "events of deleted sites acknowledged without folding"
-        );
+    Ok(known)
+}
+
+/// Folds `events` and writes the fold; an event Postgres refuses is found by halving the part
+/// that failed (each part under a savepoint) and returned with the error, by its index; the
+/// others are written, in stream order. Errors that are not about the data end the step.
+async fn fold_isolating(
+    tx: &mut pg::Tx,
+    events: &[StreamEvent],
+    micros: &mut Micros,
+) -> anyhow::Result<(u64, Vec<(usize, String)>)> {
+    let mut folded = 0;
+    let mut refused = Vec::new();
+    // Parts still to write, the next on top: a first half is written before its second half.
+    let mut todo = vec![0..events.len()];
+    while let Some(range) = todo.pop() {
+        let part = match events.get(range.clone()) {
+            Some(part) if !part.is_empty() => part,
+            _ => continue,
+        };
+        sqlx::query("savepoint fold").execute(&mut **tx).await?;
+        match fold_and_write(tx, part, micros).await {
+            Ok(n) => folded += n,
+            Err(e) => {
+                let Some(reason) = refused_by_postgres(&e) else {
+                    return Err(e);
+                };
+                sqlx::query("rollback to savepoint fold").execute(&mut **tx).await?;
+                if part.len() == 1 {
+                    tracing::error!(alert = "analytics_event_set_aside", %reason, "an event Postgres refuses is set aside");
+                    refused.push((range.start, reason));
+                } else {
+                    let middle = range.start + part.len() / 2;
+                    todo.push(middle..range.end);
+                    todo.push(range.start..middle);
+                }
+            }
+        }
+        sqlx::query("release savepoint fold").execute(&mut **tx).await?;
     }
-    Ok(kept)
+    Ok((folded, refused))
+}
+
+/// The visits in progress, the fold, and its write.
+async fn fold_and_write(tx: &mut pg::Tx, events: &[StreamEvent], micros: &mut Micros) -> anyhow::Result<u64> {
+    let clock = Instant::now();
+    let visits = load_visits(tx, events).await?;
+    micros.load += self::micros(clock);
+    let clock = Instant::now();
+    let mut fold = Fold::with_visits(visits);
+    for e in events {
+        fold.add(e);
+    }
+    micros.fold += self::micros(clock);
+    let clock = Instant::now();
+    write_fold(tx, &fold).await?;
+    micros.write += self::micros(clock);
+    Ok(fold.folded)
+}
+
+/// The error, when Postgres refused the data itself: a data exception (22), an integrity
+/// violation (23) or a limit such as an index row too large (54).
+fn refused_by_postgres(e: &anyhow::Error) -> Option<String> {
+    e.chain().find_map(|cause| match cause.downcast_ref::<sqlx::Error>() {
+        Some(sqlx::Error::Database(db)) => {
+            let code = db.code()?;
+            matches!(code.get(..2), Some("22" | "23" | "54"))
+                .then(|| format!("postgres {code}: {}", db.message()).chars().take(500).collect())
+        }
+        _ => None,
+    })
+}
+
+/// Records the set-aside entries (once: a retried step finds them there).
+async fn write_set_aside(tx: &mut pg::Tx, stream: &str, entries: &[(String, SetAside)]) -> anyhow::Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
+    let tenants: Vec<Option<Uuid>> = entries.iter().map(|(_, a)| a.tenant).collect();
+    let sites: Vec<Option<Uuid>> = entries.iter().map(|(_, a)| a.site).collect();
+    let reasons: Vec<&str> = entries.iter().map(|(_, a)| a.reason.as_str()).collect();
+    let bodies: Vec<&[u8]> = entries.iter().map(|(_, a)| a.entry.as_slice()).collect();
+    sqlx::query(
+        "insert into analytics_dead_events (stream, entry_id, tenant_id, site_id, reason, entry) \
+         select $1, k.id, k.tenant, k.site, k.reason, k.entry \
+         from unnest($2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::bytea[]) as k(id, tenant, site, reason, entry) \
+         on conflict (stream, entry_id) do nothing",
+    )
+    .bind(stream)
+    .bind(&ids)
+    .bind(&tenants)
+    .bind(&sites)
+    .bind(&reasons)
+    .bind(&bodies)
+    .execute(&mut **tx)
+    .await?;
+    tracing::error!(
+        alert = "analytics_entries_set_aside",
+        entries = entries.len(),
+        "stream entries that cannot be folded were set aside with their reason (analytics_dead_events)"
+    );
+    Ok(())
 }
 
 type VisitRow = (

@@ -12,10 +12,21 @@ use uuid::Uuid;
 pub const STREAM: &str = "analytics_events";
 /// Events per request at most.
 pub const MAX_BATCH: usize = 50;
-const MAX_URL: usize = 2048;
-const MAX_NAME: usize = 120;
-const MAX_PROPS: usize = 30;
-const MAX_PROP: usize = 300;
+/// The limits of what reaches the stream, and from there the rollups' keys (a btree key holds at
+/// most ~2,700 bytes; the longest key, a UTM value beside a path, stays under 1,300). Longer
+/// texts are clipped at a character boundary; a longer URL or name refuses the event.
+pub const MAX_URL_BYTES: usize = 2048;
+/// An event's name, in characters (at most 480 bytes).
+pub const MAX_NAME_CHARS: usize = 120;
+pub const MAX_PATH_BYTES: usize = 1024;
+/// A host name (DNS allows 253).
+pub const MAX_HOST_BYTES: usize = 253;
+pub const MAX_UTM_BYTES: usize = 200;
+/// Device, browser, OS and visitor id (short words of our own).
+pub const MAX_WORD_BYTES: usize = 100;
+pub const MAX_PROPS: usize = 30;
+pub const MAX_PROP_KEY_BYTES: usize = 100;
+pub const MAX_PROP_VALUE_BYTES: usize = 300;
 /// A client timestamp may be this far in the past (a page that queued events offline) ...
 pub const MAX_AGE_MS: i64 = 24 * 3600 * 1000;
 /// ... and this far in the future (clock skew); beyond either the event is dropped.
@@ -51,24 +62,41 @@ impl StreamEvent {
         self.name == "pageview"
     }
 
-    /// Whether every text can be stored (no control characters: collect strips them, but an
-    /// entry written by anything else must not stall the aggregator on a Postgres error).
-    pub fn is_clean(&self) -> bool {
-        [
-            &self.name,
-            &self.path,
-            &self.source,
-            &self.utm_source,
-            &self.utm_medium,
-            &self.utm_campaign,
-            &self.device,
-            &self.browser,
-            &self.os,
-            &self.visitor,
-        ]
-        .iter()
-        .all(|s| !s.chars().any(char::is_control))
-            && self.props.iter().all(|(k, v)| !k.contains('\0') && !v.contains('\0'))
+    /// Whether every text can be stored: no control characters and within the limits (collect
+    /// makes sure of both, but an entry written by anything else must not reach Postgres).
+    pub fn check(&self) -> Result<(), Reason> {
+        let texts = [
+            (&self.name, MAX_NAME_CHARS * 4, "name_too_long"),
+            (&self.path, MAX_PATH_BYTES, "path_too_long"),
+            (&self.source, MAX_HOST_BYTES, "source_too_long"),
+            (&self.utm_source, MAX_UTM_BYTES, "utm_too_long"),
+            (&self.utm_medium, MAX_UTM_BYTES, "utm_too_long"),
+            (&self.utm_campaign, MAX_UTM_BYTES, "utm_too_long"),
+            (&self.device, MAX_WORD_BYTES, "client_too_long"),
+            (&self.browser, MAX_WORD_BYTES, "client_too_long"),
+            (&self.os, MAX_WORD_BYTES, "client_too_long"),
+            (&self.visitor, MAX_WORD_BYTES, "client_too_long"),
+        ];
+        for (text, max, too_long) in texts {
+            if text.len() > max {
+                return Err(too_long);
+            }
+            if text.chars().any(char::is_control) {
+                return Err("control_characters");
+            }
+        }
+        if self.props.len() > MAX_PROPS {
+            return Err("too_many_props");
+        }
+        for (k, v) in &self.props {
+            if k.len() > MAX_PROP_KEY_BYTES || v.len() > MAX_PROP_VALUE_BYTES {
+                return Err("prop_too_long");
+            }
+            if k.contains('\0') || v.contains('\0') {
+                return Err("control_characters");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -104,10 +132,17 @@ fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
-/// At most `max` characters, control characters dropped (Postgres refuses NUL in text; none of
-/// them belongs in a report).
-fn clip(s: &str, max: usize) -> String {
-    s.chars().filter(|c| !c.is_control()).take(max).collect()
+/// At most `max_bytes` bytes (whole characters), control characters dropped (Postgres refuses
+/// NUL in text; none of them belongs in a report).
+fn clip(s: &str, max_bytes: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max_bytes));
+    for c in s.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > max_bytes {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Why an event was not taken.
@@ -175,14 +210,14 @@ pub fn enrich_from(site: &SiteRef, raw: &Value, sender: &Sender, now_ms: i64) ->
         return Err("not_an_object");
     }
     let name = text(raw, "name").unwrap_or("pageview");
-    if name.chars().count() > MAX_NAME {
+    if name.chars().count() > MAX_NAME_CHARS {
         return Err("name_too_long");
     }
     if name.chars().any(char::is_control) {
         return Err("name_invalid");
     }
     let page = text(raw, "url").ok_or("url_missing")?;
-    if page.len() > MAX_URL {
+    if page.len() > MAX_URL_BYTES {
         return Err("url_too_long");
     }
     let page = url::Url::parse(page).map_err(|_| "url_invalid")?;
@@ -207,12 +242,15 @@ pub fn enrich_from(site: &SiteRef, raw: &Value, sender: &Sender, now_ms: i64) ->
         None if sender.mobile_agent => "mobile",
         None => "desktop",
     };
-    let browser = sender.browser.clone();
-    let os = sender.os.clone();
+    let browser = clip(&sender.browser, MAX_WORD_BYTES);
+    let os = clip(&sender.os, MAX_WORD_BYTES);
 
     let referrer_host = text(raw, "referrer")
         .and_then(|r| url::Url::parse(r).ok())
-        .and_then(|r| r.host_str().map(|h| h.trim_start_matches("www.").to_ascii_lowercase()));
+        .and_then(|r| {
+            r.host_str()
+                .map(|h| clip(&h.trim_start_matches("www.").to_ascii_lowercase(), MAX_HOST_BYTES))
+        });
     let page_host = page
         .host_str()
         .unwrap_or_default()
@@ -221,13 +259,13 @@ pub fn enrich_from(site: &SiteRef, raw: &Value, sender: &Sender, now_ms: i64) ->
     let query = |key: &str| {
         page.query_pairs()
             .find(|(k, _)| k == key)
-            .map(|(_, v)| clip(v.trim(), 200))
+            .map(|(_, v)| clip(v.trim(), MAX_UTM_BYTES))
             .unwrap_or_default()
     };
     let utm_source = query("utm_source");
     let source = match referrer_host {
         Some(host) if host != page_host => host,
-        _ => utm_source.to_ascii_lowercase(),
+        _ => clip(&utm_source.to_ascii_lowercase(), MAX_HOST_BYTES),
     };
     let mut props = BTreeMap::new();
     if let Some(map) = raw.get("props").and_then(Value::as_object) {
@@ -241,10 +279,10 @@ pub fn enrich_from(site: &SiteRef, raw: &Value, sender: &Sender, now_ms: i64) ->
                 Value::Bool(b) => b.to_string(),
                 _ => return Err("prop_not_scalar"),
             };
-            props.insert(clip(k, 100), clip(&v, MAX_PROP));
+            props.insert(clip(k, MAX_PROP_KEY_BYTES), clip(&v, MAX_PROP_VALUE_BYTES));
         }
     }
-    let path = clip(if page.path().is_empty() { "/" } else { page.path() }, 500);
+    let path = clip(if page.path().is_empty() { "/" } else { page.path() }, MAX_PATH_BYTES);
     Ok(StreamEvent {
         site: site.site_id,
         tenant: site.tenant_id,
@@ -417,6 +455,33 @@ mod tests {
         let all = serde_json::to_string(&e).unwrap();
         assert!(!all.contains("\\u0000") && !all.contains('\0'), "{all}");
         assert_eq!((e.utm_source.as_str(), e.utm_campaign.as_str()), ("xy", "nov"));
+    }
+
+    #[test]
+    fn every_text_that_reaches_a_rollup_key_is_clipped_to_its_limit() {
+        let host = format!("{}.example", "a".repeat(3000));
+        // Within the URL's 2,048 bytes as sent: a 1,100-byte path, UTM values of 60 emoji.
+        let utm = "\u{1F600}".repeat(60);
+        let raw = json!({"url": format!("https://example.com/{}?utm_source={utm}&utm_campaign={utm}", "a".repeat(1100)),
+            "referrer": format!("https://{host}/"), "props": {"k".repeat(500): "v".repeat(5000)}});
+        let e = enrich(&site(), &raw, client(CHROME), b"s", NOW).unwrap();
+        assert_eq!(e.source.len(), MAX_HOST_BYTES);
+        assert_eq!(e.path.len(), MAX_PATH_BYTES);
+        assert_eq!(e.utm_source.len(), MAX_UTM_BYTES, "whole characters: 50 of 4 bytes");
+        assert_eq!(e.utm_campaign.chars().count(), 50);
+        let (k, v) = e.props.iter().next().unwrap();
+        assert_eq!((k.len(), v.len()), (MAX_PROP_KEY_BYTES, MAX_PROP_VALUE_BYTES));
+        assert_eq!(e.check(), Ok(()));
+        // Written by anything else, the same texts are refused before they reach Postgres.
+        let mut long = e.clone();
+        long.source = host;
+        assert_eq!(long.check(), Err("source_too_long"));
+        let mut long = e.clone();
+        long.utm_medium = utm.repeat(2);
+        assert_eq!(long.check(), Err("utm_too_long"));
+        let mut nul = e;
+        nul.path = "/a\u{0}".into();
+        assert_eq!(nul.check(), Err("control_characters"));
     }
 
     #[test]

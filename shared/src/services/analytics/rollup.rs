@@ -20,7 +20,7 @@ pub const VISIT_TIMEOUT_MS: i64 = 30 * 60 * 1000;
 pub const TOTAL: &str = "";
 
 /// Pair dimensions: pageviews and visitors of a page by the source (or UTM value) of the visit,
-/// valued `attribution \u{1f} path` (events carry no control characters, see `is_clean`).
+/// valued `attribution \u{1f} path` (events carry no control characters, see `StreamEvent::check`).
 pub const SOURCE_PAGE: &str = "source_page";
 pub const UTM_SOURCE_PAGE: &str = "utm_source_page";
 pub const UTM_MEDIUM_PAGE: &str = "utm_medium_page";

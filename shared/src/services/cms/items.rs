@@ -696,7 +696,7 @@ pub async fn create(pool: &PgPool, scope: &Scope, kind: Kind, input: NewItem) ->
     let tenant = scope.tenant_id().ok_or(DomainError::NotFound)?;
     let (site, mut content) = input.into_parts();
     if kind == Kind::Post && content.author_id.is_none() {
-        content.author_id = scope.actor.user_id();
+        content.author_id = scope.actor.person();
     }
     let id = Uuid::now_v7();
     let mut tx = pg::begin(pool, scope).await?;
@@ -1147,11 +1147,24 @@ pub struct SchedulerRun {
     pub published: usize,
     /// Due items that could not go live (their reason is on the item; they are back to draft).
     pub failed: usize,
+    /// Due items left scheduled after a passing failure (the database busy or away): the next
+    /// run tries them again.
+    pub retrying: usize,
 }
 
-/// Publishes the scheduled items due by `now`, each in its own transaction (one failing does
-/// not hold back the others; a crash leaves the rest scheduled for the next run, and an item
-/// already published is not published twice).
+/// How one due item's publish ended.
+enum Due {
+    Published,
+    /// Not scheduled any more (published by an earlier run, unscheduled meanwhile) or locked by
+    /// another run.
+    Gone,
+}
+
+/// Publishes the scheduled items due by `now`, each in its own transaction: one failing does
+/// not hold back the others, whatever the failure. An item that cannot go live (its slug went
+/// live elsewhere, its revision is broken) goes back to draft with `publish_error` saying why;
+/// one that met a passing failure stays scheduled for the next run. A crash leaves the rest
+/// scheduled, and an item already published is not published twice.
 pub async fn publish_due(pool: &PgPool, now: DateTime<Utc>, limit: i32) -> Result<SchedulerRun, DomainError> {
     let due: Vec<(Uuid, Uuid)> = sqlx::query_as("select tenant_id, item_id from app_cms_due($1, $2)")
         .bind(now)
@@ -1161,43 +1174,69 @@ pub async fn publish_due(pool: &PgPool, now: DateTime<Utc>, limit: i32) -> Resul
     let mut run = SchedulerRun::default();
     for (tenant, id) in due {
         let scope = Scope::worker(tenant, "system:content-scheduler", format!("schedule-{id}"));
-        let mut tx = pg::begin(pool, &scope).await?;
-        let row: Option<(String, i32)> = sqlx::query_as(
-            "select kind, scheduled_revision from cms_items where id = $1 and status = 'scheduled' \
-             and publish_at <= $2 for no key update skip locked",
-        )
-        .bind(id)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((kind, number)) = row else {
-            continue;
-        };
-        let kind = if kind == "post" { Kind::Post } else { Kind::Page };
-        let item = fetch(&mut tx, kind, id, false).await?;
-        match go_live(&mut tx, &item, number).await {
-            Ok(()) => {
-                tx.commit().await?;
-                run.published += 1;
+        match publish_one(pool, &scope, id, now).await {
+            Ok(Due::Published) => run.published += 1,
+            Ok(Due::Gone) => {}
+            Err(e) if pg::is_transient(&e) => {
+                tracing::warn!(item = %id, error = %e, "scheduled publish met a passing failure; it stays scheduled");
+                run.retrying += 1;
             }
-            Err(DomainError::Conflict { detail, .. }) => {
-                tx.rollback().await?;
-                let mut tx = pg::begin(pool, &scope).await?;
-                sqlx::query(
-                    "update cms_items set status = case when live is null then 'draft' else 'published' end, \
-                     publish_at = null, scheduled_revision = null, publish_error = $2, updated_at = now(), \
-                     version = version + 1 where id = $1 and status = 'scheduled'",
-                )
-                .bind(id)
-                .bind(format!("the scheduled publish of revision {number} failed: {detail}"))
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                tracing::warn!(item = %id, detail, "scheduled publish failed");
+            Err(e) => {
+                let why = match &e {
+                    DomainError::Conflict { detail, .. } => detail.clone(),
+                    DomainError::Invalid(errors) => errors
+                        .iter()
+                        .map(|f| format!("{}: {}", f.field, f.message))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    other => {
+                        tracing::error!(item = %id, error = ?other, "scheduled publish failed");
+                        "an internal error stopped it; publish it again, or contact support if it recurs".to_owned()
+                    }
+                };
+                unschedule_failed(pool, &scope, id, &why).await?;
+                tracing::warn!(item = %id, detail = %why, "scheduled publish failed");
                 run.failed += 1;
             }
-            Err(e) => return Err(e),
         }
     }
     Ok(run)
+}
+
+/// One due item, in its own transaction.
+async fn publish_one(pool: &PgPool, scope: &Scope, id: Uuid, now: DateTime<Utc>) -> Result<Due, DomainError> {
+    let mut tx = pg::begin(pool, scope).await?;
+    let row: Option<(String, i32)> = sqlx::query_as(
+        "select kind, scheduled_revision from cms_items where id = $1 and status = 'scheduled' \
+         and publish_at <= $2 for no key update skip locked",
+    )
+    .bind(id)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((kind, number)) = row else {
+        return Ok(Due::Gone);
+    };
+    let kind = if kind == "post" { Kind::Post } else { Kind::Page };
+    let item = fetch(&mut tx, kind, id, false).await?;
+    go_live(&mut tx, &item, number).await?;
+    tx.commit().await?;
+    Ok(Due::Published)
+}
+
+/// Takes a due item that cannot go live out of the schedule, with the reason on it.
+async fn unschedule_failed(pool: &PgPool, scope: &Scope, id: Uuid, why: &str) -> Result<(), DomainError> {
+    let mut tx = pg::begin(pool, scope).await?;
+    sqlx::query(
+        "update cms_items set status = case when live is null then 'draft' else 'published' end, \
+         publish_error = 'the scheduled publish of revision ' || scheduled_revision || ' failed: ' || $2, \
+         publish_at = null, scheduled_revision = null, updated_at = now(), version = version + 1 \
+         where id = $1 and status = 'scheduled'",
+    )
+    .bind(id)
+    .bind(why)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }

@@ -24,7 +24,7 @@ use crate::services::cms::items::{
 };
 use crate::services::cms::slug;
 use crate::services::connectors::catalog::Kind as ConnectorKind;
-use crate::services::connectors::{CallError, Connectors, Credentials, Retry};
+use crate::services::connectors::{CallError, Connectors, Credentials, Retry, answer_json};
 use crate::services::crm::input;
 
 /// Pages of 100 posts read per list request at most (the rest on the next one).
@@ -262,7 +262,7 @@ impl Connected<'_> {
             .send(&self.creds, reqwest::Method::GET, &path, None)
             .await
         {
-            Ok(resp) => Ok(Some(resp.json().await.map_err(|e| {
+            Ok(resp) => Ok(Some(answer_json(resp).await.map_err(|e| {
                 DomainError::ProviderFailed(format!("WordPress answered something that is not a post: {e}"))
             })?)),
             Err(CallError::Refused(why)) if why.contains("404") || why.contains("rest_post_invalid_id") => Ok(None),
@@ -277,7 +277,7 @@ impl Connected<'_> {
             .send(&self.creds, method, path, Some(body))
             .await
             .map_err(unavailable)?;
-        resp.json()
+        answer_json(resp)
             .await
             .map_err(|e| DomainError::ProviderFailed(format!("WordPress answered something that is not a post: {e}")))
     }
@@ -406,7 +406,7 @@ impl Connected<'_> {
             author_id: current
                 .as_ref()
                 .and_then(|c| c.content.author_id)
-                .or(scope.actor.user_id()),
+                .or(scope.actor.person()),
         };
         let c = items::check(tx, Kind::Post, self.site, id, content, true).await?;
         let target = items::Target {
@@ -502,7 +502,7 @@ impl Connected<'_> {
                 .call(&self.creds, &path, Retry::default())
                 .await
                 .map_err(unavailable)?;
-            let posts: Vec<WpPost> = resp.json().await.map_err(|e| {
+            let posts: Vec<WpPost> = answer_json(resp).await.map_err(|e| {
                 DomainError::ProviderFailed(format!("WordPress answered something that is not a list of posts: {e}"))
             })?;
             let n = posts.len();
@@ -558,7 +558,7 @@ impl Connected<'_> {
         }
         let (_, mut content) = input.into_parts();
         if content.author_id.is_none() {
-            content.author_id = scope.actor.user_id();
+            content.author_id = scope.actor.person();
         }
         let c = self.checked(pool, scope, Uuid::now_v7(), content, false).await?;
         let mut body = self.payload(pool, scope, &c).await?;

@@ -543,6 +543,7 @@ impl Connectors {
             let resp = match req.send().await {
                 Ok(resp) => resp,
                 Err(e) if attempt < tries && retry.fits(wait) => {
+                    let e = e.without_url();
                     tracing::warn!(kind = spec.name, error = %e, path = path_and_query, "provider unreachable; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(retry.max_wait);
@@ -562,9 +563,7 @@ impl Connectors {
                     .headers()
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-                    .filter(|s| s.is_finite() && *s >= 0.0)
-                    .map(Duration::from_secs_f64);
+                    .and_then(|v| crate::domain::retry_after::parse(v, Utc::now(), retry.max_wait));
                 let pause = retry_after.unwrap_or(wait).min(retry.max_wait);
                 if !retry.fits(pause) {
                     return Err(CallError::Unavailable(format!(
@@ -736,7 +735,7 @@ pub enum CallError {
 
 /// What a refusing provider said, if its answer names it (`message`, `error`, a `code`), shortened.
 async fn provider_says(resp: reqwest::Response) -> Option<String> {
-    let body: Value = resp.json().await.ok()?;
+    let body: Value = answer_json(resp).await.ok()?;
     let said = ["message", "error_description", "error", "code"]
         .iter()
         .find_map(|k| body.get(*k).and_then(Value::as_str).filter(|s| !s.trim().is_empty()))?;
@@ -859,6 +858,8 @@ pub fn explain(spec: &Spec, status: u16) -> (bool, String) {
     }
 }
 
+/// Why a call got no answer, in words: the host, never the whole URL (a token may ride in its
+/// query: Facebook's page token does).
 fn unreachable(spec: &Spec, e: &reqwest::Error) -> String {
     let host = e.url().and_then(|u| u.host_str()).unwrap_or("the server").to_owned();
     if e.is_timeout() {
@@ -870,6 +871,38 @@ fn unreachable(spec: &Spec, e: &reqwest::Error) -> String {
     } else if e.is_connect() {
         format!("Could not connect to {host}: check the address, and that the site is up.")
     } else {
-        format!("The call to {host} failed: {e}")
+        let mut cause = String::new();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            cause = s.to_string();
+            source = s.source();
+        }
+        if cause.is_empty() {
+            format!("The call to {host} failed.")
+        } else {
+            format!("The call to {host} failed: {cause}")
+        }
     }
+}
+
+/// The most of a provider's answer that is read (a page of 250 orders is a few MB).
+pub const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+
+/// A provider's answer read as JSON `T`, at most `MAX_ANSWER_BYTES`. The error says what was
+/// wrong in words and never carries the URL (a token may ride in its query).
+pub async fn answer_json<T: serde::de::DeserializeOwned>(mut resp: reqwest::Response) -> Result<T, String> {
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                    return Err(format!("the answer is larger than {} MiB", MAX_ANSWER_BYTES >> 20));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => return Err(format!("the answer could not be read: {}", e.without_url())),
+        }
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("the answer is not the JSON expected: {e}"))
 }

@@ -181,10 +181,9 @@ impl Reader<'_> {
         if resp.status().as_u16() == 204 {
             return Ok(Page::default());
         }
-        let body: Value = resp
-            .json()
+        let body: Value = crate::services::connectors::answer_json(resp)
             .await
-            .map_err(|e| CallError::Unavailable(format!("Zoho CRM's answer is not JSON: {e}")))?;
+            .map_err(|e| CallError::Unavailable(format!("Zoho CRM's answer: {e}")))?;
         let records = body
             .get("data")
             .and_then(Value::as_array)

@@ -480,11 +480,13 @@ pub struct Sales {
 }
 
 impl Sales {
+    /// Saturating: no shop's sums come near 9.2 * 10^18 minor units, and none may wrap into a
+    /// negative figure (or abort) on the way there.
     fn add(&mut self, orders: i64, gross: i64, refunded: i64) {
-        self.orders += orders;
-        self.gross_minor += gross;
-        self.refunded_minor += refunded;
-        self.revenue_minor = self.gross_minor - self.refunded_minor;
+        self.orders = self.orders.saturating_add(orders);
+        self.gross_minor = self.gross_minor.saturating_add(gross);
+        self.refunded_minor = self.refunded_minor.saturating_add(refunded);
+        self.revenue_minor = self.gross_minor.saturating_sub(self.refunded_minor);
         self.average_order_minor = round_div(self.revenue_minor, self.orders);
     }
 }

@@ -62,7 +62,10 @@ pub fn order(v: &Value) -> Result<OrderRecord, MapError> {
             .flatten()
         {
             if text(t, "kind").as_deref() == Some("refund") && text(t, "status").as_deref() == Some("success") {
-                refunded += money(t, "amount", &currency).map_err(|e| map_error(&format!("refunds[{i}]"), e.reason))?;
+                let amount =
+                    money(t, "amount", &currency).map_err(|e| map_error(&format!("refunds[{i}]"), e.reason))?;
+                refunded = crate::domain::money::add(refunded, amount)
+                    .map_err(|e| map_error(&format!("refunds[{i}]"), e.to_string()))?;
             }
         }
     }
@@ -83,6 +86,8 @@ pub fn order(v: &Value) -> Result<OrderRecord, MapError> {
         let unit = money(line, "price", &currency).map_err(|e| map_error(&field("price"), e.reason))?;
         let discount =
             money(line, "total_discount", &currency).map_err(|e| map_error(&field("total_discount"), e.reason))?;
+        let total_minor = crate::domain::money::line_total(unit, quantity, discount)
+            .map_err(|e| map_error(&field("price"), format!("the line's total {e}")))?;
         lines.push(LineRecord {
             external_id: gid_or_id(line, &field("id"))?,
             product_external_id: line.get("product_id").and_then(id_of),
@@ -91,7 +96,7 @@ pub fn order(v: &Value) -> Result<OrderRecord, MapError> {
             title: text(line, "name").or_else(|| text(line, "title")).unwrap_or_default(),
             quantity,
             unit_price_minor: unit,
-            total_minor: unit * i64::from(quantity) - discount,
+            total_minor,
         });
     }
     Ok(OrderRecord {
@@ -199,6 +204,16 @@ pub fn customer(v: &Value) -> Result<CustomerRecord, MapError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_line_total_beyond_i64_is_a_mapping_error_not_a_wrapped_amount() {
+        let v = json!({"id": 1, "currency": "USD", "created_at": "2022-01-01T10:00:00Z",
+            "total_price": "1.00", "subtotal_price": "1.00", "total_tax": "0.00", "total_discounts": "0.00",
+            "line_items": [{"id": 7, "quantity": 2_000_000_000, "price": "9999999999999.99", "total_discount": "0.00"}]});
+        let err = order(&v).unwrap_err();
+        assert_eq!(err.field, "line_items[0].price");
+        assert!(err.reason.contains("out of range"), "{}", err.reason);
+    }
 
     #[test]
     fn an_order_maps_with_exact_money_ids_and_status() {

@@ -185,10 +185,9 @@ async fn fetch(svc: &Connectors, creds: &Credentials, path: &str, opts: &SyncOpt
         .get("x-wp-totalpages")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body: Value = resp
-        .json()
+    let body: Value = crate::services::connectors::answer_json(resp)
         .await
-        .map_err(|e| SyncError::Provider(format!("the shop's answer is not JSON: {e}")))?;
+        .map_err(|e| SyncError::Provider(format!("the shop's answer: {e}")))?;
     let records = match channel {
         Channel::Shopify => body
             .as_object()
@@ -250,10 +249,9 @@ async fn shop_currency(svc: &Connectors, creds: &Credentials, opts: &SyncOptions
         .call(creds, path, opts.retry())
         .await
         .map_err(|e| SyncError::Provider(e.to_string()))?;
-    let body: Value = resp
-        .json()
+    let body: Value = crate::services::connectors::answer_json(resp)
         .await
-        .map_err(|e| SyncError::Provider(format!("the shop's answer is not JSON: {e}")))?;
+        .map_err(|e| SyncError::Provider(format!("the shop's answer: {e}")))?;
     body.pointer("/shop/currency")
         .or_else(|| body.get("value"))
         .and_then(Value::as_str)

@@ -46,7 +46,9 @@ pub fn order(v: &Value) -> Result<Option<OrderRecord>, MapError> {
             .and_then(Value::as_i64)
             .and_then(|q| i32::try_from(q).ok())
             .ok_or_else(|| map_error(&field("quantity"), "not a count"))?;
-        subtotal += money(line, "subtotal", &currency).map_err(|e| map_error(&field("subtotal"), e.reason))?;
+        let line_subtotal = money(line, "subtotal", &currency).map_err(|e| map_error(&field("subtotal"), e.reason))?;
+        subtotal = crate::domain::money::add(subtotal, line_subtotal)
+            .map_err(|e| map_error(&field("subtotal"), e.to_string()))?;
         lines.push(LineRecord {
             external_id: line
                 .get("id")
