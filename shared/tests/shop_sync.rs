@@ -410,3 +410,100 @@ async fn webhook_deliveries_apply_once_newest_wins() {
     .unwrap();
     assert_eq!((products, status.as_str()), (0, "error"));
 }
+
+#[tokio::test]
+async fn applied_webhook_bodies_are_pruned_after_their_retention_and_their_hash_outlives_them() {
+    use shared::services::connectors::webhooks::{
+        BODY_RETENTION_DAYS, DeliveryMessage, ROW_RETENTION_DAYS, prune_deliveries,
+    };
+    use shared::services::ecommerce::sync::{DeliveryOutcome, apply_delivery};
+    let app = TestApp::new().await;
+    let (svc, _scope, tenant) = setup(
+        &app,
+        Kind::Shopify,
+        json!({"store_url": "http://127.0.0.1:9", "access_token": "shpat_0000000000000"}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id = Uuid::now_v7();
+        let body = order(n).to_string();
+        sqlx::query(
+            "insert into connector_deliveries (id, tenant_id, kind, delivery_id, body_sha256, topic, body) \
+             values ($1, $2, 'shopify', $3, sha256($4::bytea), 'orders/create', $5)",
+        )
+        .bind(id)
+        .bind(tenant)
+        .bind(format!("d{n}"))
+        .bind(body.as_bytes())
+        .bind(&body)
+        .execute(&app.db.owner)
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    let message = |id: Uuid| DeliveryMessage {
+        tenant_id: tenant,
+        kind: Kind::Shopify,
+        delivery: id,
+    };
+    // Two applied (one 31 days ago, one today), one never applied (pending: always kept).
+    for id in &ids[..2] {
+        assert_eq!(
+            apply_delivery(&svc, &message(*id), &quick()).await.unwrap(),
+            DeliveryOutcome::Applied
+        );
+    }
+    let set_applied = |id: Uuid, days: i64| {
+        let app = &app;
+        async move {
+            sqlx::query("update connector_deliveries set applied_at = now() - make_interval(days => $2::int) where id = $1")
+                .bind(id)
+                .bind(days as i32)
+                .execute(&app.db.owner)
+                .await
+                .unwrap();
+        }
+    };
+    set_applied(ids[0], BODY_RETENTION_DAYS + 1).await;
+    let now = chrono::Utc::now();
+    let pruned = prune_deliveries(&app.core.db, now).await.unwrap();
+    assert_eq!((pruned.bodies_removed, pruned.rows_deleted), (1, 0));
+    let bodies: Vec<(Uuid, Option<String>, bool)> = sqlx::query_as(
+        "select id, body, pruned_at is not null from connector_deliveries where tenant_id = $1 order by id",
+    )
+    .bind(tenant)
+    .fetch_all(&app.db.owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        bodies.iter().map(|(_, b, p)| (b.is_some(), *p)).collect::<Vec<_>>(),
+        [(false, true), (true, false), (true, false)]
+    );
+    // The pruned delivery's message again (an SQS redelivery): applied already, nothing read.
+    assert_eq!(
+        apply_delivery(&svc, &message(ids[0]), &quick()).await.unwrap(),
+        DeliveryOutcome::AlreadyApplied
+    );
+    // The hash outlives the body: the provider's late retry of it is still a duplicate.
+    let hash_kept: bool = sqlx::query_scalar(
+        "select exists (select 1 from connector_deliveries where id = $1 and body_sha256 = sha256($2::bytea))",
+    )
+    .bind(ids[0])
+    .bind(order(0).to_string().into_bytes())
+    .fetch_one(&app.db.owner)
+    .await
+    .unwrap();
+    assert!(hash_kept);
+    // After the row retention the row goes too; nothing pending is ever touched.
+    set_applied(ids[0], ROW_RETENTION_DAYS + 1).await;
+    let pruned = prune_deliveries(&app.core.db, now).await.unwrap();
+    assert_eq!((pruned.bodies_removed, pruned.rows_deleted), (0, 1));
+    assert_eq!(count(&app, tenant, "connector_deliveries").await, 2);
+    let pending: Option<String> = sqlx::query_scalar("select body from connector_deliveries where id = $1")
+        .bind(ids[2])
+        .fetch_one(&app.db.owner)
+        .await
+        .unwrap();
+    assert!(pending.is_some());
+}

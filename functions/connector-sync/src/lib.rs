@@ -98,8 +98,12 @@ impl SyncWorker {
         Ok(())
     }
 
-    /// Queues a run for every shop connector; answers how many.
+    /// Queues a run for every shop connector, and prunes old webhook bodies; answers how many
+    /// runs were queued.
     pub async fn schedule(&self) -> anyhow::Result<usize> {
+        let pruned = shared::services::connectors::webhooks::prune_deliveries(&self.connectors.db, chrono::Utc::now())
+            .await?;
+        tracing::info!(?pruned, "webhook deliveries pruned");
         let runs = sync::schedule_runs(&self.connectors).await?;
         for run in &runs {
             self.sqs

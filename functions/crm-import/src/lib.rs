@@ -173,10 +173,10 @@ impl Worker {
         let Some(job) = exports::load(&self.db, message.tenant_id, message.id).await? else {
             return Ok(());
         };
-        match exports::build(&self.db, &job).await {
-            Ok((bytes, rows)) => {
-                let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
-                self.files.put_csv(&job.object_key(), bytes).await?;
+        let mut upload = self.files.start_csv(&job.object_key()).await?;
+        match exports::build(&self.db, &job, &mut upload).await {
+            Ok(rows) => {
+                let size = i64::try_from(upload.finish().await?).unwrap_or(i64::MAX);
                 exports::finish(&self.db, &job, Ok((rows, size))).await?;
                 tracing::info!(export = %job.id, rows, size, "export completed");
             }

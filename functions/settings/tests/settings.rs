@@ -1104,3 +1104,25 @@ async fn an_invitation_made_with_an_admin_api_key_is_its_creators_and_can_be_acc
         .problem(401);
     assert_eq!(app.count("invitations").await, before);
 }
+
+#[tokio::test]
+async fn a_nul_in_any_query_parameter_is_a_422_naming_it_not_a_500() {
+    let (app, router) = app().await;
+    let owner = app.user("owner").await;
+    app.tenant(&owner).await;
+    for query in ["action=member.invited%00", "action=%00", "limit=10&action=a%00b"] {
+        let r = get("/settings/audit-log")
+            .bearer(&owner.token)
+            .query(query)
+            .send(&router)
+            .await;
+        assert_eq!(r.status, 422, "{query}: {}", r.text);
+        assert_eq!(r.error_fields(), ["action"], "{query}");
+    }
+    let r = get("/settings/audit-log")
+        .bearer(&owner.token)
+        .query("action=member.invited")
+        .send(&router)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}

@@ -128,6 +128,11 @@ impl CrmFiles {
         }
     }
 
+    /// A CSV object written as it is produced (an export of any size in flat memory).
+    pub async fn start_csv(&self, key: &str) -> anyhow::Result<super::s3_upload::MultipartUpload> {
+        super::s3_upload::MultipartUpload::start(&self.s3, &self.bucket, key, "text/csv; charset=utf-8").await
+    }
+
     pub async fn put_csv(&self, key: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
         self.s3
             .put_object()

@@ -11,4 +11,6 @@ pub mod media_store;
 pub mod pg;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "s3")]
+pub mod s3_upload;
 pub mod stripe_api;

@@ -142,6 +142,18 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // Postgres refuses NUL in text: a `%00` in any parameter is the client's error (422),
+        // never a 500 from the query it would reach.
+        let query = parts.uri.query().unwrap_or_default();
+        if let Some((name, _)) =
+            url::form_urlencoded::parse(query.as_bytes()).find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            return Err(ApiError::validation(vec![FieldError::new(
+                &name.replace('\0', ""),
+                "invalid_query",
+                "must not contain NUL characters",
+            )]));
+        }
         match Query::<T>::from_request_parts(parts, state).await {
             Ok(Query(value)) => Ok(Self(value)),
             Err(rejection) => {

@@ -543,19 +543,63 @@ pub async fn billing_snapshot(db: &PgPool) -> Value {
 }
 
 /// The shared fixtures (real provider payloads) live beside the repo in CI; a user's clone may
-/// not have them. Returns the directory, or `None` after saying the test is skipped.
+/// not have them. Returns the directory, or `None` after saying the test is skipped. Under CI
+/// (`CI` set to anything but `false`/`0`), a missing or empty directory fails the test instead:
+/// a run that checked nothing must not pass there.
 pub fn shared_fixtures(sub: &str) -> Option<std::path::PathBuf> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/fixtures")
         .join(sub);
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: shared fixtures not found at {} (CI has them; a clone may not)",
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    fixtures_at(dir, ci)
+}
+
+/// [`shared_fixtures`] for a given directory and CI flag.
+pub fn fixtures_at(dir: std::path::PathBuf, ci: bool) -> Option<std::path::PathBuf> {
+    let has_files = std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_some());
+    if has_files {
+        return Some(dir);
+    }
+    if ci {
+        panic!(
+            "the shared fixtures are missing or empty at {} and CI is set: these tests would check nothing",
             dir.display()
         );
-        None
+    }
+    eprintln!(
+        "SKIPPED: shared fixtures not found at {} (CI has them; a clone may not)",
+        dir.display()
+    );
+    None
+}
+
+#[cfg(test)]
+mod fixture_tests {
+    use super::fixtures_at;
+
+    #[test]
+    fn outside_ci_a_missing_fixture_directory_skips() {
+        assert_eq!(fixtures_at("/nonexistent/fixtures/stripe".into(), false), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "CI is set")]
+    fn under_ci_a_missing_fixture_directory_fails() {
+        fixtures_at("/nonexistent/fixtures/stripe".into(), true);
+    }
+
+    #[test]
+    #[should_panic(expected = "missing or empty")]
+    fn under_ci_an_empty_fixture_directory_fails() {
+        let dir = std::env::temp_dir().join(format!("empty-fixtures-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        fixtures_at(dir, true);
+    }
+
+    #[test]
+    fn a_directory_with_files_is_used() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        assert_eq!(fixtures_at(dir.clone(), true), Some(dir));
     }
 }
 

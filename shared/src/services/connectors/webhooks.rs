@@ -202,6 +202,40 @@ pub async fn receive(
     Ok(received)
 }
 
+/// How long an applied delivery's raw body is kept (customer data: only as long as useful).
+pub const BODY_RETENTION_DAYS: i64 = 30;
+/// How long an applied delivery's id and body hash are kept (late retries are duplicates).
+pub const ROW_RETENTION_DAYS: i64 = 180;
+/// Rows of each step per call (the hourly run repeats calls until one removes nothing).
+const PRUNE_BATCH: i32 = 5_000;
+
+/// What one prune removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    pub bodies_removed: i64,
+    pub rows_deleted: i64,
+}
+
+/// Removes the raw bodies of deliveries applied more than `BODY_RETENTION_DAYS` ago and the
+/// rows of those applied more than `ROW_RETENTION_DAYS` ago, across tenants, as of `now`.
+pub async fn prune_deliveries(db: &sqlx::PgPool, now: DateTime<Utc>) -> Result<Pruned, DomainError> {
+    let mut total = Pruned::default();
+    loop {
+        let (bodies, rows): (i64, i64) =
+            sqlx::query_as("select bodies_removed, rows_deleted from app_prune_connector_deliveries($1, $2, $3)")
+                .bind(now - chrono::Duration::days(BODY_RETENTION_DAYS))
+                .bind(now - chrono::Duration::days(ROW_RETENTION_DAYS))
+                .bind(PRUNE_BATCH)
+                .fetch_one(db)
+                .await?;
+        total.bodies_removed += bodies;
+        total.rows_deleted += rows;
+        if bodies < i64::from(PRUNE_BATCH) && rows < i64::from(PRUNE_BATCH) {
+            return Ok(total);
+        }
+    }
+}
+
 /// Marks a delivery handed to the sync queue.
 pub async fn mark_queued(svc: &Connectors, message: &DeliveryMessage) -> Result<(), DomainError> {
     let scope = Scope::worker(message.tenant_id, "", format!("webhook:{}", message.delivery));

@@ -6,21 +6,18 @@
 //! The file's headers are the import's field names (`first_name`, `address.city`,
 //! `custom.<key>`), so an export imports back as it is. Cells a spreadsheet would run as a
 //! formula are guarded with a leading `'` (`table::escape_cell`), which an import removes.
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sqlx::PgPool;
 use sqlx::types::Json;
-use std::collections::HashMap;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::companies::{self, CompanyListParams};
 use super::contacts::{self, ContactListParams};
-use super::fields::{self, CustomField};
 use super::imports::{JobStatus, MAX_ATTEMPTS};
-use super::input::Address;
-use super::table::{self, TableEntity};
+use super::table::TableEntity;
 use crate::adapters::pg;
 use crate::domain::{DomainError, Scope};
 use crate::services::idempotency::{self, Created, IdempotencyKey};
@@ -248,184 +245,211 @@ pub async fn finish(pool: &PgPool, job: &ExportRow, result: Result<(i64, i64), &
     Ok(())
 }
 
-fn csv_error(e: impl std::fmt::Display) -> DomainError {
-    DomainError::Internal(anyhow::anyhow!("writing the export CSV: {e}"))
-}
+/// Writing the file (the worker's part, with the S3 upload).
+#[cfg(feature = "s3")]
+mod writing {
+    use super::*;
+    use crate::adapters::s3_upload::MultipartUpload;
+    use chrono::SecondsFormat;
+    use std::collections::HashMap;
+    use super::super::fields::{self, CustomField};
+    use super::super::input::Address;
+    use super::super::table;
 
-struct Sheet {
-    out: csv::Writer<Vec<u8>>,
-    rows: i64,
-}
-
-impl Sheet {
-    fn new(header: &[String]) -> Result<Self, DomainError> {
-        let mut out = table::writer();
-        out.write_record(header).map_err(csv_error)?;
-        Ok(Self { out, rows: 0 })
+    fn csv_error(e: impl std::fmt::Display) -> DomainError {
+        DomainError::Internal(anyhow::anyhow!("writing the export CSV: {e}"))
     }
 
-    fn row(&mut self, cells: &[String]) -> Result<(), DomainError> {
-        self.out
-            .write_record(cells.iter().map(|c| table::escape_cell(c).into_owned()))
-            .map_err(csv_error)?;
-        self.rows += 1;
-        Ok(())
+    /// The CSV being written: rows are buffered a page at a time and handed to the upload, which
+    /// sends a part whenever it holds one (memory stays flat whatever the row count).
+    struct Sheet<'a> {
+        out: csv::Writer<Vec<u8>>,
+        rows: i64,
+        upload: &'a mut MultipartUpload,
     }
 
-    fn finish(self) -> Result<(Vec<u8>, i64), DomainError> {
-        let rows = self.rows;
-        Ok((self.out.into_inner().map_err(csv_error)?, rows))
-    }
-}
-
-fn address_cells(a: &Address) -> [String; 5] {
-    [
-        a.street.clone().unwrap_or_default(),
-        a.city.clone().unwrap_or_default(),
-        a.region.clone().unwrap_or_default(),
-        a.postal_code.clone().unwrap_or_default(),
-        a.country.clone().unwrap_or_default(),
-    ]
-}
-
-fn custom_cells(defs: &[CustomField], custom: &Map<String, Value>) -> Vec<String> {
-    defs.iter()
-        .map(|d| match custom.get(&d.key) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => String::new(),
-            Some(other) => other.to_string(),
-        })
-        .collect()
-}
-
-fn time(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// The CSV of every record the export's filters match, and how many rows it has.
-pub async fn build(pool: &PgPool, job: &ExportRow) -> Result<(Vec<u8>, i64), DomainError> {
-    let scope = job.scope();
-    let (defs, owners) = {
-        let mut tx = pg::begin(pool, &scope).await?;
-        let defs = fields::definitions(&mut tx, job.entity.field_entity()).await?;
-        let owners: HashMap<Uuid, String> = sqlx::query_as::<_, (Uuid, String)>(
-            "select u.id, u.email from memberships m join users u on u.id = m.user_id",
-        )
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
-        tx.commit().await?;
-        (defs, owners)
-    };
-    let owner = |id: Option<Uuid>| id.and_then(|id| owners.get(&id).cloned()).unwrap_or_default();
-    let custom_header = defs.iter().map(|d| format!("custom.{}", d.key));
-    let mut cursor: Option<String> = None;
-    match parse_filters(job.entity, &job.filters.0)? {
-        Filters::Contacts(params) => {
-            let header: Vec<String> = [
-                "id",
-                "first_name",
-                "last_name",
-                "email",
-                "other_emails",
-                "phone",
-                "mobile",
-            ]
-            .into_iter()
-            .chain(["title", "company", "owner", "lifecycle_stage", "tags", "notes"])
-            .chain([
-                "address.street",
-                "address.city",
-                "address.region",
-                "address.postal_code",
-            ])
-            .chain(["address.country", "source"])
-            .map(str::to_owned)
-            .chain(custom_header)
-            .chain(["created_at".to_owned(), "updated_at".to_owned()])
-            .collect();
-            let mut sheet = Sheet::new(&header)?;
-            loop {
-                let mut p = params.clone();
-                p.limit = Some(crate::domain::page::MAX_LIMIT);
-                p.cursor = cursor.take();
-                let page = contacts::list(pool, &scope, p).await?;
-                for c in &page.items {
-                    let mut cells = vec![
-                        c.id.to_string(),
-                        c.first_name.clone(),
-                        c.last_name.clone(),
-                        c.email.clone().unwrap_or_default(),
-                        c.other_emails.join("; "),
-                        c.phone.clone().unwrap_or_default(),
-                        c.mobile.clone().unwrap_or_default(),
-                        c.title.clone().unwrap_or_default(),
-                        c.company_name.clone().unwrap_or_default(),
-                        owner(c.owner_id),
-                        table::lifecycle_name(c.lifecycle_stage).to_owned(),
-                        c.tags.join("; "),
-                        c.notes.clone(),
-                    ];
-                    cells.extend(address_cells(&c.address.0));
-                    cells.push(c.source.clone());
-                    cells.extend(custom_cells(&defs, &c.custom.0));
-                    cells.push(time(c.created_at));
-                    cells.push(time(c.updated_at));
-                    sheet.row(&cells)?;
-                }
-                match page.next_cursor {
-                    Some(next) => cursor = Some(next),
-                    None => break,
-                }
-            }
-            sheet.finish()
+    impl<'a> Sheet<'a> {
+        fn new(header: &[String], upload: &'a mut MultipartUpload) -> Result<Self, DomainError> {
+            let mut out = table::writer();
+            out.write_record(header).map_err(csv_error)?;
+            Ok(Self { out, rows: 0, upload })
         }
-        Filters::Companies(params) => {
-            let header: Vec<String> = ["id", "name", "domain", "industry", "phone", "owner", "tags", "notes"]
+
+        /// Hands the rows written so far to the upload.
+        async fn flush(&mut self) -> Result<(), DomainError> {
+            let full = std::mem::replace(&mut self.out, table::writer());
+            let bytes = full.into_inner().map_err(csv_error)?;
+            self.upload.write(&bytes).await.map_err(DomainError::Internal)
+        }
+
+        fn row(&mut self, cells: &[String]) -> Result<(), DomainError> {
+            self.out
+                .write_record(cells.iter().map(|c| table::escape_cell(c).into_owned()))
+                .map_err(csv_error)?;
+            self.rows += 1;
+            Ok(())
+        }
+
+        async fn finish(mut self) -> Result<i64, DomainError> {
+            self.flush().await?;
+            Ok(self.rows)
+        }
+    }
+
+    fn address_cells(a: &Address) -> [String; 5] {
+        [
+            a.street.clone().unwrap_or_default(),
+            a.city.clone().unwrap_or_default(),
+            a.region.clone().unwrap_or_default(),
+            a.postal_code.clone().unwrap_or_default(),
+            a.country.clone().unwrap_or_default(),
+        ]
+    }
+
+    fn custom_cells(defs: &[CustomField], custom: &Map<String, Value>) -> Vec<String> {
+        defs.iter()
+            .map(|d| match custom.get(&d.key) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            })
+            .collect()
+    }
+
+    fn time(at: DateTime<Utc>) -> String {
+        at.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+
+    /// Writes the CSV of every record the export's filters match to `upload`, a page at a time;
+    /// answers how many rows it has.
+    pub async fn build(pool: &PgPool, job: &ExportRow, upload: &mut MultipartUpload) -> Result<i64, DomainError> {
+        let scope = job.scope();
+        let (defs, owners) = {
+            let mut tx = pg::begin(pool, &scope).await?;
+            let defs = fields::definitions(&mut tx, job.entity.field_entity()).await?;
+            let owners: HashMap<Uuid, String> = sqlx::query_as::<_, (Uuid, String)>(
+                "select u.id, u.email from memberships m join users u on u.id = m.user_id",
+            )
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+            tx.commit().await?;
+            (defs, owners)
+        };
+        let owner = |id: Option<Uuid>| id.and_then(|id| owners.get(&id).cloned()).unwrap_or_default();
+        let custom_header = defs.iter().map(|d| format!("custom.{}", d.key));
+        let mut cursor: Option<String> = None;
+        match parse_filters(job.entity, &job.filters.0)? {
+            Filters::Contacts(params) => {
+                let header: Vec<String> = [
+                    "id",
+                    "first_name",
+                    "last_name",
+                    "email",
+                    "other_emails",
+                    "phone",
+                    "mobile",
+                ]
                 .into_iter()
+                .chain(["title", "company", "owner", "lifecycle_stage", "tags", "notes"])
                 .chain([
                     "address.street",
                     "address.city",
                     "address.region",
                     "address.postal_code",
                 ])
-                .chain(["address.country", "source", "contacts"])
+                .chain(["address.country", "source"])
                 .map(str::to_owned)
                 .chain(custom_header)
                 .chain(["created_at".to_owned(), "updated_at".to_owned()])
                 .collect();
-            let mut sheet = Sheet::new(&header)?;
-            loop {
-                let mut p = params.clone();
-                p.limit = Some(crate::domain::page::MAX_LIMIT);
-                p.cursor = cursor.take();
-                let page = companies::list(pool, &scope, p).await?;
-                for c in &page.items {
-                    let mut cells = vec![
-                        c.id.to_string(),
-                        c.name.clone(),
-                        c.domain.clone().unwrap_or_default(),
-                        c.industry.clone().unwrap_or_default(),
-                        c.phone.clone().unwrap_or_default(),
-                        owner(c.owner_id),
-                        c.tags.join("; "),
-                        c.notes.clone(),
-                    ];
-                    cells.extend(address_cells(&c.address.0));
-                    cells.push(c.source.clone());
-                    cells.push(c.contacts.to_string());
-                    cells.extend(custom_cells(&defs, &c.custom.0));
-                    cells.push(time(c.created_at));
-                    cells.push(time(c.updated_at));
-                    sheet.row(&cells)?;
+                let mut sheet = Sheet::new(&header, upload)?;
+                loop {
+                    let mut p = params.clone();
+                    p.limit = Some(crate::domain::page::MAX_LIMIT);
+                    p.cursor = cursor.take();
+                    let page = contacts::list(pool, &scope, p).await?;
+                    for c in &page.items {
+                        let mut cells = vec![
+                            c.id.to_string(),
+                            c.first_name.clone(),
+                            c.last_name.clone(),
+                            c.email.clone().unwrap_or_default(),
+                            c.other_emails.join("; "),
+                            c.phone.clone().unwrap_or_default(),
+                            c.mobile.clone().unwrap_or_default(),
+                            c.title.clone().unwrap_or_default(),
+                            c.company_name.clone().unwrap_or_default(),
+                            owner(c.owner_id),
+                            table::lifecycle_name(c.lifecycle_stage).to_owned(),
+                            c.tags.join("; "),
+                            c.notes.clone(),
+                        ];
+                        cells.extend(address_cells(&c.address.0));
+                        cells.push(c.source.clone());
+                        cells.extend(custom_cells(&defs, &c.custom.0));
+                        cells.push(time(c.created_at));
+                        cells.push(time(c.updated_at));
+                        sheet.row(&cells)?;
+                    }
+                    sheet.flush().await?;
+                    match page.next_cursor {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
                 }
-                match page.next_cursor {
-                    Some(next) => cursor = Some(next),
-                    None => break,
-                }
+                sheet.finish().await
             }
-            sheet.finish()
+            Filters::Companies(params) => {
+                let header: Vec<String> = ["id", "name", "domain", "industry", "phone", "owner", "tags", "notes"]
+                    .into_iter()
+                    .chain([
+                        "address.street",
+                        "address.city",
+                        "address.region",
+                        "address.postal_code",
+                    ])
+                    .chain(["address.country", "source", "contacts"])
+                    .map(str::to_owned)
+                    .chain(custom_header)
+                    .chain(["created_at".to_owned(), "updated_at".to_owned()])
+                    .collect();
+                let mut sheet = Sheet::new(&header, upload)?;
+                loop {
+                    let mut p = params.clone();
+                    p.limit = Some(crate::domain::page::MAX_LIMIT);
+                    p.cursor = cursor.take();
+                    let page = companies::list(pool, &scope, p).await?;
+                    for c in &page.items {
+                        let mut cells = vec![
+                            c.id.to_string(),
+                            c.name.clone(),
+                            c.domain.clone().unwrap_or_default(),
+                            c.industry.clone().unwrap_or_default(),
+                            c.phone.clone().unwrap_or_default(),
+                            owner(c.owner_id),
+                            c.tags.join("; "),
+                            c.notes.clone(),
+                        ];
+                        cells.extend(address_cells(&c.address.0));
+                        cells.push(c.source.clone());
+                        cells.push(c.contacts.to_string());
+                        cells.extend(custom_cells(&defs, &c.custom.0));
+                        cells.push(time(c.created_at));
+                        cells.push(time(c.updated_at));
+                        sheet.row(&cells)?;
+                    }
+                    sheet.flush().await?;
+                    match page.next_cursor {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+                sheet.finish().await
+            }
         }
     }
 }
+#[cfg(feature = "s3")]
+pub use writing::build;

@@ -471,7 +471,8 @@ pub async fn apply_delivery(
         c.flatten()
     };
     let mut tx = pg::begin(&svc.db, &scope).await?;
-    let row: Option<(Option<String>, String, Option<DateTime<Utc>>)> =
+    // A pruned body belongs to a delivery applied long ago: `applied_at` is set whenever it is.
+    let row: Option<(Option<String>, Option<String>, Option<DateTime<Utc>>)> =
         sqlx::query_as("select topic, body, applied_at from connector_deliveries where id = $1 for update")
             .bind(message.delivery)
             .fetch_optional(&mut *tx)
@@ -480,9 +481,9 @@ pub async fn apply_delivery(
     let Some((topic, body, applied_at)) = row else {
         return Ok(DeliveryOutcome::Ignored);
     };
-    if applied_at.is_some() {
+    let (None, Some(body)) = (applied_at, body) else {
         return Ok(DeliveryOutcome::AlreadyApplied);
-    }
+    };
     let topic = topic.unwrap_or_default();
     let resource = topic.split(['/', '.']).next().unwrap_or_default();
     let action = topic.split(['/', '.']).nth(1).unwrap_or_default();
