@@ -101,8 +101,8 @@ impl SyncWorker {
     /// Queues a run for every shop connector, and prunes old webhook bodies; answers how many
     /// runs were queued.
     pub async fn schedule(&self) -> anyhow::Result<usize> {
-        let pruned = shared::services::connectors::webhooks::prune_deliveries(&self.connectors.db, chrono::Utc::now())
-            .await?;
+        let pruned =
+            shared::services::connectors::webhooks::prune_deliveries(&self.connectors.db, chrono::Utc::now()).await?;
         tracing::info!(?pruned, "webhook deliveries pruned");
         let runs = sync::schedule_runs(&self.connectors).await?;
         for run in &runs {

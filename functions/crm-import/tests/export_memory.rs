@@ -62,10 +62,25 @@ async fn a_large_export_streams_to_s3_in_parts_with_flat_memory() {
             .await
             .unwrap();
     assert_eq!((status.as_str(), rows), ("completed", 8000));
-    let head = files.s3.head_object().bucket(&files.bucket).key(&key).send().await.unwrap();
+    let head = files
+        .s3
+        .head_object()
+        .bucket(&files.bucket)
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(head.content_length(), Some(size));
     assert!(size > 45_000_000, "{size}");
-    let parts = head.e_tag().unwrap().trim_matches('"').rsplit('-').next().unwrap().parse::<u32>().unwrap();
+    let parts = head
+        .e_tag()
+        .unwrap()
+        .trim_matches('"')
+        .rsplit('-')
+        .next()
+        .unwrap()
+        .parse::<u32>()
+        .unwrap();
     assert!(parts >= 5, "uploaded in parts: {parts}");
     println!(
         "export of {size} bytes in {parts} parts: peak allocation {} MiB",
