@@ -80,18 +80,20 @@ pub async fn run(rows: usize) {
             .await;
         assert_eq!(r.status, 201, "{}", r.text);
         let out = files
-            .sqs
+            .jobs
+            .client()
             .receive_message()
-            .queue_url(&files.queue_url)
+            .queue_url(files.jobs.url())
             .wait_time_seconds(2)
             .send()
             .await
             .unwrap();
         let message = &out.messages()[0];
         files
-            .sqs
+            .jobs
+            .client()
             .delete_message()
-            .queue_url(&files.queue_url)
+            .queue_url(files.jobs.url())
             .receipt_handle(message.receipt_handle().unwrap())
             .send()
             .await

@@ -3,17 +3,10 @@
 //! `shared::services::billing_sync`. A message that fails is reported as a batch item failure,
 //! so SQS retries it and, after `maxReceiveCount`, moves it to the DLQ (replayed by the
 //! `billing-replay-dlq` command). The others in the batch are not retried.
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use serde::Deserialize;
 use shared::config::{ConfigError, Env, StripeSettings};
+use shared::lambda::{SqsBatchResponse, SqsEvent, run_batch};
 use shared::services::billing_sync::{Outcome, Syncer};
-use shared::services::stripe_inbox;
-
-/// The queue message the webhook sends.
-#[derive(Debug, Deserialize)]
-pub struct QueuedEvent {
-    pub event_id: String,
-}
+use shared::services::stripe_inbox::{self, BillingMessage};
 
 pub struct SyncFunction {
     pub syncer: Syncer,
@@ -39,27 +32,19 @@ pub fn events_table(env: &Env) -> Result<String, ConfigError> {
 
 impl SyncFunction {
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        let mut response = SqsBatchResponse::default();
-        for record in &event.records {
-            if let Err(reason) = self.one(record).await {
-                let id = record.message_id.clone().unwrap_or_default();
-                tracing::error!(message_id = %id, error = %reason, "billing event not applied; SQS will retry it");
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                response.batch_item_failures.push(failure);
-            }
-        }
-        response
+        run_batch(event, "billing event", |queued: BillingMessage| async move {
+            let outcome = self.one(&queued).await?;
+            tracing::info!(event = %queued.event_id, ?outcome, "billing event applied");
+            Ok(())
+        })
+        .await
     }
 
-    async fn one(&self, record: &SqsMessage) -> Result<Outcome, String> {
-        let body = record.body.as_deref().unwrap_or_default();
-        let queued: QueuedEvent =
-            serde_json::from_str(body).map_err(|e| format!("not a billing queue message: {e}"))?;
+    #[tracing::instrument(skip_all, fields(event = %queued.event_id))]
+    async fn one(&self, queued: &BillingMessage) -> anyhow::Result<Outcome> {
         let raw = stripe_inbox::load_raw(&self.dynamo, &self.events_table, &queued.event_id)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("event {} is not in the inbox table", queued.event_id))?;
-        self.syncer.apply_body(&raw).await.map_err(|e| e.to_string())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("event {} is not in the inbox table", queued.event_id))?;
+        Ok(self.syncer.apply_body(&raw).await?)
     }
 }

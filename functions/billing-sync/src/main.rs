@@ -1,8 +1,8 @@
 //! Wiring only: telemetry, config, clients (built once per sandbox), run.
-use aws_lambda_events::event::sqs::SqsEvent;
 use billing_sync::SyncFunction;
 use lambda_runtime::{LambdaEvent, service_fn};
 use shared::config::Env;
+use shared::lambda::SqsEvent;
 use std::sync::Arc;
 
 #[tokio::main]

@@ -7,27 +7,19 @@
 //!   failed (the next run resumes at the page it stopped on); a database failure is reported
 //!   as a batch item failure, so SQS retries the message (then the DLQ).
 //! - Schedule (hourly): a run for every tenant's shop connector that has none queued or running.
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use serde::Deserialize;
 use serde_json::Value;
 use shared::config::Env;
+use shared::lambda::{SqsBatchResponse, SqsEvent, run_batch};
 use shared::services::connectors::Connectors;
-use shared::services::connectors::webhooks::DeliveryMessage;
-use shared::services::ecommerce::sync::{self, RunMessage, SyncOptions};
+use shared::services::ecommerce::sync::{self, SyncMessage, SyncOptions, SyncQueue};
 
-/// What the queue carries.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum QueueMessage {
-    Run(RunMessage),
-    Delivery(DeliveryMessage),
-}
+/// What the queue carries (one type for its producers and this consumer).
+pub use shared::services::ecommerce::sync::SyncMessage as QueueMessage;
 
 pub struct SyncWorker {
     pub connectors: Connectors,
-    pub sqs: aws_sdk_sqs::Client,
     /// `CONNECTOR_SYNC_QUEUE_URL`: where the schedule queues runs.
-    pub queue_url: String,
+    pub queue: SyncQueue,
     pub options: SyncOptions,
 }
 
@@ -37,8 +29,10 @@ impl SyncWorker {
         let db = shared::adapters::pg::app_pool(env)?;
         Ok(Self {
             connectors: Connectors::from_env(db, keys, env)?,
-            sqs: shared::adapters::aws::sqs(aws),
-            queue_url: env.required("CONNECTOR_SYNC_QUEUE_URL")?,
+            queue: SyncQueue::new(
+                &shared::adapters::aws::sqs(aws),
+                env.required("CONNECTOR_SYNC_QUEUE_URL")?,
+            ),
             options: SyncOptions::default(),
         })
     }
@@ -55,24 +49,10 @@ impl SyncWorker {
     }
 
     pub async fn handle_sqs(&self, event: SqsEvent) -> SqsBatchResponse {
-        let mut response = SqsBatchResponse::default();
-        for record in &event.records {
-            let id = record.message_id.clone().unwrap_or_default();
-            let outcome = match serde_json::from_str::<QueueMessage>(record.body.as_deref().unwrap_or_default()) {
-                Ok(message) => self.run(&message).await,
-                Err(e) => {
-                    tracing::error!(message_id = %id, error = %e, "not a connector-sync message; dropped");
-                    Ok(())
-                }
-            };
-            if let Err(e) = outcome {
-                tracing::error!(message_id = %id, error = %format!("{e:#}"), "connector-sync failed; SQS will retry");
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                response.batch_item_failures.push(failure);
-            }
-        }
-        response
+        run_batch(event, "connector-sync", |message: QueueMessage| async move {
+            self.run(&message).await
+        })
+        .await
     }
 
     pub async fn run(&self, message: &QueueMessage) -> anyhow::Result<()> {
@@ -105,14 +85,8 @@ impl SyncWorker {
             shared::services::connectors::webhooks::prune_deliveries(&self.connectors.db, chrono::Utc::now()).await?;
         tracing::info!(?pruned, "webhook deliveries pruned");
         let runs = sync::schedule_runs(&self.connectors).await?;
-        for run in &runs {
-            self.sqs
-                .send_message()
-                .queue_url(&self.queue_url)
-                .message_body(serde_json::to_string(run)?)
-                .send()
-                .await?;
-        }
-        Ok(runs.len())
+        let messages: Vec<SyncMessage> = runs.into_iter().map(SyncMessage::Run).collect();
+        self.queue.send_batch(&messages).await?;
+        Ok(messages.len())
     }
 }

@@ -53,10 +53,7 @@ async fn a_manual_sync_is_queued_run_and_recorded_and_the_schedule_queues_the_re
     let api = connectors::router(
         app.core.clone(),
         connectors.clone(),
-        connectors::SyncQueue {
-            sqs: sqs.clone(),
-            queue_url: queue_url.clone(),
-        },
+        shared::services::ecommerce::sync::SyncQueue::new(&sqs, &queue_url),
     );
     let r = req(http::Method::PUT, "/connectors/shopify")
         .bearer(&owner.token)
@@ -65,6 +62,27 @@ async fn a_manual_sync_is_queued_run_and_recorded_and_the_schedule_queues_the_re
         .send(&api)
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
+    // The queue down: the hand-off failure is answered (503), and the run it left is failed,
+    // so it blocks no later sync.
+    let down = connectors::router(
+        app.core.clone(),
+        connectors.clone(),
+        shared::services::ecommerce::sync::SyncQueue::new(&sqs, format!("{queue_url}-missing")),
+    );
+    let r = post("/connectors/shopify/sync")
+        .bearer(&owner.token)
+        .tenant(tenant)
+        .send(&down)
+        .await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    let failed: (String, Option<String>) =
+        sqlx::query_as("select status, error from connector_sync_runs where tenant_id = $1")
+            .bind(tenant)
+            .fetch_one(&app.db.owner)
+            .await
+            .unwrap();
+    assert_eq!(failed.0, "failed");
+    assert!(failed.1.unwrap().contains("could not be queued"));
     let r = post("/connectors/shopify/sync")
         .bearer(&owner.token)
         .tenant(tenant)
@@ -87,8 +105,7 @@ async fn a_manual_sync_is_queued_run_and_recorded_and_the_schedule_queues_the_re
 
     let worker = SyncWorker {
         connectors,
-        sqs: sqs.clone(),
-        queue_url: queue_url.clone(),
+        queue: shared::services::ecommerce::sync::SyncQueue::new(&sqs, &queue_url),
         options: SyncOptions {
             max_wait: Duration::from_millis(10),
             ..SyncOptions::default()

@@ -16,7 +16,8 @@ use shared::http::docs::BodyProblems;
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{ApiError, Json, RawBody};
 use shared::services::connectors::Connectors;
-use shared::services::connectors::webhooks::{self, DeliveryMessage, Received, WebhookError};
+use shared::services::connectors::webhooks::{self, WebhookError};
+use shared::services::ecommerce::sync::SyncQueue;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -31,9 +32,8 @@ pub const ROUTES: &[RouteSpec] = &[RouteSpec::new(
 #[derive(Clone)]
 pub struct WebhookState {
     pub connectors: Connectors,
-    pub sqs: aws_sdk_sqs::Client,
     /// `CONNECTOR_SYNC_QUEUE_URL`: connector-sync applies what lands there.
-    pub queue_url: String,
+    pub queue: SyncQueue,
 }
 
 pub fn api() -> OpenApiRouter<WebhookState> {
@@ -56,23 +56,6 @@ pub struct ConnectorWebhookAck {
     pub duplicate: bool,
 }
 
-async fn hand_on(state: &WebhookState, message: &DeliveryMessage) -> Result<(), ApiError> {
-    let body = serde_json::to_string(message).map_err(|e| ApiError::from(DomainError::Internal(e.into())))?;
-    state
-        .sqs
-        .send_message()
-        .queue_url(&state.queue_url)
-        .message_body(body)
-        .send()
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "delivery not queued; the provider will retry");
-            ApiError::Unavailable("the delivery could not be queued; retry".into())
-        })?;
-    webhooks::mark_queued(&state.connectors, message).await?;
-    Ok(())
-}
-
 /// A provider's webhook delivery for one tenant's connector (the URL is the connector's
 /// `webhook_path`). Signed by the provider; no bearer credential.
 #[utoipa::path(post, path = "/webhooks/connectors/{kind}/{tenant_key}", tag = TAG,
@@ -89,18 +72,14 @@ async fn receive(
     headers: HeaderMap,
     RawBody(body): RawBody<{ webhooks::MAX_BODY_BYTES }>,
 ) -> Result<Json<ConnectorWebhookAck>, ApiError> {
-    let ack = |duplicate| {
-        Json(ConnectorWebhookAck {
+    match webhooks::accept(&state.connectors, &state.queue, &kind, &key, &headers, &body).await {
+        Ok(duplicate) => Ok(Json(ConnectorWebhookAck {
             received: true,
             duplicate,
-        })
-    };
-    match webhooks::receive(&state.connectors, &kind, &key, &headers, &body).await {
-        Ok(Received::Ping) => Ok(ack(false)),
-        Ok(Received::Duplicate) => Ok(ack(true)),
-        Ok(Received::ToQueue(message)) => {
-            hand_on(&state, &message).await?;
-            Ok(ack(false))
+        })),
+        Err(WebhookError::NotQueued(e)) => {
+            tracing::error!(error = %e, "delivery not queued; the provider will retry");
+            Err(ApiError::Unavailable("the delivery could not be queued; retry".into()))
         }
         Err(WebhookError::NotFound) => Err(DomainError::NotFound.into()),
         Err(WebhookError::TooLarge) => Err(ApiError::PayloadTooLarge),

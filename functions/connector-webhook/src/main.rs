@@ -11,8 +11,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     let connectors = shared::services::connectors::Connectors::from_env(db, keys, &env)?;
     let state = connector_webhook::WebhookState {
         connectors,
-        sqs: shared::adapters::aws::sqs(&aws),
-        queue_url: env.required("CONNECTOR_SYNC_QUEUE_URL")?,
+        queue: shared::services::ecommerce::sync::SyncQueue::new(
+            &shared::adapters::aws::sqs(&aws),
+            env.required("CONNECTOR_SYNC_QUEUE_URL")?,
+        ),
     };
     shared::http::run(connector_webhook::router(state)).await
 }

@@ -102,8 +102,7 @@ impl World {
     fn router(&self, queue_url: &str) -> axum::Router {
         connector_webhook::router(connector_webhook::WebhookState {
             connectors: self.connectors.clone(),
-            sqs: self.sqs.clone(),
-            queue_url: queue_url.to_owned(),
+            queue: shared::services::ecommerce::sync::SyncQueue::new(&self.sqs, queue_url),
         })
     }
 

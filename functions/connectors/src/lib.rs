@@ -12,7 +12,7 @@ use shared::http::routes::{Access, RouteSpec};
 use shared::http::{ApiError, Body, Core, IfMatch, Json, PathId, TenantCtx, etag, min};
 use shared::services::connectors::catalog::Kind;
 use shared::services::connectors::{Connector, Connectors, TestResult};
-use shared::services::ecommerce::sync::{self, RunMessage, SyncRun};
+use shared::services::ecommerce::sync::{self, SyncQueue, SyncRun};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -26,13 +26,6 @@ pub const ROUTES: &[RouteSpec] = &[
     RouteSpec::new("POST", "/connectors/{kind}/test", Access::Tenant(Role::Admin)),
     RouteSpec::new("POST", "/connectors/{kind}/sync", Access::Tenant(Role::Admin)),
 ];
-
-/// Where sync runs are queued (`CONNECTOR_SYNC_QUEUE_URL`, consumed by connector-sync).
-#[derive(Clone)]
-pub struct SyncQueue {
-    pub sqs: aws_sdk_sqs::Client,
-    pub queue_url: String,
-}
 
 #[derive(Clone)]
 pub struct ConnectorsState {
@@ -152,25 +145,6 @@ async fn sync_connector(
     ctx: TenantCtx<min::Admin>,
     PathId(kind): PathId<Kind>,
 ) -> Result<Response, ApiError> {
-    let run = sync::create_run(&state.connectors, &ctx.scope, kind, "manual").await?;
-    let tenant_id = ctx.scope.tenant_id().unwrap_or_default();
-    let message = RunMessage {
-        tenant_id,
-        kind,
-        run: run.id,
-    };
-    let body = serde_json::to_string(&message).unwrap_or_default();
-    if let Err(e) = state
-        .sync
-        .sqs
-        .send_message()
-        .queue_url(&state.sync.queue_url)
-        .message_body(body)
-        .send()
-        .await
-    {
-        // The schedule's next pass syncs anyway; this run stays queued until it is too old to block.
-        tracing::warn!(run = %run.id, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "sync run not queued");
-    }
+    let run = sync::queue_run(&state.connectors, &ctx.scope, kind, &state.sync).await?;
     Ok((StatusCode::CREATED, Json(run)).into_response())
 }

@@ -8,9 +8,9 @@ async fn main() -> Result<(), lambda_http::Error> {
     let aws = shared::adapters::aws::sdk_config().await;
     let keys = shared::adapters::kms::connector_keys(&env, &aws)?;
     let service = shared::services::connectors::Connectors::from_env(core.db.clone(), keys, &env)?;
-    let sync = connectors::SyncQueue {
-        sqs: shared::adapters::aws::sqs(&aws),
-        queue_url: env.required("CONNECTOR_SYNC_QUEUE_URL")?,
-    };
+    let sync = shared::services::ecommerce::sync::SyncQueue::new(
+        &shared::adapters::aws::sqs(&aws),
+        env.required("CONNECTOR_SYNC_QUEUE_URL")?,
+    );
     shared::http::run(connectors::router(core, service, sync)).await
 }

@@ -359,7 +359,7 @@ async fn create_import(
     let key = idem.with_request("POST /crm/imports", &body.raw)?;
     let head = match imports::upload_of(&ctx.scope, &body.value)? {
         Some(upload_key) => match state.files.copy_for_job(upload_key).await.map_err(storage)? {
-            Some(job_key) => state.files.head(&job_key).await.map_err(storage)?,
+            Some(job_key) => state.files.head(&job_key, imports::HEAD_BYTES).await.map_err(storage)?,
             None => None,
         },
         None => None,

@@ -8,11 +8,11 @@
 //!   redelivered by SQS and resumes where the last commit left it (then the DLQ).
 //! - Schedule (every 5 minutes): jobs without progress for 10 minutes (a message lost, or
 //!   dead-lettered) are queued again.
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use serde_json::Value;
 use shared::adapters::crm_files::CrmFiles;
 use shared::config::Env;
 use shared::domain::DomainError;
+use shared::lambda::{SqsBatchResponse, SqsEvent, run_batch};
 use shared::services::connectors::catalog::Kind;
 use shared::services::connectors::{Connectors, Retry};
 use shared::services::crm::exports;
@@ -65,25 +65,10 @@ impl Worker {
     }
 
     pub async fn handle_sqs(&self, event: SqsEvent, deadline: Option<Instant>) -> SqsBatchResponse {
-        let mut response = SqsBatchResponse::default();
-        for record in &event.records {
-            let id = record.message_id.clone().unwrap_or_default();
-            let outcome = match serde_json::from_str::<JobMessage>(record.body.as_deref().unwrap_or_default()) {
-                Ok(message) => self.run(&message, deadline).await,
-                Err(e) => {
-                    // Not ours to retry: it can never parse.
-                    tracing::error!(message_id = %id, error = %e, "not a CRM job message; dropped");
-                    Ok(())
-                }
-            };
-            if let Err(e) = outcome {
-                tracing::error!(message_id = %id, error = %format!("{e:#}"), "CRM job failed; SQS will retry it");
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                response.batch_item_failures.push(failure);
-            }
-        }
-        response
+        run_batch(event, "CRM job", |message: JobMessage| async move {
+            self.run(&message, deadline).await
+        })
+        .await
     }
 
     /// Runs one job to its end (or to the deadline, then queues it again).

@@ -109,9 +109,10 @@ impl World {
     async fn next_job(&self) -> JobMessage {
         let out = self
             .files
-            .sqs
+            .jobs
+            .client()
             .receive_message()
-            .queue_url(&self.files.queue_url)
+            .queue_url(self.files.jobs.url())
             .wait_time_seconds(2)
             .max_number_of_messages(1)
             .send()
@@ -119,9 +120,10 @@ impl World {
             .unwrap();
         let message = out.messages().first().expect("a job was queued").clone();
         self.files
-            .sqs
+            .jobs
+            .client()
             .delete_message()
-            .queue_url(&self.files.queue_url)
+            .queue_url(self.files.jobs.url())
             .receipt_handle(message.receipt_handle().unwrap())
             .send()
             .await

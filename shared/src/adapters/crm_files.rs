@@ -3,18 +3,17 @@
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 
+use super::queue::Queue;
 use crate::config::{ConfigError, Env};
-use crate::services::crm::imports::{FileHead, HEAD_BYTES};
-use crate::services::crm::jobs::JobMessage;
+use crate::domain::jobs::{FileHead, JobMessage};
 
 #[derive(Clone)]
 pub struct CrmFiles {
     pub s3: aws_sdk_s3::Client,
-    pub sqs: aws_sdk_sqs::Client,
     /// `CRM_FILES_BUCKET`.
     pub bucket: String,
-    /// `CRM_JOBS_QUEUE_URL`.
-    pub queue_url: String,
+    /// `CRM_JOBS_QUEUE_URL`: the crm-import worker's jobs.
+    pub jobs: Queue<JobMessage>,
 }
 
 pub use super::aws::{LINK_TTL, Presigned};
@@ -23,9 +22,8 @@ impl CrmFiles {
     pub fn new(aws: &aws_config::SdkConfig, env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             s3: super::aws::s3(aws),
-            sqs: super::aws::sqs(aws),
             bucket: env.required("CRM_FILES_BUCKET")?,
-            queue_url: env.required("CRM_JOBS_QUEUE_URL")?,
+            jobs: Queue::new(&super::aws::sqs(aws), env.required("CRM_JOBS_QUEUE_URL")?),
         })
     }
 
@@ -75,8 +73,8 @@ impl CrmFiles {
         }
     }
 
-    /// The object's size and first 64 KiB; `None` when nothing was uploaded under `key`.
-    pub async fn head(&self, key: &str) -> anyhow::Result<Option<FileHead>> {
+    /// The object's size and first `head_bytes`; `None` when nothing was uploaded under `key`.
+    pub async fn head(&self, key: &str, head_bytes: u64) -> anyhow::Result<Option<FileHead>> {
         let head = match self.s3.head_object().bucket(&self.bucket).key(key).send().await {
             Ok(head) => head,
             Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => return Ok(None),
@@ -90,7 +88,9 @@ impl CrmFiles {
                 bytes: Vec::new(),
             }));
         }
-        let bytes = self.read_range(key, &format!("bytes=0-{}", HEAD_BYTES - 1)).await?;
+        let bytes = self
+            .read_range(key, &format!("bytes=0-{}", head_bytes.max(1) - 1))
+            .await?;
         Ok(bytes.map(|bytes| FileHead {
             object_key: key.to_owned(),
             size,
@@ -146,12 +146,6 @@ impl CrmFiles {
     }
 
     pub async fn enqueue(&self, message: &JobMessage) -> anyhow::Result<()> {
-        self.sqs
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(serde_json::to_string(message)?)
-            .send()
-            .await?;
-        Ok(())
+        Ok(self.jobs.send(message).await?)
     }
 }

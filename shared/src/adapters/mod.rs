@@ -9,6 +9,8 @@ pub mod kms;
 #[cfg(feature = "s3")]
 pub mod media_store;
 pub mod pg;
+#[cfg(feature = "sqs")]
+pub mod queue;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "s3")]

@@ -2,6 +2,7 @@
 pub mod envelope;
 mod error;
 pub mod hll;
+pub mod jobs;
 pub mod money;
 pub mod page;
 pub mod rank;

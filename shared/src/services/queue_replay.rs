@@ -3,6 +3,8 @@
 //! (the consumers are idempotent) and never loses one.
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 
+use crate::adapters::queue::Queue;
+
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
     pub dry_run: bool,
@@ -37,6 +39,7 @@ pub async fn replay(
     mut seen: impl FnMut(&str, &str),
 ) -> anyhow::Result<ReplayReport> {
     let mut report = ReplayReport::default();
+    let target = Queue::<()>::new(sqs, to);
     // A dry run keeps what it saw invisible until it ends (so it sees each message once), then
     // makes it visible again.
     let mut held: Vec<String> = Vec::new();
@@ -69,11 +72,7 @@ pub async fn replay(
                 held.extend(message.receipt_handle().map(str::to_owned));
                 continue;
             }
-            let mut send = sqs.send_message().queue_url(to).message_body(body);
-            for (name, value) in message.message_attributes().into_iter().flatten() {
-                send = send.message_attributes(name, value.clone());
-            }
-            send.send().await.map_err(sqs_err)?;
+            target.send_raw(body, message.message_attributes().cloned()).await?;
             if let Some(handle) = message.receipt_handle() {
                 sqs.delete_message()
                     .queue_url(from)

@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Deserialize;
 use std::time::Duration;
 
+use crate::adapters::queue::Queue;
 use crate::domain::signature::stripe::{self, SignatureError};
 
 /// How long a received event is kept in the inbox table (DynamoDB TTL).
@@ -86,7 +87,16 @@ pub enum InboxError {
 pub struct StripeInbox {
     config: InboxConfig,
     dynamo: aws_sdk_dynamodb::Client,
-    sqs: aws_sdk_sqs::Client,
+    queue: Queue<BillingMessage>,
+}
+
+/// What the billing queue carries: which recorded event to apply (billing-sync reads its body
+/// from the inbox table).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct BillingMessage {
+    pub event_id: String,
+    #[serde(rename = "type", default)]
+    pub event_type: String,
 }
 
 enum Record {
@@ -100,7 +110,8 @@ fn unavailable(e: impl std::fmt::Display) -> InboxError {
 
 impl StripeInbox {
     pub fn new(config: InboxConfig, dynamo: aws_sdk_dynamodb::Client, sqs: aws_sdk_sqs::Client) -> Self {
-        Self { config, dynamo, sqs }
+        let queue = Queue::new(&sqs, &config.queue_url);
+        Self { config, dynamo, queue }
     }
 
     /// Handles one delivery. `signature` is the `Stripe-Signature` header; `now` Unix seconds.
@@ -223,21 +234,14 @@ impl StripeInbox {
     }
 
     async fn hand_off(&self, envelope: &Envelope) -> Result<(), InboxError> {
-        let message = serde_json::json!({ "event_id": envelope.id, "type": envelope.event_type });
-        let attribute = aws_sdk_sqs::types::MessageAttributeValue::builder()
-            .data_type("String")
-            .string_value(&envelope.event_type)
-            .build()
-            .map_err(unavailable)?;
-        self.sqs
-            .send_message()
-            .queue_url(&self.config.queue_url)
-            .message_body(message.to_string())
-            .message_attributes("event_type", attribute)
-            .send()
+        let message = BillingMessage {
+            event_id: envelope.id.clone(),
+            event_type: envelope.event_type.clone(),
+        };
+        self.queue
+            .send_with(&message, &[("event_type", &envelope.event_type)])
             .await
-            .map_err(|e| unavailable(aws_sdk_sqs::error::DisplayErrorContext(e)))?;
-        Ok(())
+            .map_err(unavailable)
     }
 
     async fn mark_forwarded(&self, key: &str) -> Result<(), InboxError> {

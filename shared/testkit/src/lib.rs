@@ -686,9 +686,8 @@ pub async fn crm_files(aws: &aws_config::SdkConfig, prefix: &str) -> shared::ada
         .unwrap();
     shared::adapters::crm_files::CrmFiles {
         s3,
-        sqs,
         bucket,
-        queue_url: queue.queue_url().unwrap().to_owned(),
+        jobs: shared::adapters::queue::Queue::new(&sqs, queue.queue_url().unwrap()),
     }
 }
 

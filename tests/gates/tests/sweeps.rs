@@ -184,22 +184,39 @@ fn crm_contacts_router(app: &TestApp) -> axum::Router {
         app.core.clone(),
         shared::adapters::crm_files::CrmFiles {
             s3,
-            sqs,
             bucket: "gates-crm-files-absent".to_owned(),
-            queue_url: format!("{moto}/000000000000/gates-crm-jobs-absent"),
+            jobs: shared::adapters::queue::Queue::new(&sqs, format!("{moto}/000000000000/gates-crm-jobs-absent")),
         },
     )
 }
 
 /// `connectors` with the local stack's settings: a test key, private addresses allowed (the
 /// factory's store is on 127.0.0.1), no provider overrides.
+/// The sweeps' connector-sync queue in moto (made by `make_sync_queue` before a sweep).
+static SYNC_QUEUE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+async fn make_sync_queue() {
+    let moto = std::env::var("TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
+    let created = moto_sqs(&moto)
+        .create_queue()
+        .queue_name("gates-connector-sync")
+        .send()
+        .await
+        .expect("the moto server answers: run local/up --services-only first");
+    if let Some(url) = created.queue_url() {
+        let _ = SYNC_QUEUE.set(url.to_owned());
+    }
+}
+
 fn connectors_router(app: &TestApp) -> axum::Router {
     let moto = std::env::var("TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
     let sqs = moto_sqs(&moto);
-    let sync = connectors::SyncQueue {
-        sqs,
-        queue_url: format!("{moto}/000000000000/gates-connector-sync-absent"),
-    };
+    // A queue that takes the runs: a manual sync answers 201 only when its run is queued.
+    let url = SYNC_QUEUE
+        .get()
+        .cloned()
+        .unwrap_or_else(|| format!("{moto}/000000000000/gates-connector-sync-absent"));
+    let sync = shared::services::ecommerce::sync::SyncQueue::new(&sqs, url);
     connectors::router(app.core.clone(), test_connectors(app), sync)
 }
 
@@ -210,8 +227,10 @@ fn connector_webhook_router(app: &TestApp) -> axum::Router {
     let sqs = moto_sqs(&moto);
     connector_webhook::router(connector_webhook::WebhookState {
         connectors: test_connectors(app),
-        sqs,
-        queue_url: format!("{moto}/000000000000/gates-connector-sync-absent"),
+        queue: shared::services::ecommerce::sync::SyncQueue::new(
+            &sqs,
+            format!("{moto}/000000000000/gates-connector-sync-absent"),
+        ),
     })
 }
 
@@ -490,6 +509,7 @@ fn every_documented_operation_is_in_exactly_one_route_table() {
 
 #[tokio::test]
 async fn tenant_isolation_sweep() {
+    make_sync_queue().await;
     let functions = functions();
     let ops = join_tables(&document(), &functions).unwrap();
     let world = World::new(&functions).await;
@@ -504,6 +524,7 @@ async fn tenant_isolation_sweep() {
 
 #[tokio::test]
 async fn role_sweep_matches_the_route_tables() {
+    make_sync_queue().await;
     let functions = functions();
     let ops = join_tables(&document(), &functions).unwrap();
     let world = World::new(&functions).await;

@@ -36,6 +36,9 @@ pub enum WebhookError {
     Unauthorized(&'static str),
     #[error("the delivery is larger than {MAX_BODY_BYTES} bytes")]
     TooLarge,
+    /// Recorded, but the sync queue did not take it: the provider's retry queues it.
+    #[error("the delivery could not be queued: {0}")]
+    NotQueued(String),
     #[error(transparent)]
     Domain(#[from] DomainError),
 }
@@ -232,6 +235,34 @@ pub async fn prune_deliveries(db: &sqlx::PgPool, now: DateTime<Utc>) -> Result<P
         total.rows_deleted += rows;
         if bodies < i64::from(PRUNE_BATCH) && rows < i64::from(PRUNE_BATCH) {
             return Ok(total);
+        }
+    }
+}
+
+/// Verifies and records a delivery, hands it to connector-sync's queue and marks it handed
+/// on; answers whether it was a duplicate (nothing more done). The one call of the webhook
+/// function's handler.
+#[cfg(feature = "sqs")]
+pub async fn accept(
+    svc: &Connectors,
+    queue: &crate::services::ecommerce::sync::SyncQueue,
+    kind: &str,
+    key: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<bool, WebhookError> {
+    match receive(svc, kind, key, headers, body).await? {
+        Received::Ping => Ok(false),
+        Received::Duplicate => Ok(true),
+        Received::ToQueue(message) => {
+            queue
+                .send(&crate::services::ecommerce::sync::SyncMessage::Delivery(
+                    message.clone(),
+                ))
+                .await
+                .map_err(|e| WebhookError::NotQueued(e.to_string()))?;
+            mark_queued(svc, &message).await?;
+            Ok(false)
         }
     }
 }

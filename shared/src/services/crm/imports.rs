@@ -151,13 +151,7 @@ pub struct NewImport {
     pub dedupe: Dedupe,
 }
 
-/// The start of the uploaded file, as the bucket gave it.
-pub struct FileHead {
-    /// The object the job reads (the upload's copy of its own).
-    pub object_key: String,
-    pub size: u64,
-    pub bytes: Vec<u8>,
-}
+pub use crate::domain::jobs::FileHead;
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ImportColumn {

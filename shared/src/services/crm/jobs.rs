@@ -1,24 +1,9 @@
 //! The messages of the CRM jobs queue, and the sweep that finds jobs whose message was lost.
-use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::domain::DomainError;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    Import,
-    Export,
-}
-
-/// One queue message: run this job of this tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobMessage {
-    pub kind: JobKind,
-    pub tenant_id: Uuid,
-    pub id: Uuid,
-}
+pub use crate::domain::jobs::{JobKind, JobMessage};
 
 /// Jobs of any tenant still queued or running without progress for `idle` (their message was
 /// lost, or every delivery of it died): the scheduled sweep queues them again. A job that is in

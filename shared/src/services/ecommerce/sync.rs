@@ -680,6 +680,47 @@ pub async fn create_run(svc: &Connectors, scope: &Scope, kind: Kind, trigger: &s
     Ok(run)
 }
 
+/// What `ConnectorSyncQueue` carries (connector-sync takes it): a sync run, or a verified
+/// webhook delivery to apply. Untagged: each is told apart by its fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum SyncMessage {
+    Run(RunMessage),
+    Delivery(crate::services::connectors::webhooks::DeliveryMessage),
+}
+
+/// The queue connector-sync takes its work from.
+#[cfg(feature = "sqs")]
+pub type SyncQueue = crate::adapters::queue::Queue<SyncMessage>;
+
+/// Records a manual run and hands it to the queue. A hand-off that fails fails the run (so it
+/// blocks no later sync) and answers 503: nothing will run until the caller tries again.
+#[cfg(feature = "sqs")]
+pub async fn queue_run(svc: &Connectors, scope: &Scope, kind: Kind, queue: &SyncQueue) -> Result<SyncRun, DomainError> {
+    let run = create_run(svc, scope, kind, "manual").await?;
+    let message = SyncMessage::Run(RunMessage {
+        tenant_id: scope.tenant_id().ok_or(DomainError::NotFound)?,
+        kind,
+        run: run.id,
+    });
+    if let Err(e) = queue.send(&message).await {
+        tracing::error!(run = %run.id, error = %e, "sync run not queued");
+        let mut tx = pg::begin(&svc.db, scope).await?;
+        sqlx::query(
+            "update connector_sync_runs set status = 'failed', error = $2, finished_at = now() where id = $1 and status = 'queued'",
+        )
+        .bind(run.id)
+        .bind("the run could not be queued; try again")
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Err(DomainError::Upstream(format!(
+            "the sync queue did not take the run: {e}"
+        )));
+    }
+    Ok(run)
+}
+
 /// Runs a queued run: the pass, then its outcome on the run and the connector. A provider's
 /// failure ends the run as failed (the next run resumes where this one stopped); only the
 /// database's failures are errors (the message is retried).
