@@ -863,12 +863,21 @@ proptest! {
         prop_assert!(!looks_like_api_key(&s), "{:?}", s);
     }
 
+    /// Known by construction (not by re-deriving the rule): `pk_` and up to 125 word
+    /// characters look like a key; a longer one, or one without the prefix, does not.
     #[test]
-    fn api_key_shape_is_pk_then_word_chars_up_to_128(s in prop_oneof!["[A-Za-z0-9_]{0,140}", "pk_[A-Za-z0-9_]{0,140}", any::<String>()]) {
-        let expected = s.starts_with("pk_")
-            && s.len() <= 128
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        prop_assert_eq!(looks_like_api_key(&s), expected);
+    fn api_key_shape_is_pk_then_word_chars_up_to_128(
+        rest in "[A-Za-z0-9_]{0,125}",
+        long in "[A-Za-z0-9_]{126,200}",
+        other_prefix in prop_oneof!["[A-Za-z0-9_]{0,2}", "(PK_|pk-|Pk_|p_k|_pk)[A-Za-z0-9_]{0,20}"],
+    ) {
+        let good = format!("pk_{rest}");
+        prop_assert!(looks_like_api_key(&good), "{:?}", good);
+        let too_long = format!("pk_{long}");
+        prop_assert!(!looks_like_api_key(&too_long), "{} characters", too_long.len());
+        prop_assert!(!looks_like_api_key(&other_prefix), "{:?}", other_prefix);
+        let prefixed = format!("{other_prefix}pk_{rest}");
+        prop_assert!(other_prefix.is_empty() || !looks_like_api_key(&prefixed), "{:?}", prefixed);
     }
 
     #[test]
@@ -1387,14 +1396,32 @@ mod stripe_signature {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
-        /// Any header text: parsed or refused, never a panic; a refusal of verify is one of the
-        /// four known kinds.
+        /// No header text that was not signed with the secret ever verifies, whatever it holds.
         #[test]
-        fn any_header_is_parsed_or_refused(header in "[ -~]{0,200}", body in vec(any::<u8>(), 0..64)) {
+        fn an_unsigned_header_never_verifies(header in "[ -~]{0,200}", body in vec(any::<u8>(), 0..64)) {
             let _ = parse(&header);
-            match verify(&header, &body, &["whsec_x"], 1_000, 300) {
-                Ok(_) | Err(SignatureError::Malformed | SignatureError::NoV1 | SignatureError::Timestamp | SignatureError::Mismatch) => {}
-            }
+            prop_assert!(verify(&header, &body, &["whsec_x"], 1_000, 300).is_err(), "{:?}", header);
+        }
+
+        /// Headers whose defect is known by construction are refused for that defect: no
+        /// timestamp is malformed, a timestamp without a v1 signature has none, a v1 signature of
+        /// random bytes inside the tolerance does not match, outside it the time is refused first.
+        #[test]
+        fn a_header_is_refused_for_what_is_wrong_with_it(
+            sig in "[0-9a-f]{64}",
+            other in "(v0|v2|v9)=[0-9a-f]{64}",
+            skew in -300i64..=300,
+            stale in 301i64..100_000,
+            body in vec(any::<u8>(), 0..64),
+        ) {
+            let now = 1_000_000;
+            let check = |h: &str| verify(h, &body, &["whsec_x"], now, 300);
+            prop_assert_eq!(check(&format!("v1={sig}")), Err(SignatureError::Malformed));
+            prop_assert_eq!(check(&format!("t=,v1={sig}")), Err(SignatureError::Malformed));
+            prop_assert_eq!(check(&format!("t={},{other}", now + skew)), Err(SignatureError::NoV1));
+            prop_assert_eq!(check(&format!("t={},v1={sig}", now + skew)), Err(SignatureError::Mismatch));
+            prop_assert_eq!(check(&format!("t={},v1={sig}", now - stale)), Err(SignatureError::Timestamp));
+            prop_assert_eq!(check(&format!("t={},v1={sig}", now + stale)), Err(SignatureError::Timestamp));
         }
 
         /// What we sign verifies for any secret, body and time inside the tolerance, in either

@@ -139,13 +139,21 @@ async fn the_board_orders_deals_and_sums_them_per_currency_to_the_cent() {
     let (lead_id, proposal_id) = (Uuid::parse_str(&lead).unwrap(), Uuid::parse_str(&proposal).unwrap());
     assert_eq!(history, [(None, Some(proposal_id)), (Some(proposal_id), Some(lead_id))]);
 
-    // Bad moves change nothing: a neighbour of another stage, neighbours the wrong way round.
+    // Bad moves change nothing: a neighbour of another stage, the moved deal as its own
+    // neighbour, neighbours the wrong way round (the deal "after" is below the deal "before").
     let l = w.board(id(&p)).await["stages"][0]["deals"][0].clone();
     let r = w.move_to(&c, &proposal, Some(&l), None).await;
     assert_eq!(r.error_fields(), ["after_id"]);
     let r = w.move_to(&c, &proposal, Some(&b), Some(&c)).await;
     assert_eq!(r.error_fields(), ["before_id"]);
+    assert_eq!(r.json["errors"][0]["code"], "not_in_stage");
     assert_eq!(w.column(id(&p), 1).await, ["C", "B"]);
+    let r = w.move_to(&l, &proposal, Some(&b), Some(&c)).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.error_fields(), ["before_id"]);
+    assert_eq!(r.json["errors"][0]["code"], "not_below_after");
+    assert_eq!(w.column(id(&p), 1).await, ["C", "B"]);
+    assert_eq!(w.column(id(&p), 0).await, ["L", "A"]);
     let r = w
         .send(post(&format!("/crm/deals/{}/move", id(&c))).json(json!({"stage_id": Uuid::new_v4()})))
         .await;

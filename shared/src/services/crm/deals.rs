@@ -379,6 +379,19 @@ pub struct MoveRequest {
     pub before_id: Option<Uuid>,
 }
 
+/// The rank of a deal landing between the deal above it (`low`, the smaller rank; none at the
+/// top) and the one below it (`high`; none at the bottom). Neighbours given the wrong way round
+/// (the one named above is in fact below) are the caller's error, on `before_id`.
+pub fn landing_rank(low: Option<&str>, high: Option<&str>) -> Result<String, DomainError> {
+    rank::between(low, high).map_err(|_| {
+        DomainError::invalid(
+            "before_id",
+            "not_below_after",
+            "before_id must be below after_id in the column",
+        )
+    })
+}
+
 /// Puts a deal into a stage between two neighbours: one row written under the stage's lock.
 pub async fn move_deal(pool: &PgPool, scope: &Scope, id: Uuid, input: MoveRequest) -> Result<Deal, DomainError> {
     let mut tx = pg::begin(pool, scope).await?;
@@ -437,13 +450,7 @@ pub async fn move_deal(pool: &PgPool, scope: &Scope, id: Uuid, input: MoveReques
             (last, None)
         }
     };
-    let key = rank::between(low.as_deref(), high.as_deref()).map_err(|_| {
-        DomainError::invalid(
-            "before_id",
-            "not_below_after",
-            "before_id must be below after_id in the column",
-        )
-    })?;
+    let key = landing_rank(low.as_deref(), high.as_deref())?;
     sqlx::query(
         "update crm_deals set stage_id = $2, pipeline_id = $3, rank = $4, updated_at = now(), version = version + 1 \
          where id = $1",
@@ -700,4 +707,30 @@ pub async fn forecast(pool: &PgPool, scope: &Scope, pipeline: Uuid) -> Result<Fo
             })
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deal_lands_between_its_neighbours_and_wrong_way_round_is_refused() {
+        let top = landing_rank(None, None).unwrap();
+        let below = landing_rank(Some(&top), None).unwrap();
+        assert!(top < below);
+        let between = landing_rank(Some(&top), Some(&below)).unwrap();
+        assert!(top < between && between < below, "{top} < {between} < {below}");
+        let above = landing_rank(None, Some(&top)).unwrap();
+        assert!(above < top);
+        // Named the wrong way round: the deal "after" is below the deal "before".
+        let Err(DomainError::Invalid(errors)) = landing_rank(Some(&below), Some(&top)) else {
+            panic!("not refused")
+        };
+        assert_eq!(
+            (errors[0].field.as_str(), errors[0].code.as_str()),
+            ("before_id", "not_below_after")
+        );
+        // The same deal on both sides leaves no room either.
+        assert!(landing_rank(Some(&top), Some(&top)).is_err());
+    }
 }
