@@ -1,8 +1,10 @@
-//! `media-processor` (S3 ObjectCreated on `media/…/original`): each record's object is
-//! processed by `shared::services::cms::process::object` (what the bytes are; thumbnails;
-//! rejected and removed when they are not what was declared). A record that fails fails the
-//! invocation, and S3's asynchronous retries (then the dead-letter queue) take over; a record
-//! processed twice changes nothing the second time.
+//! `media-processor` (S3 ObjectCreated on `uploads/…/original`): each record's object is
+//! processed by `shared::services::cms::process::object` (what the bytes are; accepted bytes
+//! copied to the public `media/` key with thumbnails; rejected and removed when they are not
+//! what was declared or cannot be read or processed). Every record is processed; when one met a
+//! passing failure (S3 or the database unreachable) the invocation fails after the others, and
+//! Lambda's asynchronous retries (then the dead-letter queue) take over: a record processed
+//! twice changes nothing the second time.
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::adapters::media_store::MediaStore;
@@ -60,10 +62,12 @@ impl Processor {
         })
     }
 
-    /// One S3 event: every record of this bucket's objects, in order.
+    /// One S3 event: every record of this bucket's objects, in order. `Err` when a record met
+    /// a passing failure (the first one; each is logged), after the other records were done.
     pub async fn handle(&self, payload: Value) -> Result<Value, lambda_runtime::Error> {
         let event: S3Event = serde_json::from_value(payload)?;
         let mut outcomes = Vec::new();
+        let mut failure = None;
         for record in event.records {
             let bucket = record.s3.bucket.name.as_str();
             if bucket != self.store.bucket {
@@ -71,7 +75,18 @@ impl Processor {
                 continue;
             }
             let key = object_key(&record.s3.object.key);
-            let outcome = process::object(&self.db, &self.store, &key).await?;
+            let outcome = match process::object(&self.db, &self.store, &key).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    tracing::error!(
+                        key,
+                        error = format!("{e:#}"),
+                        "object not processed; the event is retried"
+                    );
+                    failure.get_or_insert(e);
+                    continue;
+                }
+            };
             outcomes.push(json!({"key": key, "outcome": match outcome {
                 Outcome::Ready => "ready".to_owned(),
                 Outcome::Rejected(why) => format!("rejected: {why}"),
@@ -80,6 +95,9 @@ impl Processor {
                 Outcome::Gone => "gone".to_owned(),
             }}));
         }
-        Ok(json!({ "processed": outcomes }))
+        match failure {
+            Some(e) => Err(e.into()),
+            None => Ok(json!({ "processed": outcomes })),
+        }
     }
 }

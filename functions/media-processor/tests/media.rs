@@ -1,9 +1,11 @@
 //! The media library end to end against the moto server and a real Postgres: an upload is
-//! granted (type, size, storage quota), the bytes go to the presigned URL, the bucket's real
-//! ObjectCreated event (delivered through SQS, as the local stack delivers it) runs
-//! media-processor, and the item shows what the bytes are, with thumbnails in the bucket.
-//! Bytes that are not the declared type and SVG with script are rejected and removed; a
-//! repeated event changes nothing; deleting removes the objects; other tenants get 404.
+//! granted (type, size, storage quota), the bytes go to the presigned URL (a private
+//! `uploads/` key), the bucket's real ObjectCreated event (delivered through SQS, as the local
+//! stack delivers it) runs media-processor, and the item shows what the bytes are, copied to
+//! the public `media/` key with thumbnails beside it. Nothing is under the public key before
+//! it was checked; bytes that are not the declared type, SVG with script and unreadable
+//! uploads are rejected and removed, never public; a repeated event changes nothing; deleting
+//! removes the objects; other tenants get 404.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use aws_sdk_s3::types::{
@@ -29,8 +31,8 @@ struct World {
     tenant: Uuid,
 }
 
-/// A bucket whose `…/original` objects notify a queue, as template.yaml's `MediaBucket` notifies
-/// media-processor.
+/// A bucket whose `uploads/…/original` objects notify a queue, as template.yaml's `MediaBucket`
+/// notifies media-processor.
 async fn world() -> World {
     let aws = testkit::moto().await;
     let store = testkit::media_store(&aws, "media").await;
@@ -60,7 +62,7 @@ async fn world() -> World {
                 .filter_rules(
                     FilterRule::builder()
                         .name(FilterRuleName::Prefix)
-                        .value("media/")
+                        .value("uploads/")
                         .build(),
                 )
                 .filter_rules(
@@ -138,6 +140,8 @@ impl World {
         assert_eq!(r.status, 201, "{}", r.text);
         assert_eq!(r.json["media"]["status"], "pending");
         let ticket = &r.json["upload"];
+        let url = ticket["url"].as_str().unwrap();
+        assert!(url.contains(&upload_of(self.tenant, &r.json["media"])), "{url}");
         let mut put = reqwest::Client::new().put(ticket["url"].as_str().unwrap());
         for (k, v) in ticket["headers"].as_object().unwrap() {
             put = put.header(k, v.as_str().unwrap());
@@ -194,6 +198,23 @@ impl World {
         self.store.get(key).await.unwrap()
     }
 
+    /// Whether an object is under `key` (HeadObject).
+    async fn exists(&self, key: &str) -> bool {
+        match self
+            .store
+            .s3
+            .head_object()
+            .bucket(&self.store.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => true,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => false,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
     async fn media(&self, id: &str) -> Value {
         let r = self.send(get(&format!("/cms/media/{id}"))).await;
         assert_eq!(r.status, 200, "{}", r.text);
@@ -201,8 +222,14 @@ impl World {
     }
 }
 
+/// Where an item is served once accepted.
 fn key_of(tenant: Uuid, media: &Value) -> String {
     format!("media/{tenant}/{}/original", media["id"].as_str().unwrap())
+}
+
+/// Where an item's bytes are uploaded.
+fn upload_of(tenant: Uuid, media: &Value) -> String {
+    format!("uploads/{tenant}/{}/original", media["id"].as_str().unwrap())
 }
 
 #[tokio::test]
@@ -217,6 +244,11 @@ async fn an_uploaded_image_is_measured_checksummed_and_thumbnailed() {
             json!({"folder": "home", "alt": "A hero"}),
         )
         .await;
+    assert!(w.exists(&upload_of(w.tenant, &item)).await);
+    assert!(
+        !w.exists(&key_of(w.tenant, &item)).await,
+        "nothing is public before it is checked"
+    );
     let outcomes = w.process(1).await;
     assert_eq!(outcomes[0]["outcome"], "ready", "{outcomes:?}");
     let m = w.media(item["id"].as_str().unwrap()).await;
@@ -227,6 +259,22 @@ async fn an_uploaded_image_is_measured_checksummed_and_thumbnailed() {
     assert_eq!(m["checksum_sha256"], hex::encode(Sha256::digest(&bytes)));
     let key = key_of(w.tenant, &m);
     assert_eq!(m["url"], format!("{}/{key}", w.store.public_base_url));
+    // The checked bytes are public (shown inline: an image); the upload is gone.
+    assert_eq!(w.object(&key).await.unwrap(), bytes);
+    let served = w
+        .store
+        .s3
+        .head_object()
+        .bucket(&w.store.bucket)
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (served.content_type(), served.content_disposition()),
+        (Some("image/png"), None)
+    );
+    assert!(!w.exists(&upload_of(w.tenant, &m)).await);
     let thumbs = m["thumbnails"].as_array().unwrap();
     let sizes: Vec<(i64, i64)> = thumbs
         .iter()
@@ -252,7 +300,7 @@ async fn an_uploaded_image_is_measured_checksummed_and_thumbnailed() {
     // The same event again (S3 delivers at least once): nothing changes.
     let version = m["version"].clone();
     let event = json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {
-        "bucket": {"name": w.store.bucket}, "object": {"key": key_of(w.tenant, &m)}}}]});
+        "bucket": {"name": w.store.bucket}, "object": {"key": upload_of(w.tenant, &m)}}}]});
     let out = w.processor.handle(event).await.unwrap();
     assert_eq!(out["processed"][0]["outcome"], "unchanged");
     assert_eq!(w.media(item["id"].as_str().unwrap()).await["version"], version);
@@ -268,24 +316,48 @@ async fn bytes_that_are_not_the_declared_type_or_unsafe_svg_are_rejected_and_rem
     let fine = br#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10"><circle cx="5" cy="5" r="4" fill="teal"/></svg>"#;
     let good_svg = w.upload("mark.svg", "image/svg+xml", fine, json!({})).await;
     let real_pdf = w.upload("terms.pdf", "application/pdf", &pdf, json!({})).await;
+    for item in [&fake, &bad_svg, &good_svg, &real_pdf] {
+        assert!(
+            !w.exists(&key_of(w.tenant, item)).await,
+            "nothing is public before it is checked"
+        );
+    }
     w.process(4).await;
 
     let m = w.media(fake["id"].as_str().unwrap()).await;
     assert_eq!(m["status"], "rejected");
     assert!(m["reject_reason"].as_str().unwrap().contains("application/pdf"), "{m}");
     assert!(m["url"].is_null());
-    assert!(w.object(&key_of(w.tenant, &m)).await.is_none(), "the object is removed");
+    assert!(!w.exists(&upload_of(w.tenant, &m)).await, "the object is removed");
+    assert!(!w.exists(&key_of(w.tenant, &m)).await, "and never was public");
     let m = w.media(bad_svg["id"].as_str().unwrap()).await;
     assert_eq!(m["status"], "rejected");
     assert!(m["reject_reason"].as_str().unwrap().contains("unsafe SVG"), "{m}");
-    assert!(w.object(&key_of(w.tenant, &m)).await.is_none());
+    assert!(m["url"].is_null());
+    assert!(!w.exists(&upload_of(w.tenant, &m)).await);
+    assert!(
+        !w.exists(&key_of(w.tenant, &m)).await,
+        "the SVG with script never was public"
+    );
     let m = w.media(good_svg["id"].as_str().unwrap()).await;
     assert_eq!(
         (m["status"].as_str(), m["content_type"].as_str()),
         (Some("ready"), Some("image/svg+xml"))
     );
+    assert!(w.exists(&key_of(w.tenant, &m)).await);
     let m = w.media(real_pdf["id"].as_str().unwrap()).await;
     assert_eq!((m["status"].as_str(), m["width"].as_i64()), (Some("ready"), None));
+    // Not an image: served as a download.
+    let served = w
+        .store
+        .s3
+        .head_object()
+        .bucket(&w.store.bucket)
+        .key(key_of(w.tenant, &m))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.content_disposition(), Some("attachment"));
 
     // A rejected image is no image a page may show.
     let (site, _) = w.app.site(w.tenant, "example.com").await;
@@ -299,7 +371,7 @@ async fn bytes_that_are_not_the_declared_type_or_unsafe_svg_are_rejected_and_rem
     assert_eq!(r.error_fields(), ["body[0].media_id"]);
 
     // An object no library item owns (a deleted item's late upload) is removed.
-    let stray = format!("media/{}/{}/original", w.tenant, Uuid::now_v7());
+    let stray = format!("uploads/{}/{}/original", w.tenant, Uuid::now_v7());
     w.store.put(&stray, png(4, 4), "image/png").await.unwrap();
     let out = w.process(1).await;
     assert_eq!(out[0]["outcome"], "orphan removed");
@@ -439,8 +511,65 @@ async fn the_library_lists_edits_deletes_and_keeps_tenants_apart() {
         .collect();
     assert_eq!(thumbs.len(), 1);
     assert_eq!(w.send(delete(&format!("/cms/media/{a_id}"))).await.status, 204);
-    assert!(w.object(&key_of(w.tenant, &a)).await.is_none());
+    assert!(!w.exists(&key_of(w.tenant, &a)).await);
     assert!(w.object(&thumbs[0]).await.is_none());
     assert_eq!(w.send(get(&format!("/cms/media/{a_id}"))).await.status, 404);
     assert_eq!(w.media(b_id).await["status"], "ready");
+}
+
+#[tokio::test]
+async fn an_upload_that_cannot_be_read_is_rejected_and_removed_not_left_pending() {
+    let w = world().await;
+    let bytes = png(64, 64);
+    let r = w
+        .send(
+            post("/cms/media/uploads")
+                .json(json!({"name": "cold.png", "content_type": "image/png", "size": bytes.len()})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let item = r.json["media"].clone();
+    // An object S3 will not serve as it is (an archived storage class): no retry would help.
+    w.store
+        .s3
+        .put_object()
+        .bucket(&w.store.bucket)
+        .key(upload_of(w.tenant, &item))
+        .content_type("image/png")
+        .storage_class(aws_sdk_s3::types::StorageClass::Glacier)
+        .body(bytes.into())
+        .send()
+        .await
+        .unwrap();
+    let out = w.process(1).await;
+    assert_eq!(
+        out[0]["outcome"], "rejected: the upload cannot be read: it is archived",
+        "{out:?}"
+    );
+    let m = w.media(item["id"].as_str().unwrap()).await;
+    assert_eq!(m["status"], "rejected");
+    assert!(!w.exists(&upload_of(w.tenant, &item)).await, "the object is removed");
+    assert!(!w.exists(&key_of(w.tenant, &item)).await);
+
+    // A passing failure (S3 unreachable) is an error: the event is tried again.
+    let item = w.upload("later.png", "image/png", &png(8, 8), json!({})).await;
+    let events = w.events(1).await;
+    let mut broken = w.processor.store.clone();
+    broken.s3 = aws_sdk_s3::Client::from_conf(
+        w.store
+            .s3
+            .config()
+            .to_builder()
+            .endpoint_url("http://127.0.0.1:9")
+            .build(),
+    );
+    let offline = Processor {
+        db: w.processor.db.clone(),
+        store: broken,
+    };
+    assert!(offline.handle(events[0].clone()).await.is_err());
+    assert_eq!(w.media(item["id"].as_str().unwrap()).await["status"], "pending");
+    // The retry, with S3 back, finishes it.
+    let out = w.processor.handle(events[0].clone()).await.unwrap();
+    assert_eq!(out["processed"][0]["outcome"], "ready");
 }

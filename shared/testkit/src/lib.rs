@@ -573,35 +573,6 @@ pub fn fixtures_at(dir: std::path::PathBuf, ci: bool) -> Option<std::path::PathB
     None
 }
 
-#[cfg(test)]
-mod fixture_tests {
-    use super::fixtures_at;
-
-    #[test]
-    fn outside_ci_a_missing_fixture_directory_skips() {
-        assert_eq!(fixtures_at("/nonexistent/fixtures/stripe".into(), false), None);
-    }
-
-    #[test]
-    #[should_panic(expected = "CI is set")]
-    fn under_ci_a_missing_fixture_directory_fails() {
-        fixtures_at("/nonexistent/fixtures/stripe".into(), true);
-    }
-
-    #[test]
-    #[should_panic(expected = "missing or empty")]
-    fn under_ci_an_empty_fixture_directory_fails() {
-        let dir = std::env::temp_dir().join(format!("empty-fixtures-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        fixtures_at(dir, true);
-    }
-
-    #[test]
-    fn a_directory_with_files_is_used() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        assert_eq!(fixtures_at(dir.clone(), true), Some(dir));
-    }
-}
 
 /// The local stack's Redis (`TEST_REDIS_URL`, default redis://127.0.0.1:6379). Tests use keys
 /// and streams of their own (unique names), so what others left there never matters.
@@ -749,4 +720,34 @@ pub fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     format!("{cores} cores, {cpu}")
+}
+
+#[cfg(test)]
+mod fixture_tests {
+    use super::fixtures_at;
+
+    #[test]
+    fn outside_ci_a_missing_fixture_directory_skips() {
+        assert_eq!(fixtures_at("/nonexistent/fixtures/stripe".into(), false), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "CI is set")]
+    fn under_ci_a_missing_fixture_directory_fails() {
+        fixtures_at("/nonexistent/fixtures/stripe".into(), true);
+    }
+
+    #[test]
+    #[should_panic(expected = "missing or empty")]
+    fn under_ci_an_empty_fixture_directory_fails() {
+        let dir = std::env::temp_dir().join(format!("empty-fixtures-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        fixtures_at(dir, true);
+    }
+
+    #[test]
+    fn a_directory_with_files_is_used() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        assert_eq!(fixtures_at(dir.clone(), true), Some(dir));
+    }
 }

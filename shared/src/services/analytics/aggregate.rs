@@ -564,7 +564,8 @@ async fn fold_isolating(
     let mut folded = 0;
     let mut refused = Vec::new();
     // Parts still to write, the next on top: a first half is written before its second half.
-    let mut todo = vec![0..events.len()];
+    let mut todo: Vec<std::ops::Range<usize>> = Vec::new();
+    todo.push(0..events.len());
     while let Some(range) = todo.pop() {
         let part = match events.get(range.clone()) {
             Some(part) if !part.is_empty() => part,

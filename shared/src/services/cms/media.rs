@@ -2,6 +2,10 @@
 //! checked against the allowed types, their size limits and the plan's storage), then listed,
 //! searched, renamed, described (alt text), moved between folders, tagged and deleted (the
 //! bucket's objects too). media-processor (`cms::process`) fills in what the bytes say.
+//!
+//! An item's `object_key` is where it is served once accepted (`media/…/original`); its bytes
+//! are uploaded to the private twin of that key (`uploads/…/original`, `MediaStore`), and only
+//! media-processor copies them to the public key, after checking them.
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -234,7 +238,7 @@ pub async fn create_upload(
     }
     v.finish()?;
     let id = Uuid::now_v7();
-    let key = MediaStore::original_key(tenant, id);
+    let key = MediaStore::public_key(tenant, id);
     let mut tx = pg::begin(pool, scope).await?;
     entitlements::lock(&mut tx, Limit::StorageBytes).await?;
     let used = storage_used(&mut tx).await?;
@@ -256,7 +260,9 @@ pub async fn create_upload(
     .fetch_one(&mut *tx)
     .await?;
     let size = u64::try_from(input.size).map_err(anyhow::Error::from)?;
-    let presigned = store.presign_upload(&key, &content_type, size).await?;
+    let presigned = store
+        .presign_upload(&MediaStore::upload_key(tenant, id), &content_type, size)
+        .await?;
     tx.commit().await?;
     Ok(MediaUpload {
         media: media.with_urls(store),
@@ -396,12 +402,13 @@ pub async fn update(
     Ok(m.with_urls(store))
 }
 
-/// Deletes an item and its objects (the upload and thumbnails). The objects go first: when
-/// that fails the item stays and a retry deletes both.
+/// Deletes an item and its objects (the upload, its public copy and thumbnails). The objects go
+/// first: when that fails the item stays and a retry deletes both.
 pub async fn delete(pool: &PgPool, store: &MediaStore, scope: &Scope, id: Uuid) -> Result<(), DomainError> {
     let mut tx = pg::begin(pool, scope).await?;
     let m = fetch(&mut tx, id, true).await?;
     let mut keys = vec![m.object_key.clone()];
+    keys.extend(MediaStore::upload_key_of(&m.object_key));
     keys.extend(m.thumbnails.iter().map(|t| t.key.clone()));
     store.delete(&keys).await?;
     sqlx::query("delete from cms_media where id = $1")

@@ -248,13 +248,13 @@ pub async fn finish(pool: &PgPool, job: &ExportRow, result: Result<(i64, i64), &
 /// Writing the file (the worker's part, with the S3 upload).
 #[cfg(feature = "s3")]
 mod writing {
+    use super::super::fields::{self, CustomField};
+    use super::super::input::Address;
+    use super::super::table;
     use super::*;
     use crate::adapters::s3_upload::MultipartUpload;
     use chrono::SecondsFormat;
     use std::collections::HashMap;
-    use super::super::fields::{self, CustomField};
-    use super::super::input::Address;
-    use super::super::table;
 
     fn csv_error(e: impl std::fmt::Display) -> DomainError {
         DomainError::Internal(anyhow::anyhow!("writing the export CSV: {e}"))

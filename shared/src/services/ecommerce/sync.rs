@@ -472,7 +472,8 @@ pub async fn apply_delivery(
     };
     let mut tx = pg::begin(&svc.db, &scope).await?;
     // A pruned body belongs to a delivery applied long ago: `applied_at` is set whenever it is.
-    let row: Option<(Option<String>, Option<String>, Option<DateTime<Utc>>)> =
+    type DeliveryRow = (Option<String>, Option<String>, Option<DateTime<Utc>>);
+    let row: Option<DeliveryRow> =
         sqlx::query_as("select topic, body, applied_at from connector_deliveries where id = $1 for update")
             .bind(message.delivery)
             .fetch_optional(&mut *tx)
