@@ -457,12 +457,14 @@ async fn applied_webhook_bodies_are_pruned_after_their_retention_and_their_hash_
     let set_applied = |id: Uuid, days: i64| {
         let app = &app;
         async move {
-            sqlx::query("update connector_deliveries set applied_at = now() - make_interval(days => $2::int) where id = $1")
-                .bind(id)
-                .bind(days as i32)
-                .execute(&app.db.owner)
-                .await
-                .unwrap();
+            sqlx::query(
+                "update connector_deliveries set applied_at = now() - make_interval(days => $2::int) where id = $1",
+            )
+            .bind(id)
+            .bind(days as i32)
+            .execute(&app.db.owner)
+            .await
+            .unwrap();
         }
     };
     set_applied(ids[0], BODY_RETENTION_DAYS + 1).await;

@@ -573,7 +573,6 @@ pub fn fixtures_at(dir: std::path::PathBuf, ci: bool) -> Option<std::path::PathB
     None
 }
 
-
 /// The local stack's Redis (`TEST_REDIS_URL`, default redis://127.0.0.1:6379). Tests use keys
 /// and streams of their own (unique names), so what others left there never matters.
 pub fn redis_url() -> String {
