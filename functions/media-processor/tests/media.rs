@@ -573,3 +573,45 @@ async fn an_upload_that_cannot_be_read_is_rejected_and_removed_not_left_pending(
     let out = w.processor.handle(events[0].clone()).await.unwrap();
     assert_eq!(out["processed"][0]["outcome"], "ready");
 }
+
+#[tokio::test]
+async fn an_item_still_pending_after_its_upload_window_is_rejected_with_why() {
+    let w = world().await;
+    let mut ids = Vec::new();
+    for name in ["stale.png", "fresh.png"] {
+        let r = w
+            .send(post("/cms/media/uploads").json(json!({"name": name, "content_type": "image/png", "size": 10})))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        ids.push(r.json["media"]["id"].as_str().unwrap().to_owned());
+    }
+    sqlx::query("update cms_media set created_at = now() - interval '3 hours' where id = $1::uuid")
+        .bind(&ids[0])
+        .execute(&w.app.db.owner)
+        .await
+        .unwrap();
+    let given_up = shared::services::cms::media::give_up_stale(&w.app.core.db, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(given_up, 1);
+    let stale = w.media(&ids[0]).await;
+    assert_eq!(stale["status"], "rejected");
+    assert!(
+        stale["reject_reason"]
+            .as_str()
+            .unwrap()
+            .contains("upload the file again"),
+        "{stale}"
+    );
+    assert_eq!(
+        w.media(&ids[1]).await["status"],
+        "pending",
+        "a fresh upload still has its time"
+    );
+    assert_eq!(
+        shared::services::cms::media::give_up_stale(&w.app.core.db, chrono::Utc::now())
+            .await
+            .unwrap(),
+        0
+    );
+}

@@ -418,3 +418,25 @@ pub async fn delete(pool: &PgPool, store: &MediaStore, scope: &Scope, id: Uuid) 
     tx.commit().await?;
     Ok(())
 }
+
+/// How long an item may stay pending: the upload link's 15 minutes, media-processor's retries
+/// within the hour after (its events are not retried older than that), and a margin.
+pub const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::hours(2);
+
+/// Rejects, across tenants, the items still pending `GIVE_UP_AFTER` after they were granted
+/// (nothing was uploaded, or no try to check the upload succeeded): they say why instead of
+/// staying pending forever. Answers how many; the content scheduler runs it every minute.
+pub async fn give_up_stale(pool: &PgPool, now: DateTime<Utc>) -> Result<usize, DomainError> {
+    let given_up: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "select tenant_id, media_id from app_cms_media_give_up($1, $2, $3)",
+    )
+    .bind(now - GIVE_UP_AFTER)
+    .bind("no upload arrived within 2 hours of the upload link, or it could not be checked; upload the file again")
+    .bind(1000_i32)
+    .fetch_all(pool)
+    .await?;
+    for (tenant, id) in &given_up {
+        tracing::warn!(tenant = %tenant, media = %id, "pending media item given up");
+    }
+    Ok(given_up.len())
+}
