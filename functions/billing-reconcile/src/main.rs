@@ -1,5 +1,5 @@
 //! `billing-reconcile` (schedule): one reconciliation run per invocation
-//! (`shared::services::billing_reconcile`); the run and every change it made are recorded in
+//! (`shared::services::billing::reconcile`); the run and every change it made are recorded in
 //! `billing_reconcile_runs` / `billing_reconcile_changes`. A failed run fails the invocation
 //! (the schedule's retry policy and on-failure destination take over).
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -10,7 +10,7 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
-    let syncer = Arc::new(billing_sync::syncer(&Env::from_process())?);
+    let syncer = Arc::new(shared::services::billing::sync::Syncer::from_env(&Env::from_process())?);
     lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| {
         let syncer = Arc::clone(&syncer);
         async move {

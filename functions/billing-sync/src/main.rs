@@ -11,7 +11,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let env = Env::from_process();
     let aws = shared::adapters::aws::sdk_config().await;
     let function = Arc::new(SyncFunction {
-        syncer: billing_sync::syncer(&env)?,
+        syncer: shared::services::billing::sync::Syncer::from_env(&env)?,
         dynamo: shared::adapters::aws::dynamodb(&aws),
         events_table: billing_sync::events_table(&env)?,
     });

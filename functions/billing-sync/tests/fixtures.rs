@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use serde_json::{Value, json};
-use shared::services::billing_sync::{Outcome, StripeEvent, Syncer};
+use shared::services::billing::sync::{Outcome, StripeEvent, Syncer};
 use std::collections::HashMap;
 use testkit::{TestDb, billing_snapshot, shared_fixtures};
 

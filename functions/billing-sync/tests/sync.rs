@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 use shared::adapters::stripe_api::StripeApi;
-use shared::services::billing_sync::{Outcome, StripeEvent, Syncer};
+use shared::services::billing::sync::{Outcome, StripeEvent, Syncer};
 use testkit::{TestDb, billing_snapshot};
 
 fn syncer(db: &TestDb, stripe: Option<StripeApi>) -> Syncer {

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use shared::adapters::stripe_api::StripeApi;
 use shared::domain::Role;
-use shared::services::billing_sync::{StripeEvent, Syncer};
+use shared::services::billing::sync::{StripeEvent, Syncer};
 use testkit::{TestApp, TestUser, get, post};
 use uuid::Uuid;
 use wiremock::matchers::{body_string_contains, header, header_exists, method, path, query_param};

@@ -1,7 +1,7 @@
 //! `stripe-webhook`: `POST /webhooks/stripe` (signed). Verifies the `Stripe-Signature` on the
 //! exact raw body, records the event in the DynamoDB inbox, hands it to the billing queue (SQS),
 //! then answers 200. A bad signature answers 400 and records nothing; a failed record or hand-off
-//! answers 503 so Stripe retries. The rules live in `shared::services::stripe_inbox`.
+//! answers 503 so Stripe retries. The rules live in `shared::services::billing::inbox`.
 use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -11,7 +11,7 @@ use shared::domain::signature::stripe::DEFAULT_TOLERANCE_SECS;
 use shared::http::docs::BodyProblems;
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{ApiError, Json, RawBody};
-use shared::services::stripe_inbox::{InboxConfig, InboxError, MAX_BODY_BYTES, Received, StripeInbox};
+use shared::services::billing::inbox::{InboxConfig, InboxError, MAX_BODY_BYTES, Received, StripeInbox};
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -7,7 +7,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
     let config = stripe_webhook::inbox_config(&Env::from_process())?;
     let aws = shared::adapters::aws::sdk_config().await;
-    let inbox = shared::services::stripe_inbox::StripeInbox::new(
+    let inbox = shared::services::billing::inbox::StripeInbox::new(
         config,
         shared::adapters::aws::dynamodb(&aws),
         shared::adapters::aws::sqs(&aws),

@@ -5,7 +5,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 use shared::domain::signature::stripe::sign;
-use shared::services::stripe_inbox::{InboxConfig, StripeInbox};
+use shared::services::billing::inbox::{InboxConfig, StripeInbox};
 use std::sync::Arc;
 use testkit::post;
 

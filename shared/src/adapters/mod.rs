@@ -11,6 +11,8 @@ pub mod media_store;
 pub mod pg;
 #[cfg(feature = "sqs")]
 pub mod queue;
+#[cfg(feature = "sqs")]
+pub mod queue_replay;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "s3")]

@@ -6,16 +6,9 @@ pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod billing;
-pub mod billing_reconcile;
-pub mod billing_sync;
 pub mod cms;
 pub mod connectors;
 pub mod crm;
 pub mod ecommerce;
-pub mod entitlements;
 pub mod idempotency;
-#[cfg(feature = "sqs")]
-pub mod queue_replay;
-#[cfg(all(feature = "dynamodb", feature = "sqs"))]
-pub mod stripe_inbox;
 pub mod team;

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::adapters::pg::{self, Tx};
 use crate::domain::{DomainError, Email, Page, PageRequest, Role, Scope, Validator, secret};
 use crate::services::audit;
-use crate::services::entitlements::{self, Limit};
+use crate::services::billing::entitlements::{self, Limit};
 use crate::services::idempotency::{self, Created, IdempotencyKey};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]

@@ -132,13 +132,13 @@ fn stripe_webhook_router(_: &TestApp) -> axum::Router {
             .region(aws_sdk_sqs::config::Region::new("us-east-1"))
             .build(),
     );
-    let config = shared::services::stripe_inbox::InboxConfig {
+    let config = shared::services::billing::inbox::InboxConfig {
         secrets: vec!["whsec_gates".to_owned()],
         tolerance_secs: 300,
         table: "unused".to_owned(),
         queue_url: "unused".to_owned(),
     };
-    let inbox = shared::services::stripe_inbox::StripeInbox::new(config, dynamo, sqs);
+    let inbox = shared::services::billing::inbox::StripeInbox::new(config, dynamo, sqs);
     stripe_webhook::router(stripe_webhook::WebhookState {
         inbox: std::sync::Arc::new(inbox),
     })

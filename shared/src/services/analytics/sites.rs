@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::adapters::pg::{self, TimeKey};
 use crate::domain::{DomainError, Page, PageRequest, Scope, Validator, secret};
-use crate::services::entitlements::{self, Limit};
+use crate::services::billing::entitlements::{self, Limit};
 use crate::services::idempotency::{self, Created, IdempotencyKey};
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]

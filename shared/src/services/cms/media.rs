@@ -19,7 +19,7 @@ use crate::adapters::pg::{self, Tx};
 use crate::domain::{DomainError, Page, Scope, Text, Validator};
 use crate::services::cms::public::Thumbnail;
 use crate::services::crm::input;
-use crate::services::entitlements::{self, Limit};
+use crate::services::billing::entitlements::{self, Limit};
 
 const MIB: i64 = 1024 * 1024;
 

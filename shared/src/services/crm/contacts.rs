@@ -15,7 +15,7 @@ use super::input::{self, Address};
 use super::listing::{self, ListQuery, Listed, Search, Searched, Sort, SortSpec};
 use crate::adapters::pg::{self, Tx};
 use crate::domain::{DomainError, Email, Page, Scope, Validator};
-use crate::services::entitlements::{self, Limit};
+use crate::services::billing::entitlements::{self, Limit};
 use crate::services::idempotency::{self, Created, IdempotencyKey};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema, sqlx::Type)]

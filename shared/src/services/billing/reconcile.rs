@@ -6,7 +6,7 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::billing_sync::{Outcome, Source, StripeEvent, SyncError, Syncer, lifecycle, repair_object};
+use super::sync::{Outcome, Source, StripeEvent, SyncError, Syncer, lifecycle, repair_object};
 use crate::domain::stripe_objects::{InvoiceView, SubscriptionView};
 
 /// Stripe keeps events this long: the first run looks back this far.

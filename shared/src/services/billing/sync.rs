@@ -187,6 +187,23 @@ pub struct Syncer {
     pub livemode: Option<bool>,
 }
 
+impl Syncer {
+    /// The `portal_billing` pool and the Stripe client, from the environment (read once, in
+    /// `main`): `BILLING_DATABASE_URL`, the Stripe settings, `DATABASE_MAX_CONNECTIONS` (2).
+    /// The one way billing-sync and billing-reconcile build it.
+    pub fn from_env(env: &crate::config::Env) -> anyhow::Result<Self> {
+        let stripe = crate::config::StripeSettings::from(env)?;
+        Ok(Self {
+            db: crate::adapters::pg::pool(
+                &env.required("BILLING_DATABASE_URL")?,
+                env.parsed_or("DATABASE_MAX_CONNECTIONS", 2)?,
+            )?,
+            stripe: Some(stripe.client()?),
+            livemode: stripe.livemode,
+        })
+    }
+}
+
 /// What an event's object needs from the API before the transaction (truncated lists).
 #[derive(Debug, Default)]
 struct Fetched {

@@ -10,10 +10,10 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 
 use super::entitlements::{self, LIVE_STATUSES, Limits};
-use super::idempotency::{self, Created, IdempotencyKey};
 use crate::adapters::pg;
 use crate::adapters::stripe_api::{StripeApi, StripeError, form};
 use crate::domain::{DomainError, Page, PageRequest, Scope};
+use crate::services::idempotency::{self, Created, IdempotencyKey};
 
 /// Where Stripe sends people back to (the portal's billing page).
 #[derive(Debug, Clone)]
