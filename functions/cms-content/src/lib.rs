@@ -7,39 +7,31 @@ use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use shared::domain::Scope;
 use shared::domain::{Page, Role};
 use shared::http::docs::{
     BodyProblems, Conflict, ListProblems, NotFound, PreconditionFailed, ProviderProblems, TenantHeader, TenantProblems,
 };
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{ApiError, Body, Core, IfMatch, Json, Params, PathId, TenantCtx, etag, min};
+use shared::services::cms::content::Content;
 use shared::services::cms::items::{
     self, DiffParams, Item, ItemListParams, ItemSummary, Kind, NewItem, PublishRequest, Revision, RevisionDiff,
     RevisionListParams, RevisionSummary, UnpublishRequest,
 };
-use shared::services::cms::wordpress::{Connected, Wordpress};
+use shared::services::cms::wordpress::Wordpress;
 use uuid::Uuid;
 
-/// What the handlers share: the core, and for posts the way to a connected WordPress site.
+/// What the handlers share: the core, and the content service (for posts, with the way to a
+/// connected WordPress site).
 #[derive(Clone)]
 pub struct ContentState {
     pub core: Core,
-    /// `None` for pages (and for posts where no connector service is configured).
-    pub wordpress: Option<Wordpress>,
+    pub content: Content,
 }
 
 impl FromRef<ContentState> for Core {
     fn from_ref(state: &ContentState) -> Core {
         state.core.clone()
-    }
-}
-
-/// The tenant's WordPress site when `kind`'s items are its posts.
-async fn connected<'a>(state: &'a ContentState, scope: &Scope, kind: Kind) -> Result<Option<Connected<'a>>, ApiError> {
-    match &state.wordpress {
-        Some(wp) => Ok(wp.connected(&state.core.db, scope, kind).await?),
-        None => Ok(None),
     }
 }
 
@@ -87,7 +79,13 @@ macro_rules! content_routes {
 
             pub fn router(core: Core, wordpress: Option<Wordpress>) -> Router {
                 let (routes, _) = api().split_for_parts();
-                shared::http::finish(routes.with_state(ContentState { core, wordpress }))
+                shared::http::finish(routes.with_state(ContentState {
+                    content: Content {
+                        db: core.db.clone(),
+                        wordpress,
+                    },
+                    core,
+                }))
             }
 
             pub fn openapi() -> utoipa::openapi::OpenApi {
@@ -102,11 +100,7 @@ macro_rules! content_routes {
                 ctx: TenantCtx<min::Viewer>,
                 Params(params): Params<ItemListParams>,
             ) -> Result<Json<Page<ItemSummary>>, ApiError> {
-                let db = &state.core.db;
-                Ok(Json(match connected(&state, &ctx.scope, KIND).await? {
-                    Some(wp) => wp.list(db, &ctx.scope, params).await?,
-                    None => items::list(db, &ctx.scope, KIND, params).await?,
-                }))
+                Ok(Json(state.content.list(&ctx.scope, KIND, params).await?))
             }
 
             #[doc = concat!("Create a ", $noun, " (member): a draft, revision 1. A taken slug answers 409 with `suggestion`; a block that fails its schema 422 naming its path (`body[2].href`).")]
@@ -118,11 +112,7 @@ macro_rules! content_routes {
                 ctx: TenantCtx<min::Member>,
                 body: Body<NewItem>,
             ) -> Result<Response, ApiError> {
-                let db = &state.core.db;
-                let item = match connected(&state, &ctx.scope, KIND).await? {
-                    Some(wp) => wp.create(db, &ctx.scope, body.value).await?,
-                    None => items::create(db, &ctx.scope, KIND, body.value).await?,
-                };
+                let item = state.content.create(&ctx.scope, KIND, body.value).await?;
                 Ok(item_response(item, StatusCode::CREATED))
             }
 
@@ -150,11 +140,7 @@ macro_rules! content_routes {
                 IfMatch(version): IfMatch,
                 body: Body<Value>,
             ) -> Result<Response, ApiError> {
-                let db = &state.core.db;
-                let item = match connected(&state, &ctx.scope, KIND).await? {
-                    Some(wp) => wp.update(db, &ctx.scope, id, body.value, version).await?,
-                    None => items::update(db, &ctx.scope, KIND, id, body.value, version).await?,
-                };
+                let item = state.content.update(&ctx.scope, KIND, id, body.value, version).await?;
                 Ok(item_response(item, StatusCode::OK))
             }
 
@@ -166,11 +152,7 @@ macro_rules! content_routes {
                 ctx: TenantCtx<min::Member>,
                 PathId(id): PathId<Uuid>,
             ) -> Result<StatusCode, ApiError> {
-                let db = &state.core.db;
-                match connected(&state, &ctx.scope, KIND).await? {
-                    Some(wp) => wp.delete(db, &ctx.scope, id).await?,
-                    None => items::delete(db, &ctx.scope, KIND, id).await?,
-                }
+                state.content.delete(&ctx.scope, KIND, id).await?;
                 Ok(StatusCode::NO_CONTENT)
             }
 
@@ -186,11 +168,7 @@ macro_rules! content_routes {
                 IfMatch(version): IfMatch,
                 body: Body<PublishRequest>,
             ) -> Result<Response, ApiError> {
-                let db = &state.core.db;
-                let item = match connected(&state, &ctx.scope, KIND).await? {
-                    Some(wp) => wp.publish(db, &ctx.scope, id, body.value, version).await?,
-                    None => items::publish(db, &ctx.scope, KIND, id, body.value, version).await?,
-                };
+                let item = state.content.publish(&ctx.scope, KIND, id, body.value, version).await?;
                 Ok(item_response(item, StatusCode::OK))
             }
 
@@ -206,11 +184,7 @@ macro_rules! content_routes {
                 IfMatch(version): IfMatch,
                 body: Body<UnpublishRequest>,
             ) -> Result<Response, ApiError> {
-                let db = &state.core.db;
-                let item = match connected(&state, &ctx.scope, KIND).await? {
-                    Some(wp) => wp.unpublish(db, &ctx.scope, id, body.value, version).await?,
-                    None => items::unpublish(db, &ctx.scope, KIND, id, body.value, version).await?,
-                };
+                let item = state.content.unpublish(&ctx.scope, KIND, id, body.value, version).await?;
                 Ok(item_response(item, StatusCode::OK))
             }
 
@@ -251,11 +225,7 @@ macro_rules! content_routes {
                 PathId((id, number)): PathId<(Uuid, i32)>,
                 IfMatch(version): IfMatch,
             ) -> Result<Response, ApiError> {
-                let db = &state.core.db;
-                let item = match connected(&state, &ctx.scope, KIND).await? {
-                    Some(wp) => wp.restore(db, &ctx.scope, id, number, version).await?,
-                    None => items::restore(db, &ctx.scope, KIND, id, number, version).await?,
-                };
+                let item = state.content.restore(&ctx.scope, KIND, id, number, version).await?;
                 Ok(item_response(item, StatusCode::OK))
             }
 

@@ -3,6 +3,7 @@
 //! build on these rules; `diff` tells two revisions apart; `svg` decides whether an uploaded
 //! SVG is safe to serve.
 pub mod blocks;
+pub mod content;
 pub mod diff;
 pub mod items;
 #[cfg(feature = "s3")]
