@@ -4,10 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use serde_json::{Map, Value, json};
+use shared::adapters::keys::Keys;
 use shared::domain::envelope::LocalKek;
 use shared::domain::{Actor, DomainError, Role, Scope};
 use shared::services::connectors::catalog::Kind;
-use shared::services::connectors::{ConnectorStatus, Connectors, Keys};
+use shared::services::connectors::{ConnectorStatus, Connectors};
 use std::collections::HashMap;
 use testkit::TestApp;
 use uuid::Uuid;

@@ -63,11 +63,8 @@ impl KmsKek {
 
 /// The key-encryption key of connector secrets from the environment: `CONNECTOR_KMS_KEY_ID`
 /// (AWS), else `CONNECTOR_LOCAL_KEY_FILE` (the local stack: 64 hex characters).
-pub fn connector_keys(
-    env: &crate::config::Env,
-    aws: &aws_config::SdkConfig,
-) -> anyhow::Result<crate::services::connectors::Keys> {
-    use crate::services::connectors::Keys;
+pub fn connector_keys(env: &crate::config::Env, aws: &aws_config::SdkConfig) -> anyhow::Result<super::keys::Keys> {
+    use super::keys::Keys;
     if let Some(key_id) = env.optional("CONNECTOR_KMS_KEY_ID") {
         return Ok(Keys::Kms(KmsKek {
             client: aws_sdk_kms::Client::new(aws),

@@ -4,6 +4,7 @@ pub mod aws;
 #[cfg(all(feature = "s3", feature = "sqs"))]
 pub mod crm_files;
 pub mod jwt;
+pub mod keys;
 #[cfg(feature = "kms")]
 pub mod kms;
 #[cfg(feature = "s3")]

@@ -693,7 +693,7 @@ pub fn connectors(
     let kek = shared::domain::envelope::LocalKek::from_hex(&"5a".repeat(32)).expect("a 32-byte hex key");
     shared::services::connectors::Connectors::new(
         db.clone(),
-        shared::services::connectors::Keys::Local(kek),
+        shared::adapters::keys::Keys::Local(kek),
         bases.into_iter().collect(),
         true,
     )

@@ -16,46 +16,13 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use self::catalog::{Auth, Base, CATALOG, FieldSpec, Format, Kind, Spec, WebhookScheme};
+use crate::adapters::keys::Keys;
 use crate::adapters::pg;
-use crate::domain::envelope::{EnvelopeError, LocalKek, Sealed};
+use crate::domain::envelope::{EnvelopeError, Sealed};
 use crate::domain::{DomainError, FieldError, Scope};
 
 /// How long a provider call may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The key-encryption key of connector secrets: a KMS key in AWS (`CONNECTOR_KMS_KEY_ID`), a
-/// local key file in the local stack (`CONNECTOR_LOCAL_KEY_FILE`).
-#[derive(Clone)]
-pub enum Keys {
-    Local(LocalKek),
-    #[cfg(feature = "kms")]
-    Kms(crate::adapters::kms::KmsKek),
-}
-
-impl Keys {
-    async fn new_data_key(&self) -> Result<([u8; 32], Vec<u8>, String), EnvelopeError> {
-        match self {
-            Keys::Local(kek) => {
-                let (key, wrapped) = kek.new_data_key()?;
-                Ok((key, wrapped, kek.key_ref.clone()))
-            }
-            #[cfg(feature = "kms")]
-            Keys::Kms(kms) => kms.new_data_key().await,
-        }
-    }
-
-    async fn unwrap_key(&self, sealed: &Sealed) -> Result<Vec<u8>, EnvelopeError> {
-        match self {
-            Keys::Local(kek) if sealed.key_ref == kek.key_ref => kek.unwrap_key(&sealed.wrapped_key),
-            Keys::Local(_) => Err(EnvelopeError::Kek(format!(
-                "sealed under {}, not the configured local key",
-                sealed.key_ref
-            ))),
-            #[cfg(feature = "kms")]
-            Keys::Kms(kms) => kms.unwrap_key(sealed).await,
-        }
-    }
-}
 
 /// What the connector service needs: the database, the key, an HTTP client, where providers
 /// live (overrides of their API base URLs: the local fakes) and whether private addresses may be
