@@ -1,18 +1,21 @@
 //! `api-docs`: `/health` (public, no tenant data), `/openapi.json` (the whole API, as committed)
-//! and `/docs` (a browsable reference page rendered from that document; no CDN, works offline).
+//! and `/docs`, the API reference: Swagger UI over that document, with "try it" against this
+//! API. Its files are bundled into the binary and served under `/docs/` (no CDN, works offline).
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use shared::http::docs::NotFound;
 use shared::http::routes::{Access, RouteSpec};
+use shared::http::{ApiError, PathId};
 use sqlx::PgPool;
-use std::sync::OnceLock;
 use std::time::Duration;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-mod render;
+pub mod assets;
 
 /// The whole API's OpenAPI document, generated from the code (`tests/openapi.rs` fails when
 /// this committed file and the code disagree; `OPENAPI_WRITE=1` rewrites it).
@@ -25,6 +28,7 @@ pub const ROUTES: &[RouteSpec] = &[
     RouteSpec::new("GET", "/health", Access::Public),
     RouteSpec::new("GET", "/openapi.json", Access::Public),
     RouteSpec::new("GET", "/docs", Access::Public),
+    RouteSpec::new("GET", "/docs/{asset}", Access::Public),
 ];
 
 #[derive(Clone)]
@@ -37,6 +41,7 @@ pub fn api() -> OpenApiRouter<DocsState> {
         .routes(routes!(health))
         .routes(routes!(openapi_json))
         .routes(routes!(docs))
+        .routes(routes!(docs_asset))
 }
 
 pub fn router(state: DocsState) -> Router {
@@ -59,7 +64,8 @@ pub fn whole_api(parts: impl IntoIterator<Item = utoipa::openapi::OpenApi>) -> u
 
 /// The committed document's text: the merged API plus the OpenAPI links that chain
 /// create -> use -> delete (what stateful contract testing follows). Links are added to the
-/// JSON because utoipa 5 writes a link's `operationId` as `operation_id`.
+/// JSON because utoipa 5 writes a link's `operationId` as `operation_id`. Each operation's
+/// summary is made one plain line, its Markdown kept in the description ([`split_summary`]).
 pub fn document_json(parts: impl IntoIterator<Item = utoipa::openapi::OpenApi>) -> String {
     let mut doc = serde_json::to_value(whole_api(parts)).unwrap_or_default();
     for link in LINKS {
@@ -73,7 +79,79 @@ pub fn document_json(parts: impl IntoIterator<Item = utoipa::openapi::OpenApi>) 
             });
         }
     }
+    for item in doc
+        .get_mut("paths")
+        .and_then(|p| p.as_object_mut())
+        .into_iter()
+        .flat_map(|p| p.values_mut())
+    {
+        for op in item.as_object_mut().into_iter().flat_map(|i| i.values_mut()) {
+            if let Some(op) = op.as_object_mut() {
+                split_summary(op);
+            }
+        }
+    }
     serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
+}
+
+/// utoipa makes a handler's whole first doc paragraph the `summary`, Markdown and line breaks
+/// included, and cms-content's macro writes only a `description`. OpenAPI's `summary` is one
+/// line of plain text (UIs print it as it is) and `description` is CommonMark (UIs render it).
+/// So: when the summary is not one plain line, or is missing, the whole text becomes the
+/// description and the summary its lead (see [`lead`]).
+fn split_summary(op: &mut serde_json::Map<String, serde_json::Value>) {
+    let text = |key: &str| {
+        op.get(key)
+            .and_then(|v| v.as_str())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    let summary = text("summary").map(str::to_owned);
+    let description = text("description").map(str::to_owned);
+    let full = match (summary, description) {
+        (Some(s), _) if !s.contains(['\n', '`']) => return,
+        (Some(s), Some(d)) => format!("{s}\n\n{d}"),
+        (Some(s), None) => s,
+        (None, Some(d)) => d,
+        (None, None) => return,
+    };
+    op.insert("summary".to_owned(), serde_json::Value::String(lead(&full)));
+    op.insert("description".to_owned(), serde_json::Value::String(full));
+}
+
+/// The text up to its first full stop or colon outside parentheses and code, on one line, with
+/// code spans in quotes (or bare when they hold quotes): `Create a contact (member). Email...`
+/// gives `Create a contact (member)`; `` Rename a pipeline (admin). `If-Match` `` the first part.
+fn lead(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(200));
+    let (mut depth, mut code) = (0_u32, None::<String>);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let ends_here = chars.peek().is_none_or(|n| n.is_whitespace());
+        match (c, code.as_mut()) {
+            ('`', Some(span)) => {
+                if span.contains('"') {
+                    out.push_str(span);
+                } else {
+                    out.push_str(&format!("\"{span}\""));
+                }
+                code = None;
+            }
+            (c, Some(span)) => span.push(c),
+            ('`', None) => code = Some(String::new()),
+            ('(', None) => {
+                depth += 1;
+                out.push(c);
+            }
+            (')', None) => {
+                depth = depth.saturating_sub(1);
+                out.push(c);
+            }
+            ('.' | ':', None) if depth == 0 && ends_here => break,
+            (c, None) => out.push(c),
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A link from one operation's response to another operation, feeding a path parameter.
@@ -261,7 +339,8 @@ pub struct Health {
 
 /// Liveness and readiness: answers 503 when the database does not answer within 2 s.
 #[utoipa::path(get, path = "/health", tag = TAG,
-    responses((status = 200, body = Health), (status = 503, body = Health)))]
+    responses((status = 200, description = "The API and its database answer", body = Health),
+        (status = 503, description = "The database did not answer within 2 s", body = Health)))]
 async fn health(State(state): State<DocsState>) -> Response {
     let ping = tokio::time::timeout(Duration::from_secs(2), sqlx::query("select 1").execute(&state.db)).await;
     let ok = matches!(ping, Ok(Ok(_)));
@@ -295,10 +374,107 @@ async fn openapi_json() -> Response {
     response
 }
 
-/// A browsable API reference page.
+/// The API reference: Swagger UI over `/openapi.json`, with "try it" against this API.
 #[utoipa::path(get, path = "/docs", tag = TAG,
     responses((status = 200, description = "HTML reference page", content_type = "text/html", body = String)))]
-async fn docs() -> Html<&'static str> {
-    static PAGE: OnceLock<String> = OnceLock::new();
-    Html(PAGE.get_or_init(|| render::page(OPENAPI_JSON)).as_str())
+async fn docs() -> Response {
+    let mut response = Html(assets::PAGE).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(assets::CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+struct AssetPath {
+    /// A file of the reference page.
+    #[param(schema_with = asset_names)]
+    asset: String,
+}
+
+/// The names `/docs/{asset}` serves, from the bundled table.
+fn asset_names() -> utoipa::openapi::schema::Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(assets::ASSETS.iter().map(|a| a.name)))
+        .build()
+}
+
+/// A file of the reference page (Swagger UI's script and style, the page's start script),
+/// gzip-encoded when the request's `Accept-Encoding` allows it.
+#[utoipa::path(get, path = "/docs/{asset}", tag = TAG, params(AssetPath),
+    responses((status = 200, description = "The file", content((String = "text/javascript"), (String = "text/css"))),
+        NotFound))]
+async fn docs_asset(PathId(AssetPath { asset }): PathId<AssetPath>, headers: HeaderMap) -> Result<Response, ApiError> {
+    assets::find(&asset)
+        .ok_or(ApiError::from(shared::domain::DomainError::NotFound))?
+        .response(&headers)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use serde_json::{Value, json};
+
+    fn split(op: Value) -> Value {
+        let mut op = op.as_object().unwrap().clone();
+        super::split_summary(&mut op);
+        Value::Object(op)
+    }
+
+    #[test]
+    fn a_plain_one_line_summary_is_kept() {
+        let op = json!({"summary": "Create a tenant; the caller becomes its owner."});
+        assert_eq!(split(op.clone()), op);
+    }
+
+    #[test]
+    fn a_markdown_summary_becomes_the_description_and_its_first_sentence_the_summary() {
+        let op = split(json!({"summary": "Create a contact (member). Email is unique (409\n`email_exists`)."}));
+        assert_eq!(op["summary"], "Create a contact (member)");
+        assert_eq!(
+            op["description"],
+            "Create a contact (member). Email is unique (409\n`email_exists`)."
+        );
+    }
+
+    #[test]
+    fn the_lead_ends_at_a_full_stop_or_colon_outside_parentheses_and_code() {
+        assert_eq!(super::lead("Companies: search (`q`: names\nand domains)."), "Companies");
+        assert_eq!(
+            super::lead("Pages (`filter`: one path; e.g. a `utm_*`: none). More."),
+            "Pages (\"filter\": one path; e.g. a \"utm_*\": none)"
+        );
+        assert_eq!(
+            super::lead("Import from a CSV (`source: \"csv\"`, the default) or Zoho"),
+            "Import from a CSV (source: \"csv\", the default) or Zoho"
+        );
+        assert_eq!(
+            super::lead("Rename a pipeline (admin). `If-Match` optional."),
+            "Rename a pipeline (admin)"
+        );
+        assert_eq!(super::lead("Version 1.2 of the `a.b`: x"), "Version 1.2 of the \"a.b\"");
+    }
+
+    #[test]
+    fn a_description_without_summary_gets_one() {
+        let op = split(json!({"description": "The tenant's pages (filters: site, status). Newest first."}));
+        assert_eq!(op["summary"], "The tenant's pages (filters: site, status)");
+        assert_eq!(
+            op["description"],
+            "The tenant's pages (filters: site, status). Newest first."
+        );
+    }
+
+    #[test]
+    fn a_summary_and_a_description_are_kept_together() {
+        let op = split(json!({"summary": "Move a deal\nbetween two.", "description": "More."}));
+        assert_eq!(op["summary"], "Move a deal between two");
+        assert_eq!(op["description"], "Move a deal\nbetween two.\n\nMore.");
+    }
 }

@@ -1,8 +1,10 @@
 //! The committed OpenAPI document is the code's, and the docs routes serve it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+use axum::http::header;
 use serde_json::Value;
 use testkit::{TestDb, get};
+use tower::ServiceExt;
 
 /// Every HTTP function's document. A new function adds itself here.
 fn documents() -> Vec<utoipa::openapi::OpenApi> {
@@ -75,7 +77,14 @@ fn the_document_is_openapi_3_1_and_describes_every_route_with_problems() {
             assert!(!responses.is_empty(), "{method} {path} documents no response");
             // Public routes (the collect endpoint and site content are keyed by a site key) and signed webhooks
             // carry no bearer credential.
-            let public = ["/health", "/openapi.json", "/docs", "/analytics/collect"].contains(&path.as_str())
+            let public = [
+                "/health",
+                "/openapi.json",
+                "/docs",
+                "/docs/{asset}",
+                "/analytics/collect",
+            ]
+            .contains(&path.as_str())
                 || path.starts_with("/webhooks/")
                 || path.starts_with("/public/");
             if !public {
@@ -123,8 +132,141 @@ async fn health_openapi_and_docs_answer() {
     let r = get("/docs").send(&router).await;
     assert_eq!(r.status, 200);
     assert!(r.content_type().starts_with("text/html"));
-    assert!(r.text.contains("/settings/team/members/{user_id}"));
+    assert!(r.text.contains("docs/swagger-ui-bundle.js?v="), "{}", r.text);
+    let csp = r.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
     get("/nope").send(&router).await.problem(404);
+}
+
+/// Sends GET `path` and returns the status, headers and raw body (assets are bytes, maybe gzip).
+async fn raw(router: &axum::Router, path: &str, accept_encoding: Option<&str>) -> (u16, http::HeaderMap, Vec<u8>) {
+    let mut request = http::Request::get(path);
+    if let Some(value) = accept_encoding {
+        request = request.header(header::ACCEPT_ENCODING, value);
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    (status, headers, body.to_vec())
+}
+
+#[tokio::test]
+async fn the_page_assets_are_bundled_and_gzipped_for_clients_that_accept_it() {
+    let pool = shared::adapters::pg::pool("postgres://nobody:x@127.0.0.1:1/none", 1).unwrap();
+    let router = api_docs::router(api_docs::DocsState { db: pool });
+    for (name, content_type, starts) in [
+        ("swagger-ui-bundle.js", "text/javascript", "/*! For license information"),
+        ("swagger-ui.css", "text/css", ".swagger-ui"),
+        ("docs.js", "text/javascript", "// Starts Swagger UI"),
+    ] {
+        let path = format!("/docs/{name}?v=1");
+        let (status, headers, gz) = raw(&router, &path, Some("gzip, deflate, br")).await;
+        assert_eq!(status, 200, "{name}");
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with(content_type),
+            "{name}"
+        );
+        assert_eq!(headers[header::CONTENT_ENCODING], "gzip", "{name}");
+        assert_eq!(headers[header::VARY], "accept-encoding", "{name}");
+        assert_eq!(&gz[..2], &[0x1f, 0x8b], "{name} is not gzip");
+
+        let (status, headers, plain) = raw(&router, &path, Some("identity")).await;
+        assert_eq!(status, 200, "{name}");
+        assert!(headers.get(header::CONTENT_ENCODING).is_none(), "{name}");
+        assert!(
+            plain.starts_with(starts.as_bytes()),
+            "{name} starts {:?}",
+            String::from_utf8_lossy(&plain[..40])
+        );
+        let mut inflated = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut inflated).unwrap();
+        assert_eq!(inflated, plain, "{name}: the gzip and the plain file differ");
+        let (_, headers, _) = raw(&router, &path, None).await;
+        assert!(headers.get(header::CONTENT_ENCODING).is_none(), "{name}");
+    }
+    let (status, headers, _) = raw(&router, "/docs/nope.js", Some("gzip")).await;
+    assert_eq!(status, 404);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
+    let (status, _, _) = raw(&router, "/docs/..%2Fopenapi.json", Some("gzip")).await;
+    assert_eq!(status, 404);
+}
+
+/// The names of the services the API calls (Stripe and the connector kinds).
+const PROVIDERS: &[&str] = &[
+    "stripe",
+    "shopify",
+    "woocommerce",
+    "wordpress",
+    "zoho",
+    "sendgrid",
+    "mailgun",
+    "linkedin",
+    "facebook",
+    "openai",
+];
+
+/// The problem sets of `shared::http::docs` are listed by operations of many functions, most of
+/// which call no provider: their descriptions must be true of every route, so name none (an
+/// operation's own responses may).
+#[test]
+fn the_shared_problem_descriptions_name_no_provider() {
+    use shared::http::docs::*;
+    use utoipa::IntoResponses;
+    let sets = [
+        ("AuthProblems", AuthProblems::responses()),
+        ("TenantProblems", TenantProblems::responses()),
+        ("BodyProblems", BodyProblems::responses()),
+        ("ListProblems", ListProblems::responses()),
+        ("Forbidden", Forbidden::responses()),
+        ("NotFound", NotFound::responses()),
+        ("Conflict", Conflict::responses()),
+        ("ProviderProblems", ProviderProblems::responses()),
+        ("Gone", Gone::responses()),
+        ("PreconditionFailed", PreconditionFailed::responses()),
+        ("SignatureProblems", SignatureProblems::responses()),
+        ("WebhookProblems", WebhookProblems::responses()),
+        ("PlanLimit", PlanLimit::responses()),
+        ("Upstream", Upstream::responses()),
+    ];
+    for (set, responses) in sets {
+        for (status, response) in responses {
+            let description = serde_json::to_value(response).unwrap()["description"]
+                .as_str()
+                .unwrap()
+                .to_lowercase();
+            let named: Vec<&&str> = PROVIDERS.iter().filter(|p| description.contains(**p)).collect();
+            assert!(named.is_empty(), "{set} {status}: {description:?} names {named:?}");
+        }
+    }
+}
+
+/// `summary` is one line of plain text (UIs print it as is); Markdown goes in `description`.
+/// (cms-content's operations have neither yet: utoipa reads no `#[doc = concat!(..)]`.)
+#[test]
+fn every_summary_is_one_plain_line() {
+    let doc: Value = serde_json::from_str(api_docs::OPENAPI_JSON).unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if let Some(summary) = op["summary"].as_str() {
+                assert!(!summary.trim().is_empty(), "{method} {path} has an empty summary");
+                assert!(
+                    !summary.contains(['\n', '`']),
+                    "{method} {path}: summary {summary:?} is not plain"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test]

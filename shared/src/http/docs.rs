@@ -60,7 +60,7 @@ fn problem(description: &str) -> RefOr<utoipa::openapi::Response> {
 }
 
 macro_rules! problem_set {
-    ($(#[$doc:meta])* $name:ident { $($code:literal => $desc:literal),* $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident { $($code:literal => $desc:expr),* $(,)? }) => {
         $(#[$doc])*
         pub struct $name;
         impl utoipa::IntoResponses for $name {
@@ -71,9 +71,14 @@ macro_rules! problem_set {
     };
 }
 
+/// The 503 of every set: one text, so whichever set an operation lists last, its 503 says what
+/// is true of it. A 503 comes from authentication or from a service the operation calls (a
+/// provider, a queue), so it names none.
+const UNAVAILABLE: &str = "A service this request depends on did not answer: retry shortly";
+
 problem_set!(
     /// Any authenticated route.
-    AuthProblems { "401" => "Missing, expired or forged credentials", "503" => "Authentication is temporarily unavailable" }
+    AuthProblems { "401" => "Missing, expired or forged credentials", "503" => UNAVAILABLE }
 );
 problem_set!(
     /// A route acting in a tenant: a wrong tenant is 404, a too-low role 403.
@@ -82,7 +87,7 @@ problem_set!(
         "401" => "Missing, expired or forged credentials",
         "403" => "Your role is too low for this",
         "404" => "Not found (or not in this tenant)",
-        "503" => "Authentication is temporarily unavailable",
+        "503" => UNAVAILABLE,
     }
 );
 problem_set!(
@@ -122,7 +127,9 @@ problem_set!(
 );
 problem_set!(
     /// A provider the tenant connected failed or refused the call the request depends on.
-    ProviderProblems { "502" => "The connected site (WordPress, for posts) failed or refused: its reason is given, nothing was changed" }
+    ProviderProblems {
+        "502" => "A service the tenant connected failed or refused the call: the problem's `detail` gives its reason; nothing was changed"
+    }
 );
 problem_set!(
     /// The resource is no longer usable.
@@ -152,6 +159,7 @@ problem_set!(
     PlanLimit { "402" => "A plan limit is reached (the problem's `limit` names it): upgrade the plan" }
 );
 problem_set!(
-    /// A call to a provider (Stripe) failed: nothing was changed.
-    Upstream { "503" => "A provider (Stripe) did not answer: nothing was changed; retry" }
+    /// A service the operation calls (a provider, a store) did not answer: nothing was changed.
+    /// Listed with [`AuthProblems`] or [`TenantProblems`], theirs is the 503 the document shows.
+    Upstream { "503" => "A service this request depends on did not answer: nothing was changed; retry shortly" }
 );
