@@ -23,8 +23,8 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use shared::domain::signature::stripe;
-use shared::services::billing::sync::{Outcome, StripeEvent, Syncer};
 use shared::services::billing::inbox::{InboxConfig, StripeInbox};
+use shared::services::billing::sync::{Outcome, StripeEvent, Syncer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

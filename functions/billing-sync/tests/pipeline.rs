@@ -6,10 +6,10 @@
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use billing_sync::SyncFunction;
 use serde_json::json;
-use shared::domain::signature::stripe::sign;
-use shared::services::billing::sync::Syncer;
 use shared::adapters::queue_replay::{ReplayOptions, replay};
+use shared::domain::signature::stripe::sign;
 use shared::services::billing::inbox::{InboxConfig, StripeInbox};
+use shared::services::billing::sync::Syncer;
 use testkit::{TestDb, billing_snapshot, moto, stripe_inbox_resources};
 
 const SECRET: &str = "whsec_pipeline_test";

@@ -6,8 +6,8 @@
 //!
 //! Reads `BILLING_EVENTS_DLQ_URL` and `BILLING_EVENTS_QUEUE_URL` (and the usual AWS settings);
 //! prints one line per message and a summary.
-use shared::config::Env;
 use shared::adapters::queue_replay::{ReplayOptions, replay};
+use shared::config::Env;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -17,9 +17,9 @@ use uuid::Uuid;
 use crate::adapters::media_store::MediaStore;
 use crate::adapters::pg::{self, Tx};
 use crate::domain::{DomainError, Page, Scope, Text, Validator};
+use crate::services::billing::entitlements::{self, Limit};
 use crate::services::cms::public::Thumbnail;
 use crate::services::crm::input;
-use crate::services::billing::entitlements::{self, Limit};
 
 const MIB: i64 = 1024 * 1024;
 

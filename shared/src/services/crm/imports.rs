@@ -30,8 +30,8 @@ use super::table::{self, Cells, TableEntity};
 use super::zoho;
 use crate::adapters::pg::{self, Tx};
 use crate::domain::{DomainError, FieldError, Scope, Text, Validator};
-use crate::services::connectors::CallError;
 use crate::services::billing::entitlements::{self, Limit};
+use crate::services::connectors::CallError;
 use crate::services::idempotency::{self, Created, IdempotencyKey};
 
 /// The largest file an import takes.
