@@ -143,7 +143,16 @@ impl Config {
                 jwks,
             },
             portal_base_url: portal_base_url.trim_end_matches('/').to_owned(),
-            invitation_ttl_hours: env.parsed_or("INVITATION_TTL_HOURS", 72)?,
+            invitation_ttl_hours: match env.parsed_or("INVITATION_TTL_HOURS", 72)? {
+                // A year at most: a larger value would overflow the expiry's arithmetic.
+                hours @ 1..=8760 => hours,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "INVITATION_TTL_HOURS",
+                        reason: "must be between 1 and 8760 hours".into(),
+                    });
+                }
+            },
             function_name: env
                 .optional("AWS_LAMBDA_FUNCTION_NAME")
                 .unwrap_or_else(|| env!("CARGO_PKG_NAME").to_owned()),
@@ -213,6 +222,28 @@ mod tests {
             ("JWKS_FILE", "/tmp/jwks.json"),
             ("PORTAL_BASE_URL", "http://127.0.0.1:9000/"),
         ]
+    }
+
+    #[test]
+    fn an_invitation_lifetime_no_clock_can_hold_is_refused_at_start() {
+        for bad in ["0", "-1", "8761", "9223372036854775807"] {
+            let mut vars = base();
+            vars.push(("INVITATION_TTL_HOURS", bad));
+            let err = Config::from(&Env::from_pairs(vars)).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        name: "INVITATION_TTL_HOURS",
+                        ..
+                    }
+                ),
+                "{bad}: {err:?}"
+            );
+        }
+        let mut vars = base();
+        vars.push(("INVITATION_TTL_HOURS", "168"));
+        assert_eq!(Config::from(&Env::from_pairs(vars)).unwrap().invitation_ttl_hours, 168);
     }
 
     #[test]
