@@ -15,7 +15,7 @@ use shared::http::routes::{Access, RouteSpec};
 use shared::http::{ApiError, Body, Core, IfMatch, Json, Params, PathId, TenantCtx, etag, min};
 use shared::services::cms::content::Content;
 use shared::services::cms::items::{
-    self, DiffParams, Item, ItemListParams, ItemSummary, Kind, NewItem, PublishRequest, Revision, RevisionDiff,
+    self, ContentKind, DiffParams, Item, ItemListParams, ItemSummary, NewItem, PublishRequest, Revision, RevisionDiff,
     RevisionListParams, RevisionSummary, UnpublishRequest,
 };
 use shared::services::cms::wordpress::Wordpress;
@@ -39,7 +39,7 @@ fn item_response(item: Item, status: StatusCode) -> Response {
     (status, [etag(item.version)], Json(item)).into_response()
 }
 
-/// The routes of one kind: `$kind` (`Kind::Page`), its path literals and OpenAPI tag.
+/// The routes of one kind: `$kind` (`ContentKind::Page`), its path literals and OpenAPI tag.
 macro_rules! content_routes {
     ($module:ident, $kind:expr, $tag:literal, $noun:literal,
      list: $list:literal, one: $one:literal, publish: $publish:literal, unpublish: $unpublish:literal,
@@ -49,7 +49,7 @@ macro_rules! content_routes {
             use utoipa_axum::router::OpenApiRouter;
             use utoipa_axum::routes;
 
-            const KIND: Kind = $kind;
+            const KIND: ContentKind = $kind;
 
             pub const ROUTES: &[RouteSpec] = &[
                 RouteSpec::new("GET", $list, Access::Tenant(Role::Viewer)),
@@ -245,13 +245,13 @@ macro_rules! content_routes {
     };
 }
 
-content_routes!(pages, Kind::Page, "cms-pages", "page",
+content_routes!(pages, ContentKind::Page, "cms-pages", "page",
     list: "/cms/pages", one: "/cms/pages/{id}", publish: "/cms/pages/{id}/publish",
     unpublish: "/cms/pages/{id}/unpublish", revisions: "/cms/pages/{id}/revisions",
     revision: "/cms/pages/{id}/revisions/{number}", restore: "/cms/pages/{id}/revisions/{number}/restore",
     diff: "/cms/pages/{id}/diff");
 
-content_routes!(posts, Kind::Post, "cms-posts", "post",
+content_routes!(posts, ContentKind::Post, "cms-posts", "post",
     list: "/cms/posts", one: "/cms/posts/{id}", publish: "/cms/posts/{id}/publish",
     unpublish: "/cms/posts/{id}/unpublish", revisions: "/cms/posts/{id}/revisions",
     revision: "/cms/posts/{id}/revisions/{number}", restore: "/cms/posts/{id}/revisions/{number}/restore",

@@ -10,7 +10,7 @@ use shared::domain::Page;
 use shared::http::docs::{ListProblems, NotFound};
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{ApiError, Core, Params, PathId};
-use shared::services::cms::items::Kind;
+use shared::services::cms::items::ContentKind;
 use shared::services::cms::public::{self, Found, PublicItem, PublicPost, PublicPostParams};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -79,7 +79,7 @@ fn cacheable(request: &HeaderMap, body: Vec<u8>) -> Response {
 async fn item(
     state: &PublicState,
     headers: &HeaderMap,
-    kind: Kind,
+    kind: ContentKind,
     key: &str,
     slug: &str,
 ) -> Result<Response, ApiError> {
@@ -89,7 +89,7 @@ async fn item(
             Ok(cacheable(headers, body))
         }
         Found::Moved(to) => {
-            let plural = if kind == Kind::Page { "pages" } else { "posts" };
+            let plural = if kind == ContentKind::Page { "pages" } else { "posts" };
             Ok((
                 StatusCode::MOVED_PERMANENTLY,
                 [
@@ -114,7 +114,7 @@ async fn page(
     headers: HeaderMap,
     PathId((key, slug)): PathId<(String, String)>,
 ) -> Result<Response, ApiError> {
-    item(&state, &headers, Kind::Page, &key, &slug).await
+    item(&state, &headers, ContentKind::Page, &key, &slug).await
 }
 
 /// A published post of the site (public). 301 when the post moved to another slug.
@@ -128,7 +128,7 @@ async fn post(
     headers: HeaderMap,
     PathId((key, slug)): PathId<(String, String)>,
 ) -> Result<Response, ApiError> {
-    item(&state, &headers, Kind::Post, &key, &slug).await
+    item(&state, &headers, ContentKind::Post, &key, &slug).await
 }
 
 /// The site's published posts, newest first (public; filters: category, tag).

@@ -6,7 +6,7 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::sync::{Outcome, Source, StripeEvent, SyncError, Syncer, lifecycle, repair_object};
+use super::sync::{BillingSyncError, Outcome, Source, StripeEvent, Syncer, lifecycle, repair_object};
 use crate::domain::stripe_objects::{InvoiceView, SubscriptionView};
 
 /// Stripe keeps events this long: the first run looks back this far.
@@ -48,8 +48,8 @@ fn projection_sql(table: &str) -> String {
 impl Syncer {
     /// One reconciliation run; `now` is Unix seconds at its start.
     #[tracing::instrument(skip_all)]
-    pub async fn reconcile(&self, now: i64) -> Result<Report, SyncError> {
-        let api = self.stripe.as_ref().ok_or(SyncError::NoApi)?;
+    pub async fn reconcile(&self, now: i64) -> Result<Report, BillingSyncError> {
+        let api = self.stripe.as_ref().ok_or(BillingSyncError::NoApi)?;
         let mut report = Report {
             run_id: Uuid::now_v7(),
             ..Report::default()
@@ -80,7 +80,7 @@ impl Syncer {
         api: &crate::adapters::stripe_api::StripeApi,
         now: i64,
         report: &mut Report,
-    ) -> Result<(), SyncError> {
+    ) -> Result<(), BillingSyncError> {
         // 1. Missed events, oldest first, from where the last run got to (minus an overlap:
         //    Stripe's event list is eventually consistent; the ledger makes re-reading free).
         let cursor: Option<i64> =
@@ -159,12 +159,12 @@ impl Syncer {
             "reconciliation finished"
         );
         if report.failures > 0 {
-            return Err(SyncError::Incomplete(report.failures));
+            return Err(BillingSyncError::Incomplete(report.failures));
         }
         Ok(())
     }
 
-    async fn sync_price(&self, plan: &Value) -> Result<i32, SyncError> {
+    async fn sync_price(&self, plan: &Value) -> Result<i32, BillingSyncError> {
         let text = |k: &str| plan.get(k).and_then(Value::as_str);
         let (Some(id), Some(code), Some(currency)) = (
             text("id"),
@@ -209,7 +209,7 @@ impl Syncer {
         obj: &Value,
         source: &Source,
         run_id: Uuid,
-    ) -> Result<bool, SyncError> {
+    ) -> Result<bool, BillingSyncError> {
         let Some(id) = obj.get("id").and_then(Value::as_str) else {
             return Ok(false);
         };
@@ -279,7 +279,7 @@ async fn record_change<'e>(
     action: &str,
     before: Option<&Value>,
     after: Option<&Value>,
-) -> Result<(), SyncError> {
+) -> Result<(), BillingSyncError> {
     sqlx::query(
         "insert into billing_reconcile_changes (run_id, object_type, object_id, action, before, after) \
          values ($1, $2, $3, $4, $5, $6)",

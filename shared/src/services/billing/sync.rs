@@ -38,21 +38,21 @@ pub struct StripeEvent {
 }
 
 impl StripeEvent {
-    pub fn parse(body: &[u8]) -> Result<Self, SyncError> {
-        let raw: Value = serde_json::from_slice(body).map_err(|e| SyncError::Unreadable(e.to_string()))?;
+    pub fn parse(body: &[u8]) -> Result<Self, BillingSyncError> {
+        let raw: Value = serde_json::from_slice(body).map_err(|e| BillingSyncError::Unreadable(e.to_string()))?;
         Self::from_value(raw)
     }
 
-    pub fn from_value(raw: Value) -> Result<Self, SyncError> {
+    pub fn from_value(raw: Value) -> Result<Self, BillingSyncError> {
         let text = |k: &str| raw.get(k).and_then(Value::as_str).map(str::to_owned);
         let id = text("id")
             .filter(|i| i.starts_with("evt_"))
-            .ok_or_else(|| SyncError::Unreadable("no event id".into()))?;
-        let event_type = text("type").ok_or_else(|| SyncError::Unreadable("no event type".into()))?;
+            .ok_or_else(|| BillingSyncError::Unreadable("no event id".into()))?;
+        let event_type = text("type").ok_or_else(|| BillingSyncError::Unreadable("no event type".into()))?;
         let object = raw
             .pointer("/data/object")
             .cloned()
-            .ok_or_else(|| SyncError::Unreadable("no data.object".into()))?;
+            .ok_or_else(|| BillingSyncError::Unreadable("no data.object".into()))?;
         Ok(Self {
             id,
             event_type,
@@ -66,7 +66,7 @@ impl StripeEvent {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SyncError {
+pub enum BillingSyncError {
     /// Not a Stripe event: retrying will not help (it goes to the DLQ for inspection).
     #[error("unreadable event: {0}")]
     Unreadable(String),
@@ -234,19 +234,19 @@ const MAX_ATTEMPTS: u32 = 3;
 
 impl Syncer {
     /// Applies one event (raw body as Stripe sent it).
-    pub async fn apply_body(&self, body: &[u8]) -> Result<Outcome, SyncError> {
+    pub async fn apply_body(&self, body: &[u8]) -> Result<Outcome, BillingSyncError> {
         self.apply(&StripeEvent::parse(body)?).await
     }
 
     #[tracing::instrument(skip_all, fields(event_id = %event.id, event_type = %event.event_type))]
-    pub async fn apply(&self, event: &StripeEvent) -> Result<Outcome, SyncError> {
+    pub async fn apply(&self, event: &StripeEvent) -> Result<Outcome, BillingSyncError> {
         let fetched = self.prefetch(event).await?;
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.apply_once(event, &fetched).await {
                 // Two events touching the same rows in opposite orders: retry the loser.
-                Err(SyncError::Database(sqlx::Error::Database(db)))
+                Err(BillingSyncError::Database(sqlx::Error::Database(db)))
                     if attempt < MAX_ATTEMPTS && matches!(db.code().as_deref(), Some("40P01" | "40001")) =>
                 {
                     tracing::warn!(attempt, "deadlock or serialization failure; retrying");
@@ -256,7 +256,7 @@ impl Syncer {
         }
     }
 
-    async fn prefetch(&self, event: &StripeEvent) -> Result<Fetched, SyncError> {
+    async fn prefetch(&self, event: &StripeEvent) -> Result<Fetched, BillingSyncError> {
         let mut fetched = Fetched {
             fetched_at: chrono::Utc::now().timestamp(),
             ..Fetched::default()
@@ -332,11 +332,11 @@ impl Syncer {
         Ok(fetched)
     }
 
-    fn api(&self) -> Result<&StripeApi, SyncError> {
-        self.stripe.as_ref().ok_or(SyncError::NoApi)
+    fn api(&self) -> Result<&StripeApi, BillingSyncError> {
+        self.stripe.as_ref().ok_or(BillingSyncError::NoApi)
     }
 
-    async fn apply_once(&self, event: &StripeEvent, fetched: &Fetched) -> Result<Outcome, SyncError> {
+    async fn apply_once(&self, event: &StripeEvent, fetched: &Fetched) -> Result<Outcome, BillingSyncError> {
         let mut tx = self.db.begin().await?;
         let outcome = self.decide(event);
         let inserted = sqlx::query(
@@ -405,7 +405,7 @@ async fn apply_object(
     obj: &Value,
     source: &Source,
     fetched: &Fetched,
-) -> Result<bool, SyncError> {
+) -> Result<bool, BillingSyncError> {
     let mut changed = false;
     let refetched = Source {
         created: source.created.max(fetched.fetched_at),
@@ -461,7 +461,7 @@ async fn apply_object(
 }
 
 /// Links a tenant to its Stripe customer when neither is linked yet and the tenant exists.
-async fn link_account(tx: &mut Tx, tenant: Uuid, customer: &str) -> Result<bool, SyncError> {
+async fn link_account(tx: &mut Tx, tenant: Uuid, customer: &str) -> Result<bool, BillingSyncError> {
     let linked = sqlx::query(
         "insert into billing_accounts (tenant_id, stripe_customer_id) \
          select id, $2 from tenants where id = $1 on conflict do nothing",
@@ -525,7 +525,7 @@ fn gate_clause(source: &Source) -> &'static str {
     if source.forced { READ_IS_NEWER } else { GATE_WINS }
 }
 
-async fn upsert_customer(tx: &mut Tx, obj: &Value, deleted: bool, source: &Source) -> Result<bool, SyncError> {
+async fn upsert_customer(tx: &mut Tx, obj: &Value, deleted: bool, source: &Source) -> Result<bool, BillingSyncError> {
     let view = CustomerView::read(obj)?;
     let deleted = deleted || view.deleted;
     let g = gate_for(source, "customer", deleted.then_some("deleted"));
@@ -569,7 +569,7 @@ async fn upsert_subscription(
     obj: &Value,
     all_items: Option<&[Value]>,
     source: &Source,
-) -> Result<bool, SyncError> {
+) -> Result<bool, BillingSyncError> {
     let (whole, raw_items) = with_full_list(obj, "items", all_items);
     let view = SubscriptionView::read(&whole)?;
     let g = gate_for(source, "subscription", view.status.as_deref());
@@ -640,7 +640,7 @@ async fn upsert_invoice(
     obj: &Value,
     all_lines: Option<&[Value]>,
     source: &Source,
-) -> Result<bool, SyncError> {
+) -> Result<bool, BillingSyncError> {
     let Some(id) = InvoiceView::read(obj)?.id else {
         return Ok(false);
     };
@@ -712,7 +712,7 @@ async fn upsert_invoice(
     Ok(won)
 }
 
-async fn upsert_invoice_payment(tx: &mut Tx, obj: &Value, source: &Source) -> Result<bool, SyncError> {
+async fn upsert_invoice_payment(tx: &mut Tx, obj: &Value, source: &Source) -> Result<bool, BillingSyncError> {
     let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_owned);
     let Some(id) = text("id") else {
         return Ok(false);
@@ -746,7 +746,7 @@ async fn upsert_invoice_payment(tx: &mut Tx, obj: &Value, source: &Source) -> Re
         == 1)
 }
 
-async fn upsert_payment_intent(tx: &mut Tx, obj: &Value, source: &Source) -> Result<bool, SyncError> {
+async fn upsert_payment_intent(tx: &mut Tx, obj: &Value, source: &Source) -> Result<bool, BillingSyncError> {
     let view = PaymentIntentView::read(obj)?;
     let g = gate_for(source, "payment_intent", view.status.as_deref());
     let sql = format!(
@@ -779,7 +779,7 @@ async fn upsert_payment_intent(tx: &mut Tx, obj: &Value, source: &Source) -> Res
         == 1)
 }
 
-async fn upsert_refund(tx: &mut Tx, obj: &Value, source: &Source) -> Result<bool, SyncError> {
+async fn upsert_refund(tx: &mut Tx, obj: &Value, source: &Source) -> Result<bool, BillingSyncError> {
     let view = RefundView::read(obj)?;
     let g = gate_for(source, "refund", view.status.as_deref());
     let sql = format!(
@@ -818,7 +818,7 @@ pub(crate) async fn repair_object(
     source: &Source,
     fetched_items: Option<Vec<Value>>,
     fetched_lines: Option<Vec<Value>>,
-) -> Result<bool, SyncError> {
+) -> Result<bool, BillingSyncError> {
     let fetched = Fetched {
         items: fetched_items,
         lines: fetched_lines,

@@ -5,7 +5,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::items::{self, Item, ItemListParams, ItemSummary, Kind, NewItem, PublishRequest, UnpublishRequest};
+use super::items::{self, ContentKind, Item, ItemListParams, ItemSummary, NewItem, PublishRequest, UnpublishRequest};
 use super::wordpress::{Connected, Wordpress};
 use crate::domain::{DomainError, Page, Scope};
 
@@ -19,7 +19,7 @@ pub struct Content {
 
 impl Content {
     /// The tenant's WordPress site, when `kind`'s items are its posts.
-    async fn connected(&self, scope: &Scope, kind: Kind) -> Result<Option<Connected<'_>>, DomainError> {
+    async fn connected(&self, scope: &Scope, kind: ContentKind) -> Result<Option<Connected<'_>>, DomainError> {
         match &self.wordpress {
             Some(wp) => wp.connected(&self.db, scope, kind).await,
             None => Ok(None),
@@ -29,7 +29,7 @@ impl Content {
     pub async fn list(
         &self,
         scope: &Scope,
-        kind: Kind,
+        kind: ContentKind,
         params: ItemListParams,
     ) -> Result<Page<ItemSummary>, DomainError> {
         match self.connected(scope, kind).await? {
@@ -38,7 +38,7 @@ impl Content {
         }
     }
 
-    pub async fn create(&self, scope: &Scope, kind: Kind, input: NewItem) -> Result<Item, DomainError> {
+    pub async fn create(&self, scope: &Scope, kind: ContentKind, input: NewItem) -> Result<Item, DomainError> {
         match self.connected(scope, kind).await? {
             Some(wp) => wp.create(&self.db, scope, input).await,
             None => items::create(&self.db, scope, kind, input).await,
@@ -48,7 +48,7 @@ impl Content {
     pub async fn update(
         &self,
         scope: &Scope,
-        kind: Kind,
+        kind: ContentKind,
         id: Uuid,
         patch: Value,
         if_match: Option<i32>,
@@ -59,7 +59,7 @@ impl Content {
         }
     }
 
-    pub async fn delete(&self, scope: &Scope, kind: Kind, id: Uuid) -> Result<(), DomainError> {
+    pub async fn delete(&self, scope: &Scope, kind: ContentKind, id: Uuid) -> Result<(), DomainError> {
         match self.connected(scope, kind).await? {
             Some(wp) => wp.delete(&self.db, scope, id).await,
             None => items::delete(&self.db, scope, kind, id).await,
@@ -69,7 +69,7 @@ impl Content {
     pub async fn publish(
         &self,
         scope: &Scope,
-        kind: Kind,
+        kind: ContentKind,
         id: Uuid,
         request: PublishRequest,
         if_match: Option<i32>,
@@ -83,7 +83,7 @@ impl Content {
     pub async fn unpublish(
         &self,
         scope: &Scope,
-        kind: Kind,
+        kind: ContentKind,
         id: Uuid,
         request: UnpublishRequest,
         if_match: Option<i32>,
@@ -97,7 +97,7 @@ impl Content {
     pub async fn restore(
         &self,
         scope: &Scope,
-        kind: Kind,
+        kind: ContentKind,
         id: Uuid,
         number: i32,
         if_match: Option<i32>,

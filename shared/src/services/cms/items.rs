@@ -25,16 +25,16 @@ use crate::services::crm::input;
 
 /// Page or post.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum ContentKind {
     Page,
     Post,
 }
 
-impl Kind {
+impl ContentKind {
     pub fn as_str(self) -> &'static str {
         match self {
-            Kind::Page => "page",
-            Kind::Post => "post",
+            ContentKind::Page => "page",
+            ContentKind::Post => "post",
         }
     }
 }
@@ -362,7 +362,7 @@ impl ItemRow {
     }
 }
 
-pub(crate) async fn fetch(tx: &mut Tx, kind: Kind, id: Uuid, lock: bool) -> Result<Item, DomainError> {
+pub(crate) async fn fetch(tx: &mut Tx, kind: ContentKind, id: Uuid, lock: bool) -> Result<Item, DomainError> {
     let sql = format!(
         "{} where id = $1 and kind = $2{}",
         SELECT_ITEM,
@@ -388,7 +388,7 @@ fn slug_taken(slug: &str, suggestion: String) -> DomainError {
 pub(crate) async fn slugs_taken(
     tx: &mut Tx,
     site: Uuid,
-    kind: Kind,
+    kind: ContentKind,
     id: Uuid,
     prefix: &str,
 ) -> Result<Vec<String>, DomainError> {
@@ -409,7 +409,7 @@ pub(crate) async fn slugs_taken(
 pub(crate) async fn ensure_slug_free(
     tx: &mut Tx,
     site: Uuid,
-    kind: Kind,
+    kind: ContentKind,
     id: Uuid,
     slug: &str,
 ) -> Result<(), DomainError> {
@@ -426,7 +426,7 @@ pub(crate) async fn ensure_slug_free(
 /// ancestor).
 pub(crate) async fn check(
     tx: &mut Tx,
-    kind: Kind,
+    kind: ContentKind,
     site: Uuid,
     id: Uuid,
     c: Content,
@@ -477,7 +477,7 @@ pub(crate) async fn check(
     let excerpt = input::optional_text(&mut v, "excerpt", c.excerpt.as_deref(), 1000);
     let categories = input::labels(&mut v, "categories", &c.categories);
     let tags = input::tags(&mut v, &c.tags);
-    if kind == Kind::Page {
+    if kind == ContentKind::Page {
         for (field, set) in [
             ("excerpt", excerpt.is_some()),
             ("cover_media_id", c.cover_media_id.is_some()),
@@ -616,7 +616,7 @@ pub(crate) async fn write_revision(
 pub(crate) struct Target<'a> {
     pub tenant: Uuid,
     pub site: Uuid,
-    pub kind: Kind,
+    pub kind: ContentKind,
     pub id: Uuid,
     pub external_id: Option<&'a str>,
 }
@@ -670,7 +670,11 @@ impl Item {
         Target {
             tenant,
             site: self.site_id,
-            kind: if self.kind == "post" { Kind::Post } else { Kind::Page },
+            kind: if self.kind == "post" {
+                ContentKind::Post
+            } else {
+                ContentKind::Page
+            },
             id: self.id,
             external_id: self.external_id.as_deref(),
         }
@@ -692,10 +696,10 @@ fn slug_constraint(e: sqlx::Error) -> DomainError {
     )
 }
 
-pub async fn create(pool: &PgPool, scope: &Scope, kind: Kind, input: NewItem) -> Result<Item, DomainError> {
+pub async fn create(pool: &PgPool, scope: &Scope, kind: ContentKind, input: NewItem) -> Result<Item, DomainError> {
     let tenant = scope.tenant_id().ok_or(DomainError::NotFound)?;
     let (site, mut content) = input.into_parts();
-    if kind == Kind::Post && content.author_id.is_none() {
+    if kind == ContentKind::Post && content.author_id.is_none() {
         content.author_id = scope.actor.person();
     }
     let id = Uuid::now_v7();
@@ -725,7 +729,7 @@ pub async fn create(pool: &PgPool, scope: &Scope, kind: Kind, input: NewItem) ->
     Ok(item)
 }
 
-pub async fn get(pool: &PgPool, scope: &Scope, kind: Kind, id: Uuid) -> Result<Item, DomainError> {
+pub async fn get(pool: &PgPool, scope: &Scope, kind: ContentKind, id: Uuid) -> Result<Item, DomainError> {
     let mut tx = pg::begin(pool, scope).await?;
     let item = fetch(&mut tx, kind, id, false).await?;
     tx.commit().await?;
@@ -736,7 +740,7 @@ pub async fn get(pool: &PgPool, scope: &Scope, kind: Kind, id: Uuid) -> Result<I
 pub async fn list(
     pool: &PgPool,
     scope: &Scope,
-    kind: Kind,
+    kind: ContentKind,
     params: ItemListParams,
 ) -> Result<Page<ItemSummary>, DomainError> {
     let page = pg::time_page_request(params.limit, params.cursor.as_deref())?;
@@ -786,7 +790,7 @@ pub async fn list(
 pub async fn update(
     pool: &PgPool,
     scope: &Scope,
-    kind: Kind,
+    kind: ContentKind,
     id: Uuid,
     patch: Value,
     if_match: Option<i32>,
@@ -818,7 +822,7 @@ pub async fn update(
 }
 
 /// Deletes an item with its revisions and redirects; a page with child pages answers 409.
-pub async fn delete(pool: &PgPool, scope: &Scope, kind: Kind, id: Uuid) -> Result<(), DomainError> {
+pub async fn delete(pool: &PgPool, scope: &Scope, kind: ContentKind, id: Uuid) -> Result<(), DomainError> {
     let mut tx = pg::begin(pool, scope).await?;
     fetch(&mut tx, kind, id, true).await?;
     let children: i64 = sqlx::query_scalar("select count(*) from cms_items where parent_id = $1")
@@ -851,7 +855,7 @@ pub async fn delete(pool: &PgPool, scope: &Scope, kind: Kind, id: Uuid) -> Resul
 pub async fn publish(
     pool: &PgPool,
     scope: &Scope,
-    kind: Kind,
+    kind: ContentKind,
     id: Uuid,
     request: PublishRequest,
     if_match: Option<i32>,
@@ -968,7 +972,7 @@ pub(crate) async fn go_live(tx: &mut Tx, item: &Item, number: i32) -> Result<(),
 pub async fn unpublish(
     pool: &PgPool,
     scope: &Scope,
-    kind: Kind,
+    kind: ContentKind,
     id: Uuid,
     request: UnpublishRequest,
     if_match: Option<i32>,
@@ -1006,7 +1010,7 @@ pub async fn unpublish(
 pub async fn revisions(
     pool: &PgPool,
     scope: &Scope,
-    kind: Kind,
+    kind: ContentKind,
     id: Uuid,
     params: RevisionListParams,
 ) -> Result<Page<RevisionSummary>, DomainError> {
@@ -1062,7 +1066,7 @@ pub(crate) async fn revision_in(tx: &mut Tx, id: Uuid, number: i32) -> Result<Re
 pub async fn revision(
     pool: &PgPool,
     scope: &Scope,
-    kind: Kind,
+    kind: ContentKind,
     id: Uuid,
     number: i32,
 ) -> Result<Revision, DomainError> {
@@ -1076,7 +1080,7 @@ pub async fn revision(
 pub async fn diff(
     pool: &PgPool,
     scope: &Scope,
-    kind: Kind,
+    kind: ContentKind,
     id: Uuid,
     params: DiffParams,
 ) -> Result<RevisionDiff, DomainError> {
@@ -1114,7 +1118,7 @@ pub async fn diff(
 pub async fn restore(
     pool: &PgPool,
     scope: &Scope,
-    kind: Kind,
+    kind: ContentKind,
     id: Uuid,
     number: i32,
     if_match: Option<i32>,
@@ -1217,7 +1221,11 @@ async fn publish_one(pool: &PgPool, scope: &Scope, id: Uuid, now: DateTime<Utc>)
     let Some((kind, number)) = row else {
         return Ok(Due::Gone);
     };
-    let kind = if kind == "post" { Kind::Post } else { Kind::Page };
+    let kind = if kind == "post" {
+        ContentKind::Post
+    } else {
+        ContentKind::Page
+    };
     let item = fetch(&mut tx, kind, id, false).await?;
     go_live(&mut tx, &item, number).await?;
     tx.commit().await?;

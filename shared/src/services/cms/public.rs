@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::adapters::pg;
 use crate::domain::{DomainError, Page, PageRequest, Validator};
-use crate::services::cms::items::Kind;
+use crate::services::cms::items::ContentKind;
 use crate::services::cms::slug;
 use crate::services::crm::input;
 
@@ -142,7 +142,13 @@ fn media_ids(content: &Value) -> Vec<Uuid> {
 }
 
 /// A published item of the site by slug (`media_base`: the public URL of the media bucket).
-pub async fn item(pool: &PgPool, key: &str, kind: Kind, slug: &str, media_base: &str) -> Result<Found, DomainError> {
+pub async fn item(
+    pool: &PgPool,
+    key: &str,
+    kind: ContentKind,
+    slug: &str,
+    media_base: &str,
+) -> Result<Found, DomainError> {
     // Not a slug: no page has it.
     slug::parse(slug).map_err(|_| DomainError::NotFound)?;
     let mut tx = pool.begin().await?;

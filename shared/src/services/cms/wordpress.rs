@@ -20,7 +20,7 @@ use crate::adapters::pg::{self, Tx};
 use crate::domain::{DomainError, Scope};
 use crate::services::cms::blocks::{self, Block};
 use crate::services::cms::items::{
-    self, Content, Item, ItemListParams, ItemSummary, Kind, NewItem, PublishRequest, UnpublishRequest,
+    self, Content, ContentKind, Item, ItemListParams, ItemSummary, NewItem, PublishRequest, UnpublishRequest,
 };
 use crate::services::cms::slug;
 use crate::services::connectors::catalog::Kind as ConnectorKind;
@@ -222,9 +222,9 @@ impl Wordpress {
         &self,
         pool: &PgPool,
         scope: &Scope,
-        kind: Kind,
+        kind: ContentKind,
     ) -> Result<Option<Connected<'_>>, DomainError> {
-        if kind != Kind::Post {
+        if kind != ContentKind::Post {
             return Ok(None);
         }
         let Some(creds) = self.connectors.credentials(scope, ConnectorKind::Wordpress).await? else {
@@ -344,7 +344,7 @@ impl Connected<'_> {
         }
         let id = existing.as_ref().map_or_else(Uuid::now_v7, |(id, _)| *id);
         let current = match &existing {
-            Some(_) => Some(items::fetch(tx, Kind::Post, id, true).await?),
+            Some(_) => Some(items::fetch(tx, ContentKind::Post, id, true).await?),
             None => None,
         };
         let html = post.content.text();
@@ -367,7 +367,7 @@ impl Connected<'_> {
             .find_map(|s| slug::parse(&s).ok())
             .or_else(|| slug::from_title(&title))
             .unwrap_or_else(|| format!("post-{external}"));
-        let taken = items::slugs_taken(tx, self.site, Kind::Post, id, &wanted_slug).await?;
+        let taken = items::slugs_taken(tx, self.site, ContentKind::Post, id, &wanted_slug).await?;
         let free_slug = if taken.contains(&wanted_slug) {
             slug::suggest(&wanted_slug, |c| taken.iter().any(|s| s == c))
         } else {
@@ -408,11 +408,11 @@ impl Connected<'_> {
                 .and_then(|c| c.content.author_id)
                 .or(scope.actor.person()),
         };
-        let c = items::check(tx, Kind::Post, self.site, id, content, true).await?;
+        let c = items::check(tx, ContentKind::Post, self.site, id, content, true).await?;
         let target = items::Target {
             tenant,
             site: self.site,
-            kind: Kind::Post,
+            kind: ContentKind::Post,
             id,
             external_id: Some(&external),
         };
@@ -428,7 +428,7 @@ impl Connected<'_> {
         // WordPress's status is the post's.
         match post.status.as_str() {
             "publish" => {
-                let item = items::fetch(tx, Kind::Post, id, false).await?;
+                let item = items::fetch(tx, ContentKind::Post, id, false).await?;
                 if item.live_revision != Some(revision) || item.status != "published" {
                     items::go_live(tx, &item, revision).await?;
                 }
@@ -529,7 +529,7 @@ impl Connected<'_> {
         params: ItemListParams,
     ) -> Result<crate::domain::Page<ItemSummary>, DomainError> {
         self.pull(pool, scope).await?;
-        items::list(pool, scope, Kind::Post, params).await
+        items::list(pool, scope, ContentKind::Post, params).await
     }
 
     /// Checks a document as the mirror will hold it (nothing written). `html` blocks (the
@@ -543,7 +543,7 @@ impl Connected<'_> {
         edit: bool,
     ) -> Result<Content, DomainError> {
         let mut tx = pg::begin(pool, scope).await?;
-        let c = items::check(&mut tx, Kind::Post, self.site, id, c, edit).await?;
+        let c = items::check(&mut tx, ContentKind::Post, self.site, id, c, edit).await?;
         tx.rollback().await?;
         Ok(c)
     }
@@ -571,7 +571,7 @@ impl Connected<'_> {
             .await?
             .ok_or(DomainError::NotFound)?;
         self.keep_local_fields(pool, scope, id, &c).await?;
-        items::get(pool, scope, Kind::Post, id).await
+        items::get(pool, scope, ContentKind::Post, id).await
     }
 
     /// The fields WordPress does not hold (blocks, SEO, cover, author) as written here.
@@ -591,7 +591,7 @@ impl Connected<'_> {
         .bind(&c.tags)
         .execute(&mut *tx)
         .await?;
-        let item = items::fetch(&mut tx, Kind::Post, id, false).await?;
+        let item = items::fetch(&mut tx, ContentKind::Post, id, false).await?;
         sqlx::query("update cms_revisions set content = $3 where item_id = $1 and number = $2")
             .bind(id)
             .bind(item.revision)
@@ -614,7 +614,7 @@ impl Connected<'_> {
     /// The mirrored item and its WordPress post, refusing when WordPress changed it since the
     /// mirror last saw it (the mirror then takes WordPress's version).
     async fn current(&self, pool: &PgPool, scope: &Scope, id: Uuid) -> Result<(Item, String), DomainError> {
-        let item = items::get(pool, scope, Kind::Post, id).await?;
+        let item = items::get(pool, scope, ContentKind::Post, id).await?;
         let Some(external) = item.external_id.clone().filter(|_| item.source == "wordpress") else {
             return Err(DomainError::conflict(
                 "not-on-wordpress",
@@ -660,7 +660,7 @@ impl Connected<'_> {
         patch: Value,
         if_match: Option<i32>,
     ) -> Result<Item, DomainError> {
-        let item = items::get(pool, scope, Kind::Post, id).await?;
+        let item = items::get(pool, scope, ContentKind::Post, id).await?;
         let (content, _) = input::patched(&item.content, &patch)?;
         let c = self.checked(pool, scope, id, content, true).await?;
         if if_match.is_some_and(|v| v != item.version) {
@@ -676,7 +676,7 @@ impl Connected<'_> {
             .await?;
         self.mirror_one(pool, scope, &post).await?;
         self.keep_local_fields(pool, scope, id, &c).await?;
-        items::get(pool, scope, Kind::Post, id).await
+        items::get(pool, scope, ContentKind::Post, id).await
     }
 
     pub async fn restore(
@@ -687,7 +687,7 @@ impl Connected<'_> {
         number: i32,
         if_match: Option<i32>,
     ) -> Result<Item, DomainError> {
-        let old = items::revision(pool, scope, Kind::Post, id, number).await?;
+        let old = items::revision(pool, scope, ContentKind::Post, id, number).await?;
         let patch = serde_json::to_value(&old.content).map_err(anyhow::Error::from)?;
         let restored = self.update(pool, scope, id, patch, if_match).await?;
         Ok(restored)
@@ -701,7 +701,7 @@ impl Connected<'_> {
         request: PublishRequest,
         if_match: Option<i32>,
     ) -> Result<Item, DomainError> {
-        let item = items::get(pool, scope, Kind::Post, id).await?;
+        let item = items::get(pool, scope, ContentKind::Post, id).await?;
         if if_match.is_some_and(|v| v != item.version) {
             return Err(DomainError::StaleVersion);
         }
@@ -716,7 +716,7 @@ impl Connected<'_> {
             .write(reqwest::Method::POST, &format!("{POSTS}/{external}"), &body)
             .await?;
         self.mirror_one(pool, scope, &post).await?;
-        items::get(pool, scope, Kind::Post, id).await
+        items::get(pool, scope, ContentKind::Post, id).await
     }
 
     pub async fn unpublish(
@@ -738,7 +738,7 @@ impl Connected<'_> {
                 ));
             }
         };
-        let item = items::get(pool, scope, Kind::Post, id).await?;
+        let item = items::get(pool, scope, ContentKind::Post, id).await?;
         if if_match.is_some_and(|v| v != item.version) {
             return Err(DomainError::StaleVersion);
         }
@@ -751,12 +751,12 @@ impl Connected<'_> {
             )
             .await?;
         self.mirror_one(pool, scope, &post).await?;
-        items::get(pool, scope, Kind::Post, id).await
+        items::get(pool, scope, ContentKind::Post, id).await
     }
 
     /// Deletes the post on WordPress (for good, not to its trash) and its mirror.
     pub async fn delete(&self, pool: &PgPool, scope: &Scope, id: Uuid) -> Result<(), DomainError> {
-        let item = items::get(pool, scope, Kind::Post, id).await?;
+        let item = items::get(pool, scope, ContentKind::Post, id).await?;
         if let Some(external) = item.external_id.as_deref().filter(|_| item.source == "wordpress") {
             match self
                 .wp
@@ -775,7 +775,7 @@ impl Connected<'_> {
                 Err(e) => return Err(unavailable(e)),
             }
         }
-        items::delete(pool, scope, Kind::Post, id).await
+        items::delete(pool, scope, ContentKind::Post, id).await
     }
 }
 

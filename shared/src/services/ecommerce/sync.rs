@@ -64,7 +64,7 @@ pub struct ResourceCounts {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SyncError {
+pub enum ShopSyncError {
     #[error("{0}")]
     Provider(String),
     #[error(transparent)]
@@ -157,12 +157,12 @@ fn woo_next(current: &str, total_pages: Option<u64>) -> Option<String> {
     Some(format!("{}?{query}", url.path()))
 }
 
-async fn fetch(svc: &Connectors, creds: &Credentials, path: &str, opts: &SyncOptions) -> Result<Page, SyncError> {
-    let channel = channel_of(creds.kind).ok_or_else(|| SyncError::Provider("not a shop".into()))?;
+async fn fetch(svc: &Connectors, creds: &Credentials, path: &str, opts: &SyncOptions) -> Result<Page, ShopSyncError> {
+    let channel = channel_of(creds.kind).ok_or_else(|| ShopSyncError::Provider("not a shop".into()))?;
     let resp = svc
         .call(creds, path, opts.retry())
         .await
-        .map_err(|e| SyncError::Provider(e.to_string()))?;
+        .map_err(|e| ShopSyncError::Provider(e.to_string()))?;
     // Shopify's bucket: slow down when nearly full.
     if let Some((used, size)) = resp
         .headers()
@@ -187,7 +187,7 @@ async fn fetch(svc: &Connectors, creds: &Credentials, path: &str, opts: &SyncOpt
         .and_then(|v| v.parse::<u64>().ok());
     let body: Value = crate::services::connectors::answer_json(resp)
         .await
-        .map_err(|e| SyncError::Provider(format!("the shop's answer: {e}")))?;
+        .map_err(|e| ShopSyncError::Provider(format!("the shop's answer: {e}")))?;
     let records = match channel {
         Channel::Shopify => body
             .as_object()
@@ -212,7 +212,7 @@ async fn with_variations(
     product: &mut super::ProductRecord,
     currency: &str,
     opts: &SyncOptions,
-) -> Result<(), SyncError> {
+) -> Result<(), ShopSyncError> {
     if product.channel != Channel::Woocommerce || product.product_type.as_deref() != Some("variable") {
         return Ok(());
     }
@@ -240,7 +240,7 @@ async fn with_variations(
 
 /// The shop's currency (products do not carry it): Shopify's shop resource, WooCommerce's
 /// general setting.
-async fn shop_currency(svc: &Connectors, creds: &Credentials, opts: &SyncOptions) -> Result<String, SyncError> {
+async fn shop_currency(svc: &Connectors, creds: &Credentials, opts: &SyncOptions) -> Result<String, ShopSyncError> {
     let path = match creds.kind {
         Kind::Shopify => "/admin/api/2025-01/shop.json",
         _ => "/wp-json/wc/v3/settings/general/woocommerce_currency",
@@ -248,16 +248,16 @@ async fn shop_currency(svc: &Connectors, creds: &Credentials, opts: &SyncOptions
     let resp = svc
         .call(creds, path, opts.retry())
         .await
-        .map_err(|e| SyncError::Provider(e.to_string()))?;
+        .map_err(|e| ShopSyncError::Provider(e.to_string()))?;
     let body: Value = crate::services::connectors::answer_json(resp)
         .await
-        .map_err(|e| SyncError::Provider(format!("the shop's answer: {e}")))?;
+        .map_err(|e| ShopSyncError::Provider(format!("the shop's answer: {e}")))?;
     body.pointer("/shop/currency")
         .or_else(|| body.get("value"))
         .and_then(Value::as_str)
         .filter(|c| c.len() == 3)
         .map(str::to_ascii_uppercase)
-        .ok_or_else(|| SyncError::Provider("the shop did not say its currency".into()))
+        .ok_or_else(|| ShopSyncError::Provider("the shop did not say its currency".into()))
 }
 
 enum Mapped {
@@ -287,7 +287,7 @@ pub async fn sync(
     scope: &Scope,
     kind: Kind,
     opts: &SyncOptions,
-) -> Result<Vec<(&'static str, ResourceCounts)>, SyncError> {
+) -> Result<Vec<(&'static str, ResourceCounts)>, ShopSyncError> {
     let tenant = scope.tenant_id().ok_or(DomainError::NotFound)?;
     let channel = channel_of(kind).ok_or(DomainError::NotFound)?;
     let creds = svc.credentials(scope, kind).await?.ok_or(DomainError::NotFound)?;
@@ -453,7 +453,7 @@ pub async fn apply_delivery(
     svc: &Connectors,
     message: &crate::services::connectors::webhooks::DeliveryMessage,
     opts: &SyncOptions,
-) -> Result<DeliveryOutcome, SyncError> {
+) -> Result<DeliveryOutcome, ShopSyncError> {
     let scope = Scope::worker(message.tenant_id, "", format!("delivery:{}", message.delivery));
     let kind = message.kind;
     let Some(channel) = channel_of(kind) else {
@@ -566,8 +566,8 @@ pub async fn apply_delivery(
                             store::products(&mut tx, tenant, std::slice::from_ref(&*p)).await?,
                         )),
                         // Recorded, not retried: the next sync pass reads the product again.
-                        Err(SyncError::Provider(why)) => Err(super::map_error("variations", why)),
-                        Err(e @ SyncError::Domain(_)) => return Err(e),
+                        Err(ShopSyncError::Provider(why)) => Err(super::map_error("variations", why)),
+                        Err(e @ ShopSyncError::Domain(_)) => return Err(e),
                     }
                 }
                 Ok(_) => Ok(DeliveryOutcome::Ignored),
@@ -747,13 +747,13 @@ pub async fn execute_run(svc: &Connectors, message: &RunMessage, opts: &SyncOpti
                 .collect();
             ("completed", Value::Object(counts), None)
         }
-        Err(SyncError::Provider(why)) => ("failed", Value::Object(Default::default()), Some(why)),
-        Err(SyncError::Domain(DomainError::NotFound)) => (
+        Err(ShopSyncError::Provider(why)) => ("failed", Value::Object(Default::default()), Some(why)),
+        Err(ShopSyncError::Domain(DomainError::NotFound)) => (
             "failed",
             Value::Object(Default::default()),
             Some("the connector was removed".to_owned()),
         ),
-        Err(SyncError::Domain(e)) => return Err(e),
+        Err(ShopSyncError::Domain(e)) => return Err(e),
     };
     let mut tx = pg::begin(&svc.db, &scope).await?;
     sqlx::query(
