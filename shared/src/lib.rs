@@ -1,9 +1,20 @@
 //! The portal's shared crate: the domain and the glue every function links, once.
 //!
-//! - [`domain`]: entities, newtypes with `parse()`, [`domain::DomainError`] (no HTTP types).
-//! - [`services`]: one capability each (accounts, team, API keys, audit, idempotency, auth).
-//! - [`adapters`]: the only code that talks to the outside (Postgres, JWKS, AWS, Redis).
-//! - [`http`]: request context extractors, problem+json errors, pagination, router helpers.
+//! - [`domain`]: entities and rules with no I/O — newtypes with `parse()`, money, ranks, the
+//!   signature schemes, `Retry-After`, jobs' messages, [`domain::DomainError`] (no HTTP types).
+//! - [`services`]: one capability each, free functions over `&PgPool` and typed clients:
+//!   accounts, team, API keys, audit, idempotency, auth, billing (account, entitlements, the
+//!   Stripe inbox, sync, reconcile), analytics (collect, aggregate, query, sites), CRM
+//!   (contacts, companies, fields, deals and pipelines, imports, exports, Zoho), connectors
+//!   (catalog, credentials, guarded provider calls, webhooks), e-commerce (Shopify and
+//!   WooCommerce mappers, the sync, the read API), CMS (blocks, items, content, WordPress,
+//!   public delivery, media, processing, SVG, slugs, diff).
+//! - [`adapters`]: the only code that talks to the outside — Postgres, Redis, the one
+//!   `Queue<T>` and the DLQ replay, S3 (CRM files, media, multipart uploads), KMS and the
+//!   secret keys, Stripe, JWKS. Adapters never import services.
+//! - [`lambda`]: the one SQS batch runner.
+//! - [`http`]: request context extractors, problem+json errors, body/raw-body/query
+//!   extractors, pagination, the router frame.
 pub mod adapters;
 pub mod config;
 pub mod domain;
