@@ -15,6 +15,10 @@
 //!   (`invoice.upcoming`, which has no id) and events of the wrong mode are recorded and
 //!   acknowledged, not failed. Events for a customer no tenant is linked to yet are applied
 //!   all the same: the rows become visible to the tenant once the link exists.
+//!
+//! One file (over 800 lines) for now: the ledger, the ordering gates and every mirror's upsert
+//! share the gate columns stated here. The upserts still repeat those columns (issue #16): once
+//! they are one helper, the file splits by object.
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;

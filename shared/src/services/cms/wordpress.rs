@@ -10,6 +10,10 @@
 //! - Listing pulls what changed on WordPress since the newest `modified_gmt` mirrored.
 //! - Blocks written here go to WordPress as HTML (`render`); content written on WordPress comes
 //!   back as one `html` block, kept as the site's own HTML.
+//!
+//! One file (over 800 lines): the WordPress REST contract — auth, the post shape, the
+//! conflict rule on `modified_gmt`, rendering blocks to HTML and reading HTML back — is one
+//! provider client; `cms::content` is the only caller.
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
