@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 use shared::adapters::crm_files::CrmFiles;
-use shared::domain::DomainError;
 use shared::domain::{Page, Role};
 use shared::http::docs::{
     BodyProblems, Conflict, ListProblems, NotFound, PlanLimit, PreconditionFailed, TenantHeader, TenantProblems,
@@ -21,11 +20,10 @@ use shared::http::{
 };
 use shared::services::crm::companies::{self, Company, CompanyDetail, CompanyInput, CompanyListParams};
 use shared::services::crm::contacts::{self, Contact, ContactDetail, ContactInput, ContactListParams, MergeRequest};
-use shared::services::crm::exports::{self, Export, NewExport};
+use shared::services::crm::exports::{Export, NewExport};
 use shared::services::crm::fields::{self, CustomField, Entity, NewCustomField};
 use shared::services::crm::imports::{self, Import, NewImport, NewUpload, Upload};
-use shared::services::crm::jobs::{JobKind, JobMessage};
-use shared::services::idempotency::Created;
+use shared::services::crm::jobs::files;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -295,19 +293,6 @@ async fn delete_field(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn storage(err: anyhow::Error) -> ApiError {
-    ApiError::from(DomainError::Internal(err.context("crm files")))
-}
-
-/// Queues a job. A lost message is not a lost job: the worker's scheduled sweep queues jobs
-/// that stay without progress again, so a failure here is logged, not answered.
-async fn enqueue(files: &CrmFiles, kind: JobKind, tenant_id: Option<Uuid>, id: Uuid) {
-    let Some(tenant_id) = tenant_id else { return };
-    if let Err(e) = files.enqueue(&JobMessage { kind, tenant_id, id }).await {
-        tracing::warn!(job = %id, error = %e, "job not queued; the worker's sweep will queue it");
-    }
-}
-
 /// Start an import (member): where to PUT the CSV file (at most 100 MiB), for 15 minutes.
 /// Then `POST /crm/imports` with the `upload_key`.
 #[utoipa::path(post, path = "/crm/imports/uploads", tag = TAG, security(("bearer" = [])), request_body = NewUpload,
@@ -318,19 +303,7 @@ async fn create_upload(
     ctx: TenantCtx<min::Member>,
     body: Body<NewUpload>,
 ) -> Result<Response, ApiError> {
-    let key = imports::upload_key(&ctx.scope, &body.value)?;
-    let presigned = state
-        .files
-        .presign_upload(&key, body.value.size)
-        .await
-        .map_err(storage)?;
-    let upload = Upload {
-        upload_key: key,
-        method: "PUT".to_owned(),
-        url: presigned.url,
-        headers: presigned.headers,
-        expires_at: presigned.expires_at,
-    };
+    let upload = files::upload(&state.files, &ctx.scope, &body.value).await?;
     Ok((StatusCode::CREATED, Json(upload)).into_response())
 }
 
@@ -357,17 +330,7 @@ async fn create_import(
     body: Body<NewImport>,
 ) -> Result<Response, ApiError> {
     let key = idem.with_request("POST /crm/imports", &body.raw)?;
-    let head = match imports::upload_of(&ctx.scope, &body.value)? {
-        Some(upload_key) => match state.files.copy_for_job(upload_key).await.map_err(storage)? {
-            Some(job_key) => state.files.head(&job_key, imports::HEAD_BYTES).await.map_err(storage)?,
-            None => None,
-        },
-        None => None,
-    };
-    let outcome = imports::create(&state.core.db, &ctx.scope, body.value, head, key.as_ref()).await?;
-    if let Created::Fresh(import) = &outcome {
-        enqueue(&state.files, JobKind::Import, ctx.scope.tenant_id(), import.id).await;
-    }
+    let outcome = files::start_import(&state.core.db, &state.files, &ctx.scope, body.value, key.as_ref()).await?;
     Ok(replayed_or(outcome))
 }
 
@@ -380,12 +343,7 @@ async fn get_import(
     ctx: TenantCtx<min::Viewer>,
     PathId(id): PathId<Uuid>,
 ) -> Result<Json<Import>, ApiError> {
-    let (mut import, errors_key) = imports::get(&state.core.db, &ctx.scope, id).await?;
-    if let Some(key) = errors_key {
-        let name = format!("import-errors-{id}.csv");
-        import.errors_url = Some(state.files.presign_download(&key, &name).await.map_err(storage)?);
-    }
-    Ok(Json(import))
+    Ok(Json(files::import(&state.core.db, &state.files, &ctx.scope, id).await?))
 }
 
 /// Export contacts or companies as CSV (member): `filters` are the list's parameters. The worker
@@ -401,10 +359,7 @@ async fn create_export(
     body: Body<NewExport>,
 ) -> Result<Response, ApiError> {
     let key = idem.with_request("POST /crm/exports", &body.raw)?;
-    let outcome = exports::create(&state.core.db, &ctx.scope, body.value, key.as_ref()).await?;
-    if let Created::Fresh(export) = &outcome {
-        enqueue(&state.files, JobKind::Export, ctx.scope.tenant_id(), export.id).await;
-    }
+    let outcome = files::start_export(&state.core.db, &state.files, &ctx.scope, body.value, key.as_ref()).await?;
     Ok(replayed_or(outcome))
 }
 
@@ -416,12 +371,5 @@ async fn get_export(
     ctx: TenantCtx<min::Member>,
     PathId(id): PathId<Uuid>,
 ) -> Result<Json<Export>, ApiError> {
-    let row = exports::get(&state.core.db, &ctx.scope, id).await?;
-    let key = row.object_key.clone();
-    let name = row.file_name();
-    let mut export = row.view();
-    if let Some(key) = key {
-        export.download_url = Some(state.files.presign_download(&key, &name).await.map_err(storage)?);
-    }
-    Ok(Json(export))
+    Ok(Json(files::export(&state.core.db, &state.files, &ctx.scope, id).await?))
 }

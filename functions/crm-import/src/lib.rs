@@ -108,7 +108,7 @@ impl Worker {
                 tracing::info!(import = %job.id, failed, "import completed");
             }
             RunOutcome::Paused => {
-                self.files.enqueue(message).await?;
+                self.files.jobs.send(message).await?;
                 tracing::info!(import = %job.id, "import paused before the deadline; queued again");
             }
             RunOutcome::Superseded => tracing::info!(import = %job.id, "another run is further; this one stopped"),
@@ -184,7 +184,7 @@ impl Worker {
     pub async fn sweep(&self) -> anyhow::Result<usize> {
         let stalled = jobs::stalled(&self.db, STALLED_AFTER).await?;
         for message in &stalled {
-            self.files.enqueue(message).await?;
+            self.files.jobs.send(message).await?;
             tracing::warn!(job = %message.id, kind = ?message.kind, "stalled CRM job queued again");
         }
         Ok(stalled.len())

@@ -144,8 +144,4 @@ impl CrmFiles {
             .await?;
         Ok(())
     }
-
-    pub async fn enqueue(&self, message: &JobMessage) -> anyhow::Result<()> {
-        Ok(self.jobs.send(message).await?)
-    }
 }
