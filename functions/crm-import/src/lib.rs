@@ -17,7 +17,7 @@ use shared::services::connectors::catalog::Kind;
 use shared::services::connectors::{Connectors, Retry};
 use shared::services::crm::exports;
 use shared::services::crm::imports::{self, ImportRow, ImportSource, RunOptions, RunOutcome};
-use shared::services::crm::jobs::{self, JobKind, JobMessage};
+use shared::services::crm::jobs::{self, JobKind, JobMessage, files};
 use shared::services::crm::zoho;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
@@ -95,16 +95,7 @@ impl Worker {
         };
         match outcome {
             RunOutcome::Finished { failed } => {
-                let errors_key = if failed > 0 {
-                    let key = format!("imports/{}/{}-errors.csv", job.tenant_id, job.id);
-                    self.files
-                        .put_csv(&key, imports::errors_csv(&self.db, &job).await?)
-                        .await?;
-                    Some(key)
-                } else {
-                    None
-                };
-                imports::complete(&self.db, &job, errors_key.as_deref()).await?;
+                files::finish_import(&self.db, &self.files, &job, failed).await?;
                 tracing::info!(import = %job.id, failed, "import completed");
             }
             RunOutcome::Paused => {
@@ -121,15 +112,8 @@ impl Worker {
     }
 
     async fn csv(&self, job: &ImportRow, options: RunOptions) -> anyhow::Result<RunOutcome> {
-        let offset = u64::try_from(job.byte_offset).unwrap_or_default();
-        let data = match job.object_key.as_deref() {
-            Some(key) => self.files.read_from(key, offset).await?,
-            None => None,
-        };
-        let Some(data) = data else {
-            let why = "the uploaded file is gone (uploads are kept for 7 days); upload it again";
-            imports::fail(&self.db, job, why).await?;
-            return Ok(RunOutcome::Refused(why.to_owned()));
+        let Some(data) = files::import_data(&self.db, &self.files, job).await? else {
+            return Ok(RunOutcome::Refused(files::GONE.to_owned()));
         };
         Ok(imports::run(&self.db, job, &data, options).await?)
     }

@@ -93,6 +93,49 @@ pub mod files {
         Ok(outcome)
     }
 
+    /// Ends a finished import: the CSV of its failed rows written beside its upload (when any
+    /// failed: `imports/<tenant>/<id>-errors.csv`, kept with the bucket's 7 days), then the job
+    /// marked completed with it.
+    pub async fn finish_import(
+        pool: &PgPool,
+        files: &CrmFiles,
+        job: &imports::ImportRow,
+        failed: i64,
+    ) -> Result<(), DomainError> {
+        let errors_key = if failed > 0 {
+            let key = format!("imports/{}/{}-errors.csv", job.tenant_id, job.id);
+            files
+                .put_csv(&key, imports::errors_csv(pool, job).await?)
+                .await
+                .map_err(storage)?;
+            Some(key)
+        } else {
+            None
+        };
+        imports::complete(pool, job, errors_key.as_deref()).await
+    }
+
+    /// The rest of an import's uploaded file from its committed offset; `None` (the job failed
+    /// with the reason) when the upload is gone (uploads are kept 7 days).
+    pub async fn import_data(
+        pool: &PgPool,
+        files: &CrmFiles,
+        job: &imports::ImportRow,
+    ) -> Result<Option<Vec<u8>>, DomainError> {
+        let offset = u64::try_from(job.byte_offset).unwrap_or_default();
+        let data = match job.object_key.as_deref() {
+            Some(key) => files.read_from(key, offset).await.map_err(storage)?,
+            None => None,
+        };
+        if data.is_none() {
+            imports::fail(pool, job, GONE).await?;
+        }
+        Ok(data)
+    }
+
+    /// Why an import whose upload is gone failed.
+    pub const GONE: &str = "the uploaded file is gone (uploads are kept for 7 days); upload it again";
+
     /// An import with, once it ended, a link to the CSV of its failed rows.
     pub async fn import(pool: &PgPool, files: &CrmFiles, scope: &Scope, id: Uuid) -> Result<Import, DomainError> {
         let (mut import, errors_key) = imports::get(pool, scope, id).await?;
