@@ -35,7 +35,8 @@ pub enum DomainError {
     /// Input that fails the domain's rules, field by field.
     #[error("invalid input")]
     Invalid(Vec<FieldError>),
-    /// A provider (Stripe) failed or refused: nothing was changed; the cause is logged.
+    /// A service the request depends on (Stripe, a queue) failed or refused: the request did
+    /// not take effect; the cause is logged (503: the caller retries).
     #[error("upstream: {0}")]
     Upstream(String),
     /// A provider the tenant connected (their WordPress site) failed or refused the call the
