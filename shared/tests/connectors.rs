@@ -311,6 +311,27 @@ async fn a_site_that_redirects_is_not_followed_elsewhere() {
     );
 }
 
+/// A tenant's owner's scope.
+async fn owner_scope(app: &TestApp) -> Scope {
+    let owner = app.user("owner").await;
+    let tenant = app.tenant(&owner).await;
+    scope(tenant, owner.id)
+}
+
+/// The connectors with Facebook's API at `base`, and the tenant's page connector saved.
+async fn facebook_at(app: &TestApp, s: &Scope, base: String, token: &str) -> Connectors {
+    let svc = service(app, HashMap::from([(Kind::Facebook, base)]), true);
+    svc.put(
+        s,
+        Kind::Facebook,
+        body(json!({"page_id": "12345", "page_access_token": token})),
+        None,
+    )
+    .await
+    .unwrap();
+    svc
+}
+
 /// A server that answers every request with bytes that are not HTTP.
 async fn not_http() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -329,21 +350,11 @@ async fn not_http() -> String {
 #[tokio::test]
 async fn provider_errors_never_carry_the_url_and_its_token() {
     let app = TestApp::new().await;
-    let owner = app.user("owner").await;
-    let tenant = app.tenant(&owner).await;
-    let s = scope(tenant, owner.id);
+    let s = owner_scope(&app).await;
     let token = "EAAB-secret-page-token-0042";
     // A transport error (no HTTP answer) in the connection test: the page token rides in the
     // query string of Facebook's URL, and reqwest's errors print the URL.
-    let svc = service(&app, HashMap::from([(Kind::Facebook, not_http().await)]), true);
-    svc.put(
-        &s,
-        Kind::Facebook,
-        body(json!({"page_id": "12345", "page_access_token": token})),
-        None,
-    )
-    .await
-    .unwrap();
+    let svc = facebook_at(&app, &s, not_http().await, token).await;
     let r = svc.test(&s, Kind::Facebook).await.unwrap();
     assert!(
         !r.ok && r.message.starts_with("The call to 127.0.0.1 failed"),
@@ -377,9 +388,7 @@ async fn provider_errors_never_carry_the_url_and_its_token() {
 #[tokio::test]
 async fn a_retry_after_no_clock_can_hold_waits_the_cap_and_kills_nothing() {
     let app = TestApp::new().await;
-    let owner = app.user("owner").await;
-    let tenant = app.tenant(&owner).await;
-    let s = scope(tenant, owner.id);
+    let s = owner_scope(&app).await;
     let fake = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/v19.0/12345"))
@@ -387,15 +396,7 @@ async fn a_retry_after_no_clock_can_hold_waits_the_cap_and_kills_nothing() {
         .expect(2)
         .mount(&fake)
         .await;
-    let svc = service(&app, HashMap::from([(Kind::Facebook, fake.uri())]), true);
-    svc.put(
-        &s,
-        Kind::Facebook,
-        body(json!({"page_id": "12345", "page_access_token": "EAAB-token"})),
-        None,
-    )
-    .await
-    .unwrap();
+    let svc = facebook_at(&app, &s, fake.uri(), "EAAB-token").await;
     let creds = svc.credentials(&s, Kind::Facebook).await.unwrap().unwrap();
     let started = std::time::Instant::now();
     let retry = shared::services::connectors::Retry {

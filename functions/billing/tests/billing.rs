@@ -419,22 +419,27 @@ async fn seats_are_limited_by_the_plan_with_a_402_naming_the_limit() {
     assert_eq!(invite("c@example.test").send(&settings).await.status, 201);
 }
 
-#[tokio::test]
-async fn the_application_role_reads_only_its_tenants_mirror_and_writes_none_of_it() {
+/// The world's tenant on the starter plan beside another tenant on growth; the owner's scope.
+async fn beside_another_subscribed_tenant(w: &World) -> shared::domain::Scope {
     use shared::domain::{Actor, Scope};
-    let w = world().await;
     let other_owner = w.app.user("other").await;
     let other = w.app.tenant(&other_owner).await;
     w.app.subscribe(w.tenant, "starter").await;
     w.app.subscribe(other, "growth").await;
-    let scope = Scope {
+    Scope {
         actor: Actor::User {
             user_id: w.owner.id,
             email: w.owner.email.clone(),
         },
         tenant: Some((w.tenant, Role::Owner)),
         request_id: "rls-test".into(),
-    };
+    }
+}
+
+#[tokio::test]
+async fn the_application_role_reads_only_its_tenants_mirror_and_writes_none_of_it() {
+    let w = world().await;
+    let scope = beside_another_subscribed_tenant(&w).await;
     let mut tx = shared::adapters::pg::begin(&w.app.db.app, &scope).await.unwrap();
     let visible: Vec<String> = sqlx::query_scalar("select customer_id from stripe_subscriptions")
         .fetch_all(&mut *tx)
@@ -465,20 +470,8 @@ async fn the_application_role_reads_only_its_tenants_mirror_and_writes_none_of_i
 
 #[tokio::test]
 async fn a_temp_table_named_like_a_real_one_cannot_widen_what_a_tenant_sees() {
-    use shared::domain::{Actor, Scope};
     let w = world().await;
-    let other_owner = w.app.user("other").await;
-    let other = w.app.tenant(&other_owner).await;
-    w.app.subscribe(w.tenant, "starter").await;
-    w.app.subscribe(other, "growth").await;
-    let scope = Scope {
-        actor: Actor::User {
-            user_id: w.owner.id,
-            email: w.owner.email.clone(),
-        },
-        tenant: Some((w.tenant, Role::Owner)),
-        request_id: "rls-temp-test".into(),
-    };
+    let scope = beside_another_subscribed_tenant(&w).await;
     // The attack: a temp billing_accounts naming the other tenant's customer, which
     // app_current_customer() would read instead of the real table.
     for pool in [&w.app.db.app, &w.app.db.billing] {
