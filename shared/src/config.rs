@@ -160,6 +160,135 @@ impl Config {
     }
 }
 
+/// A Postgres pool's settings: the URL (never printed: it holds the password) and its size.
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &"<redacted>")
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl DatabaseSettings {
+    /// The application role (`portal_app`): `DATABASE_URL`, `DATABASE_MAX_CONNECTIONS` (2).
+    pub fn app(env: &Env) -> Result<Self, ConfigError> {
+        Self::named(env, "DATABASE_URL")
+    }
+
+    /// The billing role (`portal_billing`: mirrors of every tenant): `BILLING_DATABASE_URL`,
+    /// `DATABASE_MAX_CONNECTIONS` (2).
+    pub fn billing(env: &Env) -> Result<Self, ConfigError> {
+        Self::named(env, "BILLING_DATABASE_URL")
+    }
+
+    fn named(env: &Env, name: &'static str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            url: env.required(name)?,
+            max_connections: env.parsed_or("DATABASE_MAX_CONNECTIONS", 2)?,
+        })
+    }
+
+    /// The pool (lazy: no connection is opened until the first query).
+    pub fn pool(&self) -> anyhow::Result<sqlx::PgPool> {
+        crate::adapters::pg::pool(&self.url, self.max_connections)
+    }
+}
+
+/// Where the key that seals connector secrets comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KekSource {
+    /// `CONNECTOR_KMS_KEY_ID` (AWS).
+    Kms { key_id: String },
+    /// `CONNECTOR_LOCAL_KEY_FILE` (the local stack: a file of 64 hex characters).
+    LocalFile(PathBuf),
+}
+
+/// The connectors' settings: the key-encryption key, `CONNECTOR_BASE_URLS` (`kind=url,...`:
+/// provider API overrides, the local fakes) and `CONNECTORS_ALLOW_PRIVATE_NETWORKS` (`true`
+/// switches the SSRF guard off: refused unless `STAGE` is unset or `local`).
+#[derive(Debug, Clone)]
+pub struct ConnectorSettings {
+    pub kek: KekSource,
+    pub bases: HashMap<crate::services::connectors::catalog::Kind, String>,
+    pub allow_private: bool,
+}
+
+impl ConnectorSettings {
+    pub fn from(env: &Env) -> Result<Self, ConfigError> {
+        let kek = match (
+            env.optional("CONNECTOR_KMS_KEY_ID"),
+            env.optional("CONNECTOR_LOCAL_KEY_FILE"),
+        ) {
+            (Some(key_id), _) => KekSource::Kms { key_id },
+            (None, Some(path)) => KekSource::LocalFile(PathBuf::from(path)),
+            (None, None) => {
+                return Err(ConfigError::Missing(
+                    "CONNECTOR_KMS_KEY_ID (or CONNECTOR_LOCAL_KEY_FILE)",
+                ));
+            }
+        };
+        let bases = crate::services::connectors::parse_bases(&env.optional("CONNECTOR_BASE_URLS").unwrap_or_default())
+            .map_err(|reason| ConfigError::Invalid {
+                name: "CONNECTOR_BASE_URLS",
+                reason,
+            })?;
+        let allow_private = env.parsed_or("CONNECTORS_ALLOW_PRIVATE_NETWORKS", false)?;
+        let stage = env.optional("STAGE").unwrap_or_else(|| "local".to_owned());
+        if allow_private && stage != "local" {
+            return Err(ConfigError::Invalid {
+                name: "CONNECTORS_ALLOW_PRIVATE_NETWORKS",
+                reason: format!("true is for the local stack only (STAGE is {stage})"),
+            });
+        }
+        Ok(Self {
+            kek,
+            bases,
+            allow_private,
+        })
+    }
+}
+
+/// The media bucket (`MEDIA_BUCKET`) and where websites read its objects
+/// ([`media_public_base`]).
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    pub bucket: String,
+    pub public_base_url: String,
+}
+
+impl MediaSettings {
+    pub fn from(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            bucket: env.required("MEDIA_BUCKET")?,
+            public_base_url: media_public_base(env)?,
+        })
+    }
+}
+
+/// The CRM files bucket (`CRM_FILES_BUCKET`: imports, exports, error files) and the crm-import
+/// worker's queue (`CRM_JOBS_QUEUE_URL`).
+#[derive(Debug, Clone)]
+pub struct CrmFilesSettings {
+    pub bucket: String,
+    pub jobs_queue_url: String,
+}
+
+impl CrmFilesSettings {
+    pub fn from(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            bucket: env.required("CRM_FILES_BUCKET")?,
+            jobs_queue_url: env.required("CRM_JOBS_QUEUE_URL")?,
+        })
+    }
+}
+
 /// The Stripe API: `STRIPE_API_BASE` (default `https://api.stripe.com`; localstripe locally),
 /// `STRIPE_SECRET_KEY` (`sk_...`/`rk_...`), optional `STRIPE_LIVEMODE` (`true`/`false`: events of
 /// the other mode are recorded and ignored).
@@ -261,6 +390,62 @@ mod tests {
         assert!(!printed.contains("secret"), "{printed}");
         assert_eq!(config.portal_base_url, "http://127.0.0.1:9000");
         assert_eq!(config.invitation_ttl_hours, 72);
+    }
+
+    #[test]
+    fn connector_settings_name_what_is_wrong() {
+        let key = [("CONNECTOR_LOCAL_KEY_FILE", "/tmp/kek.hex")];
+        let ok = ConnectorSettings::from(&Env::from_pairs(key)).unwrap();
+        assert_eq!(ok.kek, KekSource::LocalFile(PathBuf::from("/tmp/kek.hex")));
+        assert!(!ok.allow_private && ok.bases.is_empty());
+
+        let kms = ConnectorSettings::from(&Env::from_pairs([("CONNECTOR_KMS_KEY_ID", "alias/x")])).unwrap();
+        assert_eq!(
+            kms.kek,
+            KekSource::Kms {
+                key_id: "alias/x".into()
+            }
+        );
+
+        let none = ConnectorSettings::from(&Env::from_pairs([])).unwrap_err();
+        assert_eq!(
+            none,
+            ConfigError::Missing("CONNECTOR_KMS_KEY_ID (or CONNECTOR_LOCAL_KEY_FILE)")
+        );
+
+        let cases = [
+            ("CONNECTOR_BASE_URLS", "shopify=not a url", "CONNECTOR_BASE_URLS"),
+            ("CONNECTOR_BASE_URLS", "nosuchkind=http://x", "CONNECTOR_BASE_URLS"),
+            (
+                "CONNECTORS_ALLOW_PRIVATE_NETWORKS",
+                "yes",
+                "CONNECTORS_ALLOW_PRIVATE_NETWORKS",
+            ),
+        ];
+        for (name, value, named) in cases {
+            let err = ConnectorSettings::from(&Env::from_pairs([key[0], (name, value)])).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { name, .. } if name == named),
+                "{value}: {err:?}"
+            );
+        }
+        let prod = Env::from_pairs([key[0], ("CONNECTORS_ALLOW_PRIVATE_NETWORKS", "true"), ("STAGE", "prod")]);
+        let err = ConnectorSettings::from(&prod).unwrap_err();
+        assert!(err.to_string().contains("local stack only (STAGE is prod)"), "{err}");
+        let local = Env::from_pairs([key[0], ("CONNECTORS_ALLOW_PRIVATE_NETWORKS", "true")]);
+        assert!(ConnectorSettings::from(&local).unwrap().allow_private);
+    }
+
+    #[test]
+    fn database_settings_never_print_the_url() {
+        let env = Env::from_pairs([("BILLING_DATABASE_URL", "postgres://b:secret@db/p")]);
+        let billing = DatabaseSettings::billing(&env).unwrap();
+        assert_eq!(billing.max_connections, 2);
+        assert!(!format!("{billing:?}").contains("secret"));
+        assert_eq!(
+            DatabaseSettings::app(&env).unwrap_err(),
+            ConfigError::Missing("DATABASE_URL")
+        );
     }
 
     #[test]

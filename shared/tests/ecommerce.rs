@@ -10,7 +10,8 @@ use shared::services::ecommerce::store::{self, Applied};
 
 const WRITTEN: Applied = Applied { written: 1, stale: 0 };
 const STALE: Applied = Applied { written: 0, stale: 1 };
-use shared::services::ecommerce::{OrderStatus, shopify, woocommerce};
+use shared::services::ecommerce::OrderStatus;
+use shared::services::providers::{shopify, woocommerce};
 use testkit::TestApp;
 
 fn fixture(dir: &str, name: &str) -> Option<Value> {

@@ -3,7 +3,7 @@
 //! in one transaction, then XACK; pending entries of a crashed run reclaimed).
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
-use shared::config::Env;
+use shared::config::{ConfigError, DatabaseSettings, Env};
 use shared::services::analytics::aggregate::Aggregator;
 use std::sync::Arc;
 
@@ -14,13 +14,28 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Batches per invocation at most (the next minute's run continues).
 const MAX_STEPS: usize = 50;
 
+/// The function's configuration, read once at start.
+struct Config {
+    db: DatabaseSettings,
+    /// `REDIS_URL`: the analytics stream.
+    redis_url: String,
+}
+
+impl Config {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            db: DatabaseSettings::app(env)?,
+            redis_url: env.required("REDIS_URL")?,
+        })
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
-    let env = Env::from_process();
-    let db = shared::adapters::pg::app_pool(&env)?;
-    let redis = shared::adapters::redis::connect(&env.required("REDIS_URL")?).await?;
-    let aggregator = Arc::new(Aggregator::new(db, redis));
+    let config = Config::from_env(&Env::from_process())?;
+    let redis = shared::adapters::redis::connect(&config.redis_url).await?;
+    let aggregator = Arc::new(Aggregator::new(config.db.pool()?, redis));
     lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| {
         let aggregator = Arc::clone(&aggregator);
         async move {

@@ -7,16 +7,34 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use shared::config::{ConfigError, DatabaseSettings, Env};
 use shared::http::docs::{NotFound, Upstream};
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{ApiError, Json, RawBody};
-use shared::services::analytics::collect::{Accepted, CollectError, Collector};
+use shared::services::analytics::collect::{Accepted, CollectBody, CollectError, Collector};
 use shared::services::analytics::event::{Client, client_ip};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 const TAG: &str = "analytics";
 /// Requests larger than this answer 413 (50 events of ordinary size fit easily).
+/// The function's configuration, read once at start.
+pub struct Config {
+    /// The sites' lookup (which site a domain is).
+    pub db: DatabaseSettings,
+    /// `REDIS_URL`: the analytics stream.
+    pub redis_url: String,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            db: DatabaseSettings::app(env)?,
+            redis_url: env.required("REDIS_URL")?,
+        })
+    }
+}
+
 pub const MAX_BODY: usize = 64 * 1024;
 
 pub const ROUTES: &[RouteSpec] = &[RouteSpec::new("POST", "/analytics/collect", Access::Public)];
@@ -63,8 +81,8 @@ async fn preflight(headers: HeaderMap) -> Response {
 /// Event fields: `name` (default `pageview`), `url`, `referrer`, `screen_width`, `props`
 /// (flat, at most 30), `timestamp` (Unix ms; within the last 24 h and at most 5 min ahead).
 #[utoipa::path(post, path = "/analytics/collect", tag = TAG,
-    request_body(content = Object, content_type = "application/json",
-        description = "One event with `site_key`, or `{site_key, events: [...]}`"),
+    request_body(content = CollectBody, content_type = "application/json",
+        description = "One event with `site_key`, or `{site_key, events: [...]}` (also as `text/plain`)"),
     responses((status = 202, body = Accepted, description = "Stored in the stream; `dropped` lists the events that were not, with why"),
         (status = 403, description = "The request's Origin is not allowed for this site", body = shared::http::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = shared::http::Problem, content_type = "application/problem+json"),

@@ -8,8 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
-    let env = Env::from_process();
-    let db = shared::adapters::pg::app_pool(&env)?;
-    let collector = shared::services::analytics::collect::Collector::new(&env.required("REDIS_URL")?, db);
+    let config = analytics_collect::Config::from_env(&Env::from_process())?;
+    let collector = shared::services::analytics::collect::Collector::new(&config.redis_url, config.db.pool()?);
     shared::http::run(analytics_collect::router(collector)).await
 }

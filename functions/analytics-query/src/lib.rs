@@ -4,8 +4,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
-use shared::domain::{Page, Role};
-use shared::http::docs::{BodyProblems, Conflict, ListProblems, PlanLimit, TenantHeader, TenantProblems};
+use shared::domain::{ResultPage, Role};
+use shared::http::docs::{
+    BodyProblems, Conflict, IdempotencyHeader, ListProblems, PlanLimit, TenantHeader, TenantProblems,
+};
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{ApiError, Body, Core, Json, PageParams, Params, RawIdempotencyKey, TenantCtx, min, replayed_or};
 use shared::services::analytics::query::{
@@ -45,19 +47,19 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The tenant's sites, newest first.
 #[utoipa::path(get, path = "/analytics/sites", tag = TAG, security(("bearer" = [])), params(TenantHeader, PageParams),
-    responses((status = 200, body = Page<Site>), TenantProblems, ListProblems))]
+    responses((status = 200, body = ResultPage<Site>), TenantProblems, ListProblems))]
 async fn list_sites(
     State(core): State<Core>,
     ctx: TenantCtx<min::Viewer>,
     Params(page): Params<PageParams>,
-) -> Result<Json<Page<Site>>, ApiError> {
+) -> Result<Json<ResultPage<Site>>, ApiError> {
     Ok(Json(sites::list(&core.db, &ctx.scope, &page.request()?).await?))
 }
 
 /// Register a site (admin): answers its public site key. Counts against the plan's `sites`.
 /// Honours `Idempotency-Key`.
 #[utoipa::path(post, path = "/analytics/sites", tag = TAG, security(("bearer" = [])), request_body = NewSite,
-    params(TenantHeader, ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation")),
+    params(TenantHeader, IdempotencyHeader),
     responses((status = 201, body = Site), Conflict, PlanLimit, TenantProblems, BodyProblems))]
 async fn create_site(
     State(core): State<Core>,

@@ -95,7 +95,7 @@ pub fn document_json(parts: impl IntoIterator<Item = utoipa::openapi::OpenApi>) 
 }
 
 /// utoipa makes a handler's whole first doc paragraph the `summary`, Markdown and line breaks
-/// included, and cms-content's macro writes only a `description`. OpenAPI's `summary` is one
+/// included (cms-content's macro gives it as `summary = concat!(..)`). OpenAPI's `summary` is one
 /// line of plain text (UIs print it as it is) and `description` is CommonMark (UIs render it).
 /// So: when the summary is not one plain line, or is missing, the whole text becomes the
 /// description and the summary its lead (see [`lead`]).
@@ -323,6 +323,62 @@ pub const LINKS: &[Link] = &[
         from: ("post", "/crm/deals", "201"),
         name: "DeleteDeal",
         to_operation_id: "delete_deal",
+        parameter: "id",
+        expression: "$response.body#/id",
+    },
+    Link {
+        from: ("post", "/marketing/templates", "201"),
+        name: "GetTemplate",
+        to_operation_id: "get_template",
+        parameter: "id",
+        expression: "$response.body#/id",
+    },
+    Link {
+        from: ("post", "/marketing/templates", "201"),
+        name: "UpdateTemplate",
+        to_operation_id: "update_template",
+        parameter: "id",
+        expression: "$response.body#/id",
+    },
+    Link {
+        from: ("post", "/marketing/templates", "201"),
+        name: "DeleteTemplate",
+        to_operation_id: "delete_template",
+        parameter: "id",
+        expression: "$response.body#/id",
+    },
+    Link {
+        from: ("post", "/marketing/segments", "201"),
+        name: "GetSegment",
+        to_operation_id: "get_segment",
+        parameter: "id",
+        expression: "$response.body#/id",
+    },
+    Link {
+        from: ("post", "/marketing/segments", "201"),
+        name: "UpdateSegment",
+        to_operation_id: "update_segment",
+        parameter: "id",
+        expression: "$response.body#/id",
+    },
+    Link {
+        from: ("post", "/marketing/segments", "201"),
+        name: "CountSegment",
+        to_operation_id: "count_segment",
+        parameter: "id",
+        expression: "$response.body#/id",
+    },
+    Link {
+        from: ("post", "/marketing/segments", "201"),
+        name: "DeleteSegment",
+        to_operation_id: "delete_segment",
+        parameter: "id",
+        expression: "$response.body#/id",
+    },
+    Link {
+        from: ("post", "/marketing/suppressions", "201"),
+        name: "RemoveSuppression",
+        to_operation_id: "remove_suppression",
         parameter: "id",
         expression: "$response.body#/id",
     },

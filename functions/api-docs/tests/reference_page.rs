@@ -60,6 +60,9 @@ fn dump_dom(chromium: &str, url: &str) -> String {
             "--disable-background-networking",
             "--disable-component-update",
             "--virtual-time-budget=30000",
+            // A window tall enough for every operation: the page renders operations as they
+            // come into view (a user scrolls; the test sees them all at once).
+            "--window-size=1280,60000",
             // No internet: any host but this machine fails to resolve.
             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
             "--dump-dom",

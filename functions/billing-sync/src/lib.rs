@@ -3,7 +3,7 @@
 //! `shared::services::billing::sync`. A message that fails is reported as a batch item failure,
 //! so SQS retries it and, after `maxReceiveCount`, moves it to the DLQ (replayed by the
 //! `billing-replay-dlq` command). The others in the batch are not retried.
-use shared::config::{ConfigError, Env};
+use shared::config::{ConfigError, DatabaseSettings, Env, StripeSettings};
 use shared::lambda::{SqsBatchResponse, SqsEvent, run_batch};
 use shared::services::billing::inbox::{self, BillingMessage};
 use shared::services::billing::sync::{Outcome, Syncer};
@@ -14,8 +14,23 @@ pub struct SyncFunction {
     pub events_table: String,
 }
 
-pub fn events_table(env: &Env) -> Result<String, ConfigError> {
-    env.required("STRIPE_EVENTS_TABLE")
+/// The function's configuration, read once at start.
+pub struct Config {
+    /// `BILLING_DATABASE_URL`: the `portal_billing` role.
+    pub db: DatabaseSettings,
+    pub stripe: StripeSettings,
+    /// `STRIPE_EVENTS_TABLE`: the inbox the webhook records events in.
+    pub events_table: String,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            db: DatabaseSettings::billing(env)?,
+            stripe: StripeSettings::from(env)?,
+            events_table: env.required("STRIPE_EVENTS_TABLE")?,
+        })
+    }
 }
 
 impl SyncFunction {

@@ -10,8 +10,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use serde_json::{Value, json};
-use shared::services::billing::sync::{Outcome, StripeEvent, Syncer};
+use shared::services::billing::sync::{Outcome, StripeEvent};
 use std::collections::HashMap;
+use testkit::billing::syncer;
 use testkit::{TestDb, billing_snapshot, shared_fixtures};
 
 struct Fixture {
@@ -66,14 +67,6 @@ fn events(fixtures: &[Fixture], distinct: bool) -> Vec<StripeEvent> {
         .collect()
 }
 
-fn syncer(db: &TestDb) -> Syncer {
-    Syncer {
-        db: db.billing.clone(),
-        stripe: None,
-        livemode: None,
-    }
-}
-
 /// A deterministic shuffle (xorshift), so a failure names its seed.
 fn shuffled<T: Clone>(items: &[T], seed: u64) -> Vec<T> {
     let mut v = items.to_vec();
@@ -89,7 +82,7 @@ fn shuffled<T: Clone>(items: &[T], seed: u64) -> Vec<T> {
 
 async fn mirror_after(events: &[StripeEvent]) -> Value {
     let db = TestDb::new().await;
-    let s = syncer(&db);
+    let s = syncer(&db, None);
     for e in events {
         s.apply(e).await.unwrap_or_else(|err| panic!("{}: {err}", e.id));
     }
@@ -149,7 +142,7 @@ async fn real_stripe_events_converge_in_order_shuffled_duplicated_and_concurrent
     );
 
     let db = TestDb::new().await;
-    let s = syncer(&db);
+    let s = syncer(&db, None);
     let tasks: Vec<_> = shuffled(&doubled, 99)
         .into_iter()
         .map(|e| {
@@ -173,7 +166,7 @@ async fn colliding_ids_apply_once() {
     let events = events(&fixtures, false);
     let distinct: std::collections::HashSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
     let db = TestDb::new().await;
-    let s = syncer(&db);
+    let s = syncer(&db, None);
     let mut applied = 0;
     for e in &events {
         if s.apply(e).await.unwrap() != Outcome::Duplicate {

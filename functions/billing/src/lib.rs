@@ -5,8 +5,10 @@ use axum::Router;
 use axum::extract::{FromRef, State};
 use axum::response::Response;
 use shared::adapters::stripe_api::StripeApi;
-use shared::domain::{Page, Role};
-use shared::http::docs::{BodyProblems, Conflict, ListProblems, TenantHeader, TenantProblems, Upstream};
+use shared::domain::{ResultPage, Role};
+use shared::http::docs::{
+    BodyProblems, Conflict, IdempotencyHeader, ListProblems, TenantHeader, TenantProblems, Upstream,
+};
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{ApiError, Body, Core, Json, PageParams, Params, RawIdempotencyKey, TenantCtx, min, replayed_or};
 use shared::services::billing::{
@@ -88,7 +90,7 @@ async fn get_subscription(
 /// first time. Honours `Idempotency-Key`. 409 when a subscription is already live.
 #[utoipa::path(post, path = "/billing/checkout-session", tag = TAG, security(("bearer" = [])),
     request_body = NewCheckout,
-    params(TenantHeader, ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation")),
+    params(TenantHeader, IdempotencyHeader),
     responses((status = 201, body = CheckoutSession), Conflict, Upstream, TenantProblems, BodyProblems))]
 async fn create_checkout_session(
     State(state): State<BillingState>,
@@ -124,12 +126,12 @@ async fn create_portal_session(
 
 /// The tenant's invoices, newest first (amounts in minor units).
 #[utoipa::path(get, path = "/billing/invoices", tag = TAG, security(("bearer" = [])), params(TenantHeader, PageParams),
-    responses((status = 200, body = Page<InvoiceSummary>), TenantProblems, ListProblems))]
+    responses((status = 200, body = ResultPage<InvoiceSummary>), TenantProblems, ListProblems))]
 async fn list_invoices(
     State(state): State<BillingState>,
     ctx: TenantCtx<min::Viewer>,
     Params(page): Params<PageParams>,
-) -> Result<Json<Page<InvoiceSummary>>, ApiError> {
+) -> Result<Json<ResultPage<InvoiceSummary>>, ApiError> {
     Ok(Json(
         billing::invoices(&state.core.db, &ctx.scope, &page.request()?).await?,
     ))

@@ -1,10 +1,11 @@
 //! Wiring only: telemetry, config, clients (built once per sandbox), run.
+use shared::config::{Env, StripeSettings};
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
-    let env = shared::config::Env::from_process();
-    let config = shared::Config::from(&env)?;
-    let stripe = shared::config::StripeSettings::from(&env)?.client()?;
-    let state = billing::BillingState::new(shared::Core::new(config)?, stripe);
+    let env = Env::from_process();
+    let (config, stripe) = (shared::Config::from(&env)?, StripeSettings::from(&env)?);
+    let state = billing::BillingState::new(shared::Core::new(config)?, stripe.client()?);
     shared::http::run(billing::router(state)).await
 }

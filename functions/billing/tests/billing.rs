@@ -1,5 +1,5 @@
 //! The billing routes against a real Postgres, with Stripe's HTTP contract faked by wiremock
-//! (localstripe is exercised end to end in tests/localstripe.rs).
+//! (localstripe is exercised end to end in functions/billing-sync/tests/localstripe.rs).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use serde_json::{Value, json};

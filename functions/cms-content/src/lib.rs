@@ -7,18 +7,18 @@ use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use shared::domain::{Page, Role};
+use shared::domain::{PageParams, ResultPage, Role};
 use shared::http::docs::{
-    BodyProblems, Conflict, ListProblems, NotFound, PreconditionFailed, ProviderProblems, TenantHeader, TenantProblems,
+    BodyProblems, IfMatchHeader, ListProblems, NotFound, PreconditionFailed, TenantHeader, TenantProblems,
 };
 use shared::http::routes::{Access, RouteSpec};
-use shared::http::{ApiError, Body, Core, IfMatch, Json, Params, PathId, TenantCtx, etag, min};
+use shared::http::{ApiError, Body, Core, IfMatch, Json, Params, PathId, Problem, TenantCtx, etag, min};
 use shared::services::cms::content::Content;
 use shared::services::cms::items::{
     self, ContentKind, DiffParams, Item, ItemListParams, ItemSummary, NewItem, PublishRequest, Revision, RevisionDiff,
     RevisionListParams, RevisionSummary, UnpublishRequest,
 };
-use shared::services::cms::wordpress::Wordpress;
+use shared::services::providers::wordpress::Wordpress;
 use uuid::Uuid;
 
 /// What the handlers share: the core, and the content service (for posts, with the way to a
@@ -39,11 +39,42 @@ fn item_response(item: Item, status: StatusCode) -> Response {
     (status, [etag(item.version)], Json(item)).into_response()
 }
 
-/// The routes of one kind: `$kind` (`ContentKind::Page`), its path literals and OpenAPI tag.
+/// The start of a post route's 502: the connected WordPress site failed (the route adds what
+/// was not done).
+macro_rules! wordpress_failed {
+    () => {
+        "The connected WordPress site failed or refused the call: the problem's `detail` gives its reason"
+    };
+}
+
+/// The 409s a post route's write to a connected WordPress site can add.
+macro_rules! wordpress_conflicts {
+    () => {
+        "the site is not registered under `/analytics/sites` (`no-site`), the post was written before the \
+         connection (`not-on-wordpress`), or the post was changed on WordPress since it was read here \
+         (`wordpress-conflict`: reload it and edit again)"
+    };
+}
+
+/// The 410 of a post route that writes to a connected WordPress site.
+const WORDPRESS_GONE: &str = "The post was deleted on the connected WordPress site (its copy here is removed too)";
+
+/// The routes of one kind: `$kind` (`ContentKind::Page`), its path literals and OpenAPI tag, and
+/// per route the problem responses only this kind has or words its own way (`409 => "..."`):
+/// a page's slug and parent rules, a post's connected WordPress site.
 macro_rules! content_routes {
     ($module:ident, $kind:expr, $tag:literal, $noun:literal,
      list: $list:literal, one: $one:literal, publish: $publish:literal, unpublish: $unpublish:literal,
-     revisions: $revisions:literal, revision: $revision:literal, restore: $restore:literal, diff: $diff:literal) => {
+     revisions: $revisions:literal, revision: $revision:literal, restore: $restore:literal, diff: $diff:literal,
+     problems: {
+         list: [$($list_status:literal => $list_text:expr),* $(,)?],
+         create: [$($create_status:literal => $create_text:expr),* $(,)?],
+         update: [$($update_status:literal => $update_text:expr),* $(,)?],
+         delete: [$($delete_status:literal => $delete_text:expr),* $(,)?],
+         publish: [$($publish_status:literal => $publish_text:expr),* $(,)?],
+         unpublish: [$($unpublish_status:literal => $unpublish_text:expr),* $(,)?],
+         restore: [$($restore_status:literal => $restore_text:expr),* $(,)?] $(,)?
+     }) => {
         pub mod $module {
             use super::*;
             use utoipa_axum::router::OpenApiRouter;
@@ -92,21 +123,34 @@ macro_rules! content_routes {
                 api().split_for_parts().1
             }
 
-            #[doc = concat!("The tenant's ", $noun, "s, most recently changed first (filters: site, status, parent, words, category, tag).")]
-            #[utoipa::path(get, path = $list, tag = $tag, security(("bearer" = [])), params(TenantHeader, ItemListParams),
-                responses((status = 200, body = Page<ItemSummary>), Conflict, TenantProblems, ListProblems, ProviderProblems))]
+            #[utoipa::path(get, path = $list, tag = $tag, security(("bearer" = [])),
+                summary = concat!("The tenant's ", $noun, "s, most recently changed first (filters: site, status, \
+                    parent, words, category, tag)."),
+                params(TenantHeader, ItemListParams, PageParams),
+                responses(
+                    (status = 200, description = concat!("A page of the tenant's ", $noun, "s"),
+                        body = ResultPage<ItemSummary>),
+                    $((status = $list_status, description = $list_text, body = Problem,
+                        content_type = "application/problem+json"),)*
+                    TenantProblems, ListProblems))]
             async fn list(
                 State(state): State<ContentState>,
                 ctx: TenantCtx<min::Viewer>,
                 Params(params): Params<ItemListParams>,
-            ) -> Result<Json<Page<ItemSummary>>, ApiError> {
+            ) -> Result<Json<ResultPage<ItemSummary>>, ApiError> {
                 Ok(Json(state.content.list(&ctx.scope, KIND, params).await?))
             }
 
-            #[doc = concat!("Create a ", $noun, " (member): a draft, revision 1. A taken slug answers 409 with `suggestion`; a block that fails its schema 422 naming its path (`body[2].href`).")]
-            #[utoipa::path(post, path = $list, tag = $tag, security(("bearer" = [])), request_body = NewItem,
-                params(TenantHeader), responses((status = 201, body = Item, headers(("ETag" = String))), Conflict,
-                TenantProblems, BodyProblems, ProviderProblems))]
+            #[utoipa::path(post, path = $list, tag = $tag, security(("bearer" = [])),
+                summary = concat!("Create a ", $noun, " (member): a draft, revision 1. A taken slug answers 409 with \
+                    `suggestion`; a block that fails its schema 422 naming its path (`body[2].href`)."),
+                request_body = NewItem, params(TenantHeader),
+                responses(
+                    (status = 201, description = concat!("The new draft ", $noun, ", revision 1"), body = Item,
+                        headers(("ETag" = String))),
+                    $((status = $create_status, description = $create_text, body = Problem,
+                        content_type = "application/problem+json"),)*
+                    TenantProblems, BodyProblems))]
             async fn create(
                 State(state): State<ContentState>,
                 ctx: TenantCtx<min::Member>,
@@ -116,9 +160,12 @@ macro_rules! content_routes {
                 Ok(item_response(item, StatusCode::CREATED))
             }
 
-            #[doc = concat!("A ", $noun, " with its draft content and its publishing state.")]
-            #[utoipa::path(get, path = $one, tag = $tag, security(("bearer" = [])), params(TenantHeader, ("id" = Uuid, Path)),
-                responses((status = 200, body = Item, headers(("ETag" = String))), NotFound, TenantProblems))]
+            #[utoipa::path(get, path = $one, tag = $tag, security(("bearer" = [])),
+                summary = concat!("A ", $noun, " with its draft content and its publishing state."),
+                params(TenantHeader, ("id" = Uuid, Path)),
+                responses(
+                    (status = 200, description = concat!("The ", $noun), body = Item, headers(("ETag" = String))),
+                    NotFound, TenantProblems))]
             async fn get(
                 State(core): State<Core>,
                 ctx: TenantCtx<min::Viewer>,
@@ -127,12 +174,19 @@ macro_rules! content_routes {
                 Ok(item_response(items::get(&core.db, &ctx.scope, KIND, id).await?, StatusCode::OK))
             }
 
-            #[doc = concat!("Edit a ", $noun, " (member): a JSON merge patch of its content (`null` clears a field). A change writes a new revision; a published ", $noun, " keeps its live version until the next publish. `If-Match` optional.")]
             #[utoipa::path(patch, path = $one, tag = $tag, security(("bearer" = [])),
-                request_body(content = Object, content_type = "application/merge-patch+json", description = "Fields of Content to change"),
-                params(TenantHeader, ("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The item's ETag")),
-                responses((status = 200, body = Item, headers(("ETag" = String))), NotFound, Conflict, PreconditionFailed,
-                    TenantProblems, BodyProblems, ProviderProblems))]
+                summary = concat!("Edit a ", $noun, " (member): a JSON merge patch of its content (`null` clears a \
+                    field). A change writes a new revision; a published ", $noun, " keeps its live version until the \
+                    next publish. `If-Match` optional."),
+                request_body(content = Object, content_type = "application/merge-patch+json",
+                    description = "Fields of Content to change"),
+                params(TenantHeader, ("id" = Uuid, Path), IfMatchHeader),
+                responses(
+                    (status = 200, description = concat!("The ", $noun, " as edited (unchanged when the patch changes \
+                        nothing)"), body = Item, headers(("ETag" = String))),
+                    $((status = $update_status, description = $update_text, body = Problem,
+                        content_type = "application/problem+json"),)*
+                    NotFound, PreconditionFailed, TenantProblems, BodyProblems))]
             async fn update(
                 State(state): State<ContentState>,
                 ctx: TenantCtx<min::Member>,
@@ -144,9 +198,14 @@ macro_rules! content_routes {
                 Ok(item_response(item, StatusCode::OK))
             }
 
-            #[doc = concat!("Delete a ", $noun, " (member) with its revisions; a page with child pages answers 409 `page-has-children`.")]
-            #[utoipa::path(delete, path = $one, tag = $tag, security(("bearer" = [])), params(TenantHeader, ("id" = Uuid, Path)),
-                responses((status = 204), NotFound, Conflict, TenantProblems, ProviderProblems))]
+            #[utoipa::path(delete, path = $one, tag = $tag, security(("bearer" = [])),
+                summary = concat!("Delete a ", $noun, " (member) with its revisions."),
+                params(TenantHeader, ("id" = Uuid, Path)),
+                responses(
+                    (status = 204, description = concat!("The ", $noun, " and its revisions are deleted")),
+                    $((status = $delete_status, description = $delete_text, body = Problem,
+                        content_type = "application/problem+json"),)*
+                    NotFound, TenantProblems))]
             async fn delete(
                 State(state): State<ContentState>,
                 ctx: TenantCtx<min::Member>,
@@ -156,11 +215,16 @@ macro_rules! content_routes {
                 Ok(StatusCode::NO_CONTENT)
             }
 
-            #[doc = concat!("Publish a ", $noun, " (member): now, or at `at` (the content scheduler publishes the revision current when it was scheduled). `If-Match` optional.")]
-            #[utoipa::path(post, path = $publish, tag = $tag, security(("bearer" = [])), request_body = PublishRequest,
-                params(TenantHeader, ("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The item's ETag")),
-                responses((status = 200, body = Item, headers(("ETag" = String))), NotFound, Conflict, PreconditionFailed,
-                    TenantProblems, BodyProblems, ProviderProblems))]
+            #[utoipa::path(post, path = $publish, tag = $tag, security(("bearer" = [])),
+                summary = concat!("Publish a ", $noun, " (member): now, or at `at` (the content scheduler \
+                    publishes the revision current when it was scheduled). `If-Match` optional."),
+                request_body = PublishRequest, params(TenantHeader, ("id" = Uuid, Path), IfMatchHeader),
+                responses(
+                    (status = 200, description = concat!("The ", $noun, ", published or scheduled"), body = Item,
+                        headers(("ETag" = String))),
+                    $((status = $publish_status, description = $publish_text, body = Problem,
+                        content_type = "application/problem+json"),)*
+                    NotFound, PreconditionFailed, TenantProblems, BodyProblems))]
             async fn publish(
                 State(state): State<ContentState>,
                 ctx: TenantCtx<min::Member>,
@@ -172,11 +236,16 @@ macro_rules! content_routes {
                 Ok(item_response(item, StatusCode::OK))
             }
 
-            #[doc = concat!("Take a ", $noun, " off the site (member): `draft` or `archived`; a schedule is cancelled. `If-Match` optional.")]
-            #[utoipa::path(post, path = $unpublish, tag = $tag, security(("bearer" = [])), request_body = UnpublishRequest,
-                params(TenantHeader, ("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The item's ETag")),
-                responses((status = 200, body = Item, headers(("ETag" = String))), NotFound, Conflict, PreconditionFailed,
-                    TenantProblems, BodyProblems, ProviderProblems))]
+            #[utoipa::path(post, path = $unpublish, tag = $tag, security(("bearer" = [])),
+                summary = concat!("Take a ", $noun, " off the site (member): `draft` or `archived`; a schedule is \
+                    cancelled. `If-Match` optional."),
+                request_body = UnpublishRequest, params(TenantHeader, ("id" = Uuid, Path), IfMatchHeader),
+                responses(
+                    (status = 200, description = concat!("The ", $noun, ", off the site"), body = Item,
+                        headers(("ETag" = String))),
+                    $((status = $unpublish_status, description = $unpublish_text, body = Problem,
+                        content_type = "application/problem+json"),)*
+                    NotFound, PreconditionFailed, TenantProblems, BodyProblems))]
             async fn unpublish(
                 State(state): State<ContentState>,
                 ctx: TenantCtx<min::Member>,
@@ -188,23 +257,27 @@ macro_rules! content_routes {
                 Ok(item_response(item, StatusCode::OK))
             }
 
-            #[doc = concat!("The revisions of a ", $noun, ", newest first.")]
             #[utoipa::path(get, path = $revisions, tag = $tag, security(("bearer" = [])),
-                params(TenantHeader, ("id" = Uuid, Path), RevisionListParams),
-                responses((status = 200, body = Page<RevisionSummary>), NotFound, TenantProblems, ListProblems))]
+                summary = concat!("The revisions of a ", $noun, ", newest first."),
+                params(TenantHeader, ("id" = Uuid, Path), RevisionListParams, PageParams),
+                responses(
+                    (status = 200, description = concat!("A page of the ", $noun, "'s revisions"),
+                        body = ResultPage<RevisionSummary>),
+                    NotFound, TenantProblems, ListProblems))]
             async fn revisions(
                 State(core): State<Core>,
                 ctx: TenantCtx<min::Viewer>,
                 PathId(id): PathId<Uuid>,
                 Params(params): Params<RevisionListParams>,
-            ) -> Result<Json<Page<RevisionSummary>>, ApiError> {
+            ) -> Result<Json<ResultPage<RevisionSummary>>, ApiError> {
                 Ok(Json(items::revisions(&core.db, &ctx.scope, KIND, id, params).await?))
             }
 
-            #[doc = concat!("One revision of a ", $noun, " with its content.")]
             #[utoipa::path(get, path = $revision, tag = $tag, security(("bearer" = [])),
-                params(TenantHeader, ("id" = Uuid, Path), ("number" = i32, Path)),
-                responses((status = 200, body = Revision), NotFound, TenantProblems))]
+                summary = concat!("One revision of a ", $noun, " with its content."),
+                params(TenantHeader, ("id" = Uuid, Path),
+                    ("number" = i32, Path, description = "The revision's number")),
+                responses((status = 200, description = "The revision", body = Revision), NotFound, TenantProblems))]
             async fn revision(
                 State(core): State<Core>,
                 ctx: TenantCtx<min::Viewer>,
@@ -213,12 +286,20 @@ macro_rules! content_routes {
                 Ok(Json(items::revision(&core.db, &ctx.scope, KIND, id, number).await?))
             }
 
-            #[doc = concat!("Restore a revision (member): its content becomes the draft, as a new revision (checked again: 409 when its slug was taken since, 422 when an image is gone). `If-Match` optional.")]
             #[utoipa::path(post, path = $restore, tag = $tag, security(("bearer" = [])),
-                params(TenantHeader, ("id" = Uuid, Path), ("number" = i32, Path),
-                    ("If-Match" = Option<String>, Header, description = "The item's ETag")),
-                responses((status = 200, body = Item, headers(("ETag" = String))), NotFound, Conflict, PreconditionFailed,
-                    TenantProblems, BodyProblems, ProviderProblems))]
+                summary = "Restore a revision (member): its content becomes the draft, as a new revision (checked \
+                    again: 409 when its slug was taken since, 422 when an image is gone). `If-Match` optional.",
+                params(TenantHeader, ("id" = Uuid, Path), ("number" = i32, Path, description = "The revision's number"),
+                    IfMatchHeader),
+                responses(
+                    (status = 200, description = concat!("The ", $noun, " with the revision's content as its draft"),
+                        body = Item, headers(("ETag" = String))),
+                    $((status = $restore_status, description = $restore_text, body = Problem,
+                        content_type = "application/problem+json"),)*
+                    (status = 422, description = "`If-Match` is not an ETag, or the revision no longer passes the \
+                        checks (an image it shows was deleted)", body = Problem,
+                        content_type = "application/problem+json"),
+                    NotFound, PreconditionFailed, TenantProblems))]
             async fn restore(
                 State(state): State<ContentState>,
                 ctx: TenantCtx<min::Member>,
@@ -229,10 +310,15 @@ macro_rules! content_routes {
                 Ok(item_response(item, StatusCode::OK))
             }
 
-            #[doc = concat!("What changed from revision `from` to revision `to` of a ", $noun, ": fields, and the body block by block.")]
             #[utoipa::path(get, path = $diff, tag = $tag, security(("bearer" = [])),
+                summary = concat!("What changed from revision `from` to revision `to` of a ", $noun, ": fields, and \
+                    the body block by block."),
                 params(TenantHeader, ("id" = Uuid, Path), DiffParams),
-                responses((status = 200, body = RevisionDiff), NotFound, TenantProblems, ListProblems))]
+                responses(
+                    (status = 200, description = "The changes, field by field and block by block", body = RevisionDiff),
+                    (status = 422, description = "`from` or `to` missing or not a number", body = Problem,
+                        content_type = "application/problem+json"),
+                    NotFound, TenantProblems))]
             async fn diff(
                 State(core): State<Core>,
                 ctx: TenantCtx<min::Viewer>,
@@ -245,14 +331,65 @@ macro_rules! content_routes {
     };
 }
 
-content_routes!(pages, ContentKind::Page, "cms-pages", "page",
+content_routes! {
+    pages, ContentKind::Page, "cms-pages", "page",
     list: "/cms/pages", one: "/cms/pages/{id}", publish: "/cms/pages/{id}/publish",
     unpublish: "/cms/pages/{id}/unpublish", revisions: "/cms/pages/{id}/revisions",
     revision: "/cms/pages/{id}/revisions/{number}", restore: "/cms/pages/{id}/revisions/{number}/restore",
-    diff: "/cms/pages/{id}/diff");
+    diff: "/cms/pages/{id}/diff",
+    problems: {
+        list: [],
+        create: [409 => "The slug is taken (`slug-taken`): `suggestion` names the next free one"],
+        update: [409 => "The slug is taken (`slug-taken`): `suggestion` names the next free one"],
+        delete: [409 => "Other pages have this page as their parent (`page-has-children`): move or delete them first"],
+        publish: [409 => "Another published page of the site is live under this slug (`slug-taken`)"],
+        unpublish: [],
+        restore: [409 => "The revision's slug was taken since (`slug-taken`): `suggestion` names the next free one"],
+    }
+}
 
-content_routes!(posts, ContentKind::Post, "cms-posts", "post",
+content_routes! {
+    posts, ContentKind::Post, "cms-posts", "post",
     list: "/cms/posts", one: "/cms/posts/{id}", publish: "/cms/posts/{id}/publish",
     unpublish: "/cms/posts/{id}/unpublish", revisions: "/cms/posts/{id}/revisions",
     revision: "/cms/posts/{id}/revisions/{number}", restore: "/cms/posts/{id}/revisions/{number}/restore",
-    diff: "/cms/posts/{id}/diff");
+    diff: "/cms/posts/{id}/diff",
+    problems: {
+        list: [
+            409 => "A WordPress site is connected but not registered under `/analytics/sites` (`no-site`)",
+            502 => wordpress_failed!(),
+        ],
+        create: [
+            409 => "The slug is taken (`slug-taken`): `suggestion` names the next free one; or a WordPress site is \
+                connected but not registered under `/analytics/sites` (`no-site`)",
+            502 => concat!(wordpress_failed!(), "; nothing was created"),
+        ],
+        update: [
+            409 => concat!("The slug is taken (`slug-taken`, with `suggestion`); or, with a connected WordPress site: ",
+                wordpress_conflicts!()),
+            410 => WORDPRESS_GONE,
+            502 => concat!(wordpress_failed!(), "; nothing was changed"),
+        ],
+        delete: [
+            409 => "A WordPress site is connected but not registered under `/analytics/sites` (`no-site`)",
+            502 => concat!(wordpress_failed!(), "; nothing was deleted"),
+        ],
+        publish: [
+            409 => concat!("Another published post of the site is live under this slug (`slug-taken`); or, with a \
+                connected WordPress site: ", wordpress_conflicts!()),
+            410 => WORDPRESS_GONE,
+            502 => concat!(wordpress_failed!(), "; nothing was published"),
+        ],
+        unpublish: [
+            409 => concat!("Only with a connected WordPress site: ", wordpress_conflicts!()),
+            410 => WORDPRESS_GONE,
+            502 => concat!(wordpress_failed!(), "; nothing was changed"),
+        ],
+        restore: [
+            409 => concat!("The revision's slug was taken since (`slug-taken`, with `suggestion`); or, with a \
+                connected WordPress site: ", wordpress_conflicts!()),
+            410 => WORDPRESS_GONE,
+            502 => concat!(wordpress_failed!(), "; nothing was changed"),
+        ],
+    }
+}

@@ -8,8 +8,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use shared::adapters::media_store::MediaStore;
-use shared::domain::{Page, Role};
-use shared::http::docs::{BodyProblems, ListProblems, NotFound, PreconditionFailed, TenantHeader, TenantProblems};
+use shared::domain::{PageParams, ResultPage, Role};
+use shared::http::docs::{
+    BodyProblems, IfMatchHeader, ListProblems, NotFound, PreconditionFailed, TenantHeader, TenantProblems,
+};
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{ApiError, Body, Core, IfMatch, Json, Params, PathId, TenantCtx, etag, min};
 use shared::services::cms::media::{self, Media, MediaFolder, MediaListParams, MediaUpload, MediaUploadRequest};
@@ -72,13 +74,13 @@ async fn create_upload(
 
 /// The library, newest first (filters: folder, tag, type, words of the name or alt text,
 /// status).
-#[utoipa::path(get, path = "/cms/media", tag = TAG, security(("bearer" = [])), params(TenantHeader, MediaListParams),
-    responses((status = 200, body = Page<Media>), TenantProblems, ListProblems))]
+#[utoipa::path(get, path = "/cms/media", tag = TAG, security(("bearer" = [])), params(TenantHeader, MediaListParams, PageParams),
+    responses((status = 200, body = ResultPage<Media>), TenantProblems, ListProblems))]
 async fn list(
     State(state): State<MediaState>,
     ctx: TenantCtx<min::Viewer>,
     Params(params): Params<MediaListParams>,
-) -> Result<Json<Page<Media>>, ApiError> {
+) -> Result<Json<ResultPage<Media>>, ApiError> {
     Ok(Json(
         media::list(&state.core.db, &state.store, &ctx.scope, params).await?,
     ))
@@ -110,7 +112,7 @@ async fn get(
 /// `alt`, `tags`. `If-Match` optional.
 #[utoipa::path(patch, path = "/cms/media/{id}", tag = TAG, security(("bearer" = [])),
     request_body(content = Object, content_type = "application/merge-patch+json", description = "Fields of MediaEdit to change"),
-    params(TenantHeader, ("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The item's ETag")),
+    params(TenantHeader, ("id" = Uuid, Path), IfMatchHeader),
     responses((status = 200, body = Media, headers(("ETag" = String))), NotFound, PreconditionFailed,
         TenantProblems, BodyProblems))]
 async fn update(

@@ -1,10 +1,12 @@
 //! Wiring only: telemetry, config, clients (built once per sandbox), run.
+use shared::config::{Env, MediaSettings};
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
-    let config = shared::Config::from_env()?;
-    let core = shared::Core::new(config)?;
+    let env = Env::from_process();
+    let (config, media) = (shared::Config::from(&env)?, MediaSettings::from(&env)?);
     let aws = shared::adapters::aws::sdk_config().await;
-    let store = shared::adapters::media_store::MediaStore::new(&aws, &shared::config::Env::from_process())?;
-    shared::http::run(cms_media::router(core, store)).await
+    let store = shared::adapters::media_store::MediaStore::new(&aws, &media);
+    shared::http::run(cms_media::router(shared::Core::new(config)?, store)).await
 }

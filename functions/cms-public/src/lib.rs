@@ -6,7 +6,7 @@ use axum::Router;
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use shared::domain::Page;
+use shared::domain::{PageParams, ResultPage};
 use shared::http::docs::{ListProblems, NotFound};
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{ApiError, Core, Params, PathId};
@@ -133,9 +133,9 @@ async fn post(
 
 /// The site's published posts, newest first (public; filters: category, tag).
 #[utoipa::path(get, path = "/public/sites/{site_key}/posts", tag = TAG,
-    params(("site_key" = String, Path), PublicPostParams,
+    params(("site_key" = String, Path), PublicPostParams, PageParams,
         ("If-None-Match" = Option<String>, Header, description = "An ETag of an earlier answer")),
-    responses((status = 200, body = Page<PublicPost>, headers(("ETag" = String), ("Cache-Control" = String))),
+    responses((status = 200, body = ResultPage<PublicPost>, headers(("ETag" = String), ("Cache-Control" = String))),
         (status = 304, description = "Not modified"), NotFound, ListProblems))]
 async fn posts(
     State(state): State<PublicState>,

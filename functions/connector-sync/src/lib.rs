@@ -8,7 +8,7 @@
 //!   as a batch item failure, so SQS retries the message (then the DLQ).
 //! - Schedule (hourly): a run for every tenant's shop connector that has none queued or running.
 use serde_json::Value;
-use shared::config::Env;
+use shared::config::{ConfigError, ConnectorSettings, DatabaseSettings, Env};
 use shared::lambda::{SqsBatchResponse, SqsEvent, run_batch};
 use shared::services::connectors::Connectors;
 use shared::services::ecommerce::sync::{self, SyncMessage, SyncOptions, SyncQueue};
@@ -23,16 +23,29 @@ pub struct SyncWorker {
     pub options: SyncOptions,
 }
 
-impl SyncWorker {
-    pub fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> anyhow::Result<Self> {
-        let keys = shared::adapters::kms::connector_keys(env, aws)?;
-        let db = shared::adapters::pg::app_pool(env)?;
+/// The function's configuration, read once at start.
+pub struct Config {
+    pub db: DatabaseSettings,
+    pub connectors: ConnectorSettings,
+    /// `CONNECTOR_SYNC_QUEUE_URL`: where the schedule queues runs.
+    pub sync_queue_url: String,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            connectors: Connectors::from_env(db, keys, env)?,
-            queue: SyncQueue::new(
-                &shared::adapters::aws::sqs(aws),
-                env.required("CONNECTOR_SYNC_QUEUE_URL")?,
-            ),
+            db: DatabaseSettings::app(env)?,
+            connectors: ConnectorSettings::from(env)?,
+            sync_queue_url: env.required("CONNECTOR_SYNC_QUEUE_URL")?,
+        })
+    }
+}
+
+impl SyncWorker {
+    pub fn build(config: &Config, aws: &aws_config::SdkConfig) -> anyhow::Result<Self> {
+        Ok(Self {
+            connectors: Connectors::build(config.db.pool()?, &config.connectors, aws)?,
+            queue: SyncQueue::new(&shared::adapters::aws::sqs(aws), config.sync_queue_url.clone()),
             options: SyncOptions::default(),
         })
     }
@@ -55,6 +68,7 @@ impl SyncWorker {
         .await
     }
 
+    #[tracing::instrument(skip_all, fields(tenant = %message.tenant_id(), kind = ?message.kind()))]
     pub async fn run(&self, message: &QueueMessage) -> anyhow::Result<()> {
         match message {
             QueueMessage::Delivery(d) => {

@@ -1,5 +1,5 @@
 //! Wiring only: telemetry, config, clients (built once per sandbox), run.
-use connector_sync::SyncWorker;
+use connector_sync::{Config, SyncWorker};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 use shared::config::Env;
@@ -8,9 +8,9 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
-    let env = Env::from_process();
+    let config = Config::from_env(&Env::from_process())?;
     let aws = shared::adapters::aws::sdk_config().await;
-    let worker = Arc::new(SyncWorker::from_env(&env, &aws)?);
+    let worker = Arc::new(SyncWorker::build(&config, &aws)?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let worker = Arc::clone(&worker);
         async move { worker.handle(event.payload).await }

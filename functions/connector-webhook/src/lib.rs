@@ -11,6 +11,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use serde::Serialize;
+use shared::config::{ConfigError, ConnectorSettings, DatabaseSettings, Env};
 use shared::domain::DomainError;
 use shared::http::docs::BodyProblems;
 use shared::http::routes::{Access, RouteSpec};
@@ -28,6 +29,24 @@ pub const ROUTES: &[RouteSpec] = &[RouteSpec::new(
     "/webhooks/connectors/{kind}/{tenant_key}",
     Access::Signed,
 )];
+
+/// The function's configuration, read once at start.
+pub struct Config {
+    pub db: DatabaseSettings,
+    pub connectors: ConnectorSettings,
+    /// `CONNECTOR_SYNC_QUEUE_URL`: where accepted deliveries go.
+    pub sync_queue_url: String,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            db: DatabaseSettings::app(env)?,
+            connectors: ConnectorSettings::from(env)?,
+            sync_queue_url: env.required("CONNECTOR_SYNC_QUEUE_URL")?,
+        })
+    }
+}
 
 #[derive(Clone)]
 pub struct WebhookState {

@@ -6,8 +6,11 @@ use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
+use shared::config::{ConfigError, ConnectorSettings, Env};
 use shared::domain::Role;
-use shared::http::docs::{BodyProblems, Conflict, NotFound, PreconditionFailed, TenantHeader, TenantProblems};
+use shared::http::docs::{
+    BodyProblems, Conflict, IfMatchHeader, NotFound, PreconditionFailed, TenantHeader, TenantProblems,
+};
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{ApiError, Body, Core, IfMatch, Json, PathId, TenantCtx, etag, min};
 use shared::services::connectors::catalog::Kind;
@@ -17,6 +20,24 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 const TAG: &str = "connectors";
+
+/// The function's configuration, read once at start.
+pub struct Config {
+    pub core: shared::Config,
+    pub connectors: ConnectorSettings,
+    /// `CONNECTOR_SYNC_QUEUE_URL`: where `POST /connectors/{kind}/sync` queues a run.
+    pub sync_queue_url: String,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            core: shared::Config::from(env)?,
+            connectors: ConnectorSettings::from(env)?,
+            sync_queue_url: env.required("CONNECTOR_SYNC_QUEUE_URL")?,
+        })
+    }
+}
 
 pub const ROUTES: &[RouteSpec] = &[
     RouteSpec::new("GET", "/connectors", Access::Tenant(Role::Viewer)),
@@ -93,7 +114,7 @@ fn with_etag(connector: Connector) -> Response {
 /// https and public. The status becomes `untested`: run the test. `If-Match` optional.
 #[utoipa::path(put, path = "/connectors/{kind}", tag = TAG, security(("bearer" = [])),
     request_body(content = Object, description = "Field values by name, as the catalog lists them"),
-    params(TenantHeader, ("kind" = Kind, Path), ("If-Match" = Option<String>, Header, description = "The connector's ETag")),
+    params(TenantHeader, ("kind" = Kind, Path), IfMatchHeader),
     responses((status = 200, body = Connector, headers(("ETag" = String))), NotFound, PreconditionFailed, TenantProblems,
         BodyProblems))]
 async fn put_connector(

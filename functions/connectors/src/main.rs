@@ -1,16 +1,15 @@
 //! Wiring only: telemetry, config, clients (built once per sandbox), run.
+use shared::config::Env;
+use shared::services::connectors::Connectors;
+use shared::services::ecommerce::sync::SyncQueue;
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
-    let config = shared::Config::from_env()?;
-    let core = shared::Core::new(config)?;
-    let env = shared::config::Env::from_process();
+    let config = connectors::Config::from_env(&Env::from_process())?;
+    let core = shared::Core::new(config.core)?;
     let aws = shared::adapters::aws::sdk_config().await;
-    let keys = shared::adapters::kms::connector_keys(&env, &aws)?;
-    let service = shared::services::connectors::Connectors::from_env(core.db.clone(), keys, &env)?;
-    let sync = shared::services::ecommerce::sync::SyncQueue::new(
-        &shared::adapters::aws::sqs(&aws),
-        env.required("CONNECTOR_SYNC_QUEUE_URL")?,
-    );
+    let service = Connectors::build(core.db.clone(), &config.connectors, &aws)?;
+    let sync = SyncQueue::new(&shared::adapters::aws::sqs(&aws), config.sync_queue_url);
     shared::http::run(connectors::router(core, service, sync)).await
 }

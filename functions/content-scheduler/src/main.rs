@@ -5,7 +5,7 @@
 //! pending two hours after their upload link (`cms::media::give_up_stale`).
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
-use shared::config::Env;
+use shared::config::{DatabaseSettings, Env};
 
 /// Items published per run at most.
 const BATCH: i32 = 500;
@@ -13,8 +13,8 @@ const BATCH: i32 = 500;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
-    let env = Env::from_process();
-    let db = shared::adapters::pg::app_pool(&env)?;
+    // The function's whole configuration: the application role's database.
+    let db = DatabaseSettings::app(&Env::from_process())?.pool()?;
     lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| {
         let db = db.clone();
         async move {

@@ -10,9 +10,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 use shared::adapters::crm_files::CrmFiles;
-use shared::domain::{Page, Role};
+use shared::domain::{PageParams, ResultPage, Role};
 use shared::http::docs::{
-    BodyProblems, Conflict, ListProblems, NotFound, PlanLimit, PreconditionFailed, TenantHeader, TenantProblems,
+    BodyProblems, Conflict, IdempotencyHeader, IfMatchHeader, ListProblems, NotFound, PlanLimit, PreconditionFailed,
+    TenantHeader, TenantProblems,
 };
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{
@@ -94,20 +95,20 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Contacts: filters, custom-field filters, search (`q`: names, emails, company names; word
 /// prefixes first, typos tolerated) and any offered sort, in keyset pages.
-#[utoipa::path(get, path = "/crm/contacts", tag = TAG, security(("bearer" = [])), params(TenantHeader, ContactListParams),
-    responses((status = 200, body = Page<Contact>), TenantProblems, ListProblems))]
+#[utoipa::path(get, path = "/crm/contacts", tag = TAG, security(("bearer" = [])), params(TenantHeader, PageParams, ContactListParams),
+    responses((status = 200, body = ResultPage<Contact>), TenantProblems, ListProblems))]
 async fn list_contacts(
     State(core): State<Core>,
     ctx: TenantCtx<min::Viewer>,
     Params(params): Params<ContactListParams>,
-) -> Result<Json<Page<Contact>>, ApiError> {
+) -> Result<Json<ResultPage<Contact>>, ApiError> {
     Ok(Json(contacts::list(&core.db, &ctx.scope, params).await?))
 }
 
 /// Create a contact (member). Email is unique per tenant (409 `email_exists`); counts against
 /// the plan's `contacts`. Honours `Idempotency-Key`.
 #[utoipa::path(post, path = "/crm/contacts", tag = TAG, security(("bearer" = [])), request_body = ContactInput,
-    params(TenantHeader, ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation")),
+    params(TenantHeader, IdempotencyHeader),
     responses((status = 201, body = Contact), Conflict, PlanLimit, TenantProblems, BodyProblems))]
 async fn create_contact(
     State(core): State<Core>,
@@ -137,7 +138,7 @@ async fn get_contact(
 /// whole. `If-Match` optional; a stale ETag answers 412.
 #[utoipa::path(patch, path = "/crm/contacts/{id}", tag = TAG, security(("bearer" = [])),
     request_body(content = Object, content_type = "application/merge-patch+json", description = "Fields of ContactInput to change"),
-    params(TenantHeader, ("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The contact's ETag")),
+    params(TenantHeader, ("id" = Uuid, Path), IfMatchHeader),
     responses((status = 200, body = Contact, headers(("ETag" = String))), NotFound, Conflict, PreconditionFailed,
         TenantProblems, BodyProblems))]
 async fn update_contact(
@@ -179,20 +180,20 @@ async fn merge_contact(
 
 /// Companies: filters, custom-field filters, search (`q`: names and domains) and any offered
 /// sort, in keyset pages.
-#[utoipa::path(get, path = "/crm/companies", tag = TAG, security(("bearer" = [])), params(TenantHeader, CompanyListParams),
-    responses((status = 200, body = Page<Company>), TenantProblems, ListProblems))]
+#[utoipa::path(get, path = "/crm/companies", tag = TAG, security(("bearer" = [])), params(TenantHeader, PageParams, CompanyListParams),
+    responses((status = 200, body = ResultPage<Company>), TenantProblems, ListProblems))]
 async fn list_companies(
     State(core): State<Core>,
     ctx: TenantCtx<min::Viewer>,
     Params(params): Params<CompanyListParams>,
-) -> Result<Json<Page<Company>>, ApiError> {
+) -> Result<Json<ResultPage<Company>>, ApiError> {
     Ok(Json(companies::list(&core.db, &ctx.scope, params).await?))
 }
 
 /// Create a company (member). A domain is unique per tenant (409 `domain_exists`). Honours
 /// `Idempotency-Key`.
 #[utoipa::path(post, path = "/crm/companies", tag = TAG, security(("bearer" = [])), request_body = CompanyInput,
-    params(TenantHeader, ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation")),
+    params(TenantHeader, IdempotencyHeader),
     responses((status = 201, body = Company), Conflict, TenantProblems, BodyProblems))]
 async fn create_company(
     State(core): State<Core>,
@@ -221,7 +222,7 @@ async fn get_company(
 /// Change a company (member): a JSON merge patch, validated as a whole; `If-Match` optional.
 #[utoipa::path(patch, path = "/crm/companies/{id}", tag = TAG, security(("bearer" = [])),
     request_body(content = Object, content_type = "application/merge-patch+json", description = "Fields of CompanyInput to change"),
-    params(TenantHeader, ("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The company's ETag")),
+    params(TenantHeader, ("id" = Uuid, Path), IfMatchHeader),
     responses((status = 200, body = Company, headers(("ETag" = String))), NotFound, Conflict, PreconditionFailed,
         TenantProblems, BodyProblems))]
 async fn update_company(
@@ -321,7 +322,7 @@ async fn list_imports(State(core): State<Core>, ctx: TenantCtx<min::Viewer>) -> 
 /// (Zoho: fields' API names) map to fields by their names unless `mapping` says otherwise. The
 /// rows are applied by the worker; follow `GET /crm/imports/{id}`. Honours `Idempotency-Key`.
 #[utoipa::path(post, path = "/crm/imports", tag = TAG, security(("bearer" = [])), request_body = NewImport,
-    params(TenantHeader, ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation")),
+    params(TenantHeader, IdempotencyHeader),
     responses((status = 201, body = Import), TenantProblems, BodyProblems))]
 async fn create_import(
     State(state): State<CrmState>,
@@ -350,7 +351,7 @@ async fn get_import(
 /// writes the file; `GET /crm/exports/{id}` then gives the download link. Honours
 /// `Idempotency-Key`.
 #[utoipa::path(post, path = "/crm/exports", tag = TAG, security(("bearer" = [])), request_body = NewExport,
-    params(TenantHeader, ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation")),
+    params(TenantHeader, IdempotencyHeader),
     responses((status = 201, body = Export), TenantProblems, BodyProblems))]
 async fn create_export(
     State(state): State<CrmState>,

@@ -2,60 +2,26 @@
 //! isolation, custom fields, lists (filters, sorts, keyset pages), search quality, merging.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
-use axum::Router;
 use serde_json::{Value, json};
 use shared::domain::Role;
-use testkit::{Resp, TestApp, TestUser, delete, get, patch, post};
+use testkit::{delete, get, patch, post};
 use uuid::Uuid;
 
-struct World {
-    app: TestApp,
-    api: Router,
-    owner: TestUser,
-    tenant: Uuid,
-}
+/// The CRM world with crm-contacts under test.
+type World = testkit::crm::World;
 
 async fn world() -> World {
-    let app = TestApp::new().await;
-    let owner = app.user("owner").await;
-    let tenant = app.tenant(&owner).await;
-    let files = testkit::crm_files(&testkit::moto().await, "contacts").await;
-    let api = crm_contacts::router(app.core.clone(), files);
-    World {
-        app,
-        api,
-        owner,
-        tenant,
-    }
+    World::new("contacts", crm_contacts::router).await
 }
 
-impl World {
-    async fn post(&self, path: &str, body: Value) -> Resp {
-        post(path)
-            .bearer(&self.owner.token)
-            .tenant(self.tenant)
-            .json(body)
-            .send(&self.api)
-            .await
-    }
+/// Contacts' own helpers.
+trait Contacts {
+    async fn contact(&self, body: Value) -> Value;
+    async fn company(&self, body: Value) -> Value;
+    async fn names(&self, query: &str) -> Vec<String>;
+}
 
-    async fn get(&self, path: &str, query: &str) -> Resp {
-        get(path)
-            .bearer(&self.owner.token)
-            .tenant(self.tenant)
-            .query(query)
-            .send(&self.api)
-            .await
-    }
-
-    async fn patch(&self, path: &str, body: Value, if_match: Option<&str>) -> Resp {
-        let mut r = patch(path).bearer(&self.owner.token).tenant(self.tenant);
-        if let Some(tag) = if_match {
-            r = r.header("if-match", tag);
-        }
-        r.json(body).send(&self.api).await
-    }
-
+impl Contacts for World {
     async fn contact(&self, body: Value) -> Value {
         let r = self.post("/crm/contacts", body).await;
         assert_eq!(r.status, 201, "{}", r.text);

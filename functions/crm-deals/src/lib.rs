@@ -7,9 +7,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use shared::domain::{Page, Role};
+use shared::domain::{PageParams, ResultPage, Role};
 use shared::http::docs::{
-    BodyProblems, Conflict, ListProblems, NotFound, PreconditionFailed, TenantHeader, TenantProblems,
+    BodyProblems, Conflict, IfMatchHeader, ListProblems, NotFound, PreconditionFailed, TenantHeader, TenantProblems,
 };
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{ApiError, Body, Core, IfMatch, Json, Params, PathId, TenantCtx, etag, min};
@@ -108,7 +108,7 @@ async fn get_pipeline(
 
 /// Rename a pipeline (admin). `If-Match` optional.
 #[utoipa::path(patch, path = "/crm/pipelines/{id}", tag = TAG, security(("bearer" = [])), request_body = PipelinePatch,
-    params(TenantHeader, ("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The pipeline's ETag")),
+    params(TenantHeader, ("id" = Uuid, Path), IfMatchHeader),
     responses((status = 200, body = Pipeline, headers(("ETag" = String))), NotFound, Conflict, PreconditionFailed,
         TenantProblems, BodyProblems))]
 async fn rename_pipeline(
@@ -175,7 +175,7 @@ async fn add_stage(
 /// Rename, re-weight or reorder a stage (admin): any of `name` (1–100 characters),
 /// `probability` (0–100) and `position` (0-based; the others shift).
 #[utoipa::path(patch, path = "/crm/pipelines/{id}/stages/{stage_id}", tag = TAG, security(("bearer" = [])),
-    request_body(content = Object, description = "Any of name, probability, position"),
+    request_body = StagePatch,
     params(TenantHeader, ("id" = Uuid, Path), ("stage_id" = Uuid, Path)),
     responses((status = 200, body = Pipeline), NotFound, TenantProblems, BodyProblems))]
 async fn update_stage(
@@ -206,13 +206,13 @@ async fn delete_stage(
 }
 
 /// Deals, newest first, filtered by pipeline, stage, status, owner, contact or company.
-#[utoipa::path(get, path = "/crm/deals", tag = TAG, security(("bearer" = [])), params(TenantHeader, DealListParams),
-    responses((status = 200, body = Page<Deal>), TenantProblems, ListProblems))]
+#[utoipa::path(get, path = "/crm/deals", tag = TAG, security(("bearer" = [])), params(TenantHeader, PageParams, DealListParams),
+    responses((status = 200, body = ResultPage<Deal>), TenantProblems, ListProblems))]
 async fn list_deals(
     State(core): State<Core>,
     ctx: TenantCtx<min::Viewer>,
     Params(params): Params<DealListParams>,
-) -> Result<Json<Page<Deal>>, ApiError> {
+) -> Result<Json<ResultPage<Deal>>, ApiError> {
     Ok(Json(deals::list(&core.db, &ctx.scope, params).await?))
 }
 
@@ -244,7 +244,7 @@ async fn get_deal(
 /// or `lost` stamps the time; `lost` needs a reason. `If-Match` optional.
 #[utoipa::path(patch, path = "/crm/deals/{id}", tag = TAG, security(("bearer" = [])),
     request_body(content = Object, content_type = "application/merge-patch+json", description = "Fields of DealFields to change"),
-    params(TenantHeader, ("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The deal's ETag")),
+    params(TenantHeader, ("id" = Uuid, Path), IfMatchHeader),
     responses((status = 200, body = Deal, headers(("ETag" = String))), NotFound, PreconditionFailed, TenantProblems,
         BodyProblems))]
 async fn update_deal(

@@ -7,41 +7,35 @@ use axum::Router;
 use serde_json::{Value, json};
 use shared::domain::Role;
 use std::collections::HashSet;
-use testkit::{Resp, TestApp, TestUser, delete, get, patch, post};
+use testkit::{Resp, delete, get, patch, post};
 use uuid::Uuid;
 
+/// The CRM world with crm-deals under test (and crm-contacts beside it), and deals' own
+/// helpers; cloned into concurrent tasks.
 #[derive(Clone)]
 struct World {
-    app: std::sync::Arc<TestApp>,
-    api: Router,
+    crm: std::sync::Arc<testkit::crm::World>,
     contacts: Router,
-    owner: TestUser,
-    tenant: Uuid,
+}
+
+impl std::ops::Deref for World {
+    type Target = testkit::crm::World;
+
+    fn deref(&self) -> &Self::Target {
+        &self.crm
+    }
 }
 
 async fn world() -> World {
-    let app = TestApp::new().await;
-    let owner = app.user("owner").await;
-    let tenant = app.tenant(&owner).await;
-    let api = crm_deals::router(app.core.clone());
-    let contacts = crm_contacts::router(
-        app.core.clone(),
-        testkit::crm_files(&testkit::moto().await, "deals").await,
-    );
+    let crm = testkit::crm::World::new("deals", |core, _| crm_deals::router(core)).await;
+    let contacts = crm_contacts::router(crm.app.core.clone(), crm.files.clone());
     World {
-        app: std::sync::Arc::new(app),
-        api,
+        crm: std::sync::Arc::new(crm),
         contacts,
-        owner,
-        tenant,
     }
 }
 
 impl World {
-    async fn send(&self, r: testkit::Req) -> Resp {
-        r.bearer(&self.owner.token).tenant(self.tenant).send(&self.api).await
-    }
-
     async fn pipeline(&self, name: &str) -> Value {
         let r = self
             .send(post("/crm/pipelines").json(json!({"name": name, "stages": [

@@ -10,7 +10,7 @@
 //!   dead-lettered) are queued again.
 use serde_json::Value;
 use shared::adapters::crm_files::CrmFiles;
-use shared::config::Env;
+use shared::config::{ConfigError, ConnectorSettings, CrmFilesSettings, DatabaseSettings, Env};
 use shared::domain::DomainError;
 use shared::lambda::{SqsBatchResponse, SqsEvent, run_batch};
 use shared::services::connectors::catalog::Kind;
@@ -18,7 +18,7 @@ use shared::services::connectors::{Connectors, Retry};
 use shared::services::crm::exports;
 use shared::services::crm::imports::{self, ImportRow, ImportSource, RunOptions, RunOutcome};
 use shared::services::crm::jobs::{self, JobKind, JobMessage, files};
-use shared::services::crm::zoho;
+use shared::services::providers::zoho;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 
@@ -37,15 +37,30 @@ pub struct Worker {
     pub retry: Retry,
 }
 
-impl Worker {
-    /// `DATABASE_URL` (portal_app), `DATABASE_MAX_CONNECTIONS` (2), the bucket and the queue,
-    /// the connectors' key (`CONNECTOR_KMS_KEY_ID` or `CONNECTOR_LOCAL_KEY_FILE`).
-    pub fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> anyhow::Result<Self> {
-        let db = shared::adapters::pg::app_pool(env)?;
-        let keys = shared::adapters::kms::connector_keys(env, aws)?;
+/// The function's configuration, read once at start.
+pub struct Config {
+    pub db: DatabaseSettings,
+    pub files: CrmFilesSettings,
+    /// The tenants' Zoho CRM connectors.
+    pub connectors: ConnectorSettings,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            files: CrmFiles::new(aws, env)?,
-            connectors: Connectors::from_env(db.clone(), keys, env)?,
+            db: DatabaseSettings::app(env)?,
+            files: CrmFilesSettings::from(env)?,
+            connectors: ConnectorSettings::from(env)?,
+        })
+    }
+}
+
+impl Worker {
+    pub fn build(config: &Config, aws: &aws_config::SdkConfig) -> anyhow::Result<Self> {
+        let db = config.db.pool()?;
+        Ok(Self {
+            files: CrmFiles::new(aws, &config.files),
+            connectors: Connectors::build(db.clone(), &config.connectors, aws)?,
             db,
             options: RunOptions::default(),
             retry: Retry::default(),
@@ -72,6 +87,7 @@ impl Worker {
     }
 
     /// Runs one job to its end (or to the deadline, then queues it again).
+    #[tracing::instrument(skip_all, fields(job = %message.id, kind = ?message.kind, tenant = %message.tenant_id))]
     pub async fn run(&self, message: &JobMessage, deadline: Option<Instant>) -> anyhow::Result<()> {
         match message.kind {
             JobKind::Import => self.import(message, deadline).await,

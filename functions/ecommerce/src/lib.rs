@@ -4,7 +4,7 @@
 //! `shared::services::ecommerce::read`.
 use axum::Router;
 use axum::extract::State;
-use shared::domain::{Page, Role};
+use shared::domain::{PageParams, ResultPage, Role};
 use shared::http::docs::{ListProblems, NotFound, TenantHeader, TenantProblems};
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{ApiError, Core, Json, Params, PathId, TenantCtx, min};
@@ -46,13 +46,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// Products of every connected shop, most recently changed first: variant count, stock and
 /// price range per currency. Filters: `channel`, `status`, `q` (title, SKU, vendor, type).
 #[utoipa::path(get, path = "/ecommerce/products", tag = TAG, security(("bearer" = [])),
-    params(TenantHeader, ProductListParams),
-    responses((status = 200, body = Page<Product>), TenantProblems, ListProblems))]
+    params(TenantHeader, PageParams, ProductListParams),
+    responses((status = 200, body = ResultPage<Product>), TenantProblems, ListProblems))]
 async fn list_products(
     State(core): State<Core>,
     ctx: TenantCtx<min::Viewer>,
     Params(params): Params<ProductListParams>,
-) -> Result<Json<Page<Product>>, ApiError> {
+) -> Result<Json<ResultPage<Product>>, ApiError> {
     Ok(Json(read::products(&core.db, &ctx.scope, params).await?))
 }
 
@@ -72,13 +72,13 @@ async fn get_product(
 /// currency, the normalised status beside the channel's own. Filters: `channel`, `status`,
 /// `from`/`to` (days placed, in `tz`), `q` (number, email, customer name), `test`.
 #[utoipa::path(get, path = "/ecommerce/orders", tag = TAG, security(("bearer" = [])),
-    params(TenantHeader, OrderListParams),
-    responses((status = 200, body = Page<Order>), TenantProblems, ListProblems))]
+    params(TenantHeader, PageParams, OrderListParams),
+    responses((status = 200, body = ResultPage<Order>), TenantProblems, ListProblems))]
 async fn list_orders(
     State(core): State<Core>,
     ctx: TenantCtx<min::Viewer>,
     Params(params): Params<OrderListParams>,
-) -> Result<Json<Page<Order>>, ApiError> {
+) -> Result<Json<ResultPage<Order>>, ApiError> {
     Ok(Json(read::orders(&core.db, &ctx.scope, params).await?))
 }
 

@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::adapters::media_store::MediaStore;
-use shared::config::Env;
+use shared::config::{ConfigError, DatabaseSettings, Env, MediaSettings};
 use shared::services::cms::process::{self, Outcome};
 use sqlx::PgPool;
 
@@ -54,11 +54,26 @@ pub fn object_key(raw: &str) -> String {
         .unwrap_or_default()
 }
 
-impl Processor {
-    pub fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> anyhow::Result<Self> {
+/// The function's configuration, read once at start.
+pub struct Config {
+    pub db: DatabaseSettings,
+    pub media: MediaSettings,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            db: shared::adapters::pg::app_pool(env)?,
-            store: MediaStore::new(aws, env)?,
+            db: DatabaseSettings::app(env)?,
+            media: MediaSettings::from(env)?,
+        })
+    }
+}
+
+impl Processor {
+    pub fn build(config: &Config, aws: &aws_config::SdkConfig) -> anyhow::Result<Self> {
+        Ok(Self {
+            db: config.db.pool()?,
+            store: MediaStore::new(aws, &config.media),
         })
     }
 
@@ -75,7 +90,8 @@ impl Processor {
                 continue;
             }
             let key = object_key(&record.s3.object.key);
-            let outcome = match process::object(&self.db, &self.store, &key).await {
+            // Boxed: processing nests the S3 and database futures deep (the layout query's depth limit).
+            let outcome = match Box::pin(process::object(&self.db, &self.store, &key)).await {
                 Ok(outcome) => outcome,
                 Err(e) => {
                     tracing::error!(

@@ -1,14 +1,15 @@
 //! Wiring only: telemetry, config, clients (built once per sandbox), run.
 use lambda_runtime::{LambdaEvent, service_fn};
-use media_processor::Processor;
+use media_processor::{Config, Processor};
+use shared::config::Env;
 use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
-    let env = shared::config::Env::from_process();
+    let config = Config::from_env(&Env::from_process())?;
     let aws = shared::adapters::aws::sdk_config().await;
-    let processor = Arc::new(Processor::from_env(&env, &aws)?);
+    let processor = Arc::new(Processor::build(&config, &aws)?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let processor = Arc::clone(&processor);
         async move { processor.handle(event.payload).await }

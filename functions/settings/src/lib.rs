@@ -6,10 +6,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use serde::Deserialize;
-use shared::domain::{Page, Role};
+use shared::domain::{ResultPage, Role};
 use shared::http::docs::{
-    AuthProblems, BodyProblems, Conflict, Forbidden, Gone, ListProblems, NotFound, PlanLimit, PreconditionFailed,
-    TenantHeader, TenantProblems,
+    AuthProblems, BodyProblems, Conflict, Forbidden, Gone, IdempotencyHeader, IfMatchHeader, ListProblems, NotFound,
+    PlanLimit, PreconditionFailed, TenantHeader, TenantProblems,
 };
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{
@@ -93,7 +93,7 @@ async fn get_me(State(core): State<Core>, auth: Authed) -> Result<Response, ApiE
 
 /// Update the signed-in user's profile (`If-Match` optional; a stale ETag answers 412).
 #[utoipa::path(patch, path = "/me", tag = TAG, security(("bearer" = [])), request_body = UpdateProfile,
-    params(("If-Match" = Option<String>, Header, description = "ETag from GET /me")),
+    params(IfMatchHeader),
     responses((status = 200, body = Profile, headers(("ETag" = String))), Forbidden,
         PreconditionFailed, AuthProblems, BodyProblems))]
 async fn patch_me(
@@ -108,12 +108,12 @@ async fn patch_me(
 
 /// The tenants the caller belongs to, with the caller's role in each.
 #[utoipa::path(get, path = "/tenants", tag = TAG, security(("bearer" = [])), params(PageParams),
-    responses((status = 200, body = Page<TenantSummary>), AuthProblems, ListProblems))]
+    responses((status = 200, body = ResultPage<TenantSummary>), AuthProblems, ListProblems))]
 async fn list_tenants(
     State(core): State<Core>,
     auth: Authed,
     Params(page): Params<PageParams>,
-) -> Result<Json<Page<TenantSummary>>, ApiError> {
+) -> Result<Json<ResultPage<TenantSummary>>, ApiError> {
     Ok(Json(
         accounts::my_tenants(&core.db, &auth.scope, &page.request()?).await?,
     ))
@@ -121,7 +121,7 @@ async fn list_tenants(
 
 /// Create a tenant; the caller becomes its owner. Honours `Idempotency-Key`.
 #[utoipa::path(post, path = "/tenants", tag = TAG, security(("bearer" = [])), request_body = NewTenant,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation")),
+    params(IdempotencyHeader),
     responses((status = 201, body = TenantSummary), Forbidden, Conflict,
         AuthProblems, BodyProblems))]
 async fn create_tenant(
@@ -138,23 +138,23 @@ async fn create_tenant(
 
 /// The tenant's members.
 #[utoipa::path(get, path = "/settings/team", tag = TAG, security(("bearer" = [])), params(TenantHeader, PageParams),
-    responses((status = 200, body = Page<Member>), TenantProblems, ListProblems))]
+    responses((status = 200, body = ResultPage<Member>), TenantProblems, ListProblems))]
 async fn list_team(
     State(core): State<Core>,
     ctx: TenantCtx<min::Viewer>,
     Params(page): Params<PageParams>,
-) -> Result<Json<Page<Member>>, ApiError> {
+) -> Result<Json<ResultPage<Member>>, ApiError> {
     Ok(Json(team::list_members(&core.db, &ctx.scope, &page.request()?).await?))
 }
 
 /// Open invitations (admin).
 #[utoipa::path(get, path = "/settings/team/invitations", tag = TAG, security(("bearer" = [])),
-    params(TenantHeader, PageParams), responses((status = 200, body = Page<Invitation>), TenantProblems, ListProblems))]
+    params(TenantHeader, PageParams), responses((status = 200, body = ResultPage<Invitation>), TenantProblems, ListProblems))]
 async fn list_invitations(
     State(core): State<Core>,
     ctx: TenantCtx<min::Admin>,
     Params(page): Params<PageParams>,
-) -> Result<Json<Page<Invitation>>, ApiError> {
+) -> Result<Json<ResultPage<Invitation>>, ApiError> {
     Ok(Json(
         team::list_invitations(&core.db, &ctx.scope, &page.request()?).await?,
     ))
@@ -164,7 +164,7 @@ async fn list_invitations(
 /// the single-use accept link, shown once. Honours `Idempotency-Key`.
 #[utoipa::path(post, path = "/settings/team/invitations", tag = TAG, security(("bearer" = [])),
     request_body = NewInvitation,
-    params(TenantHeader, ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation")),
+    params(TenantHeader, IdempotencyHeader),
     responses((status = 201, body = CreatedInvitation), Conflict, PlanLimit, TenantProblems, BodyProblems))]
 async fn create_invitation(
     State(core): State<Core>,
@@ -193,7 +193,8 @@ async fn revoke_invitation(
 
 /// Accept an invitation as the signed-in user it was sent to. Single use.
 #[utoipa::path(post, path = "/invitations/{token}/accept", tag = TAG, security(("bearer" = [])),
-    params(("token" = String, Path, description = "The token from the invitation link")),
+    params(("token" = String, Path, description = "The token from the invitation link: 64 hexadecimal digits",
+        pattern = "^[0-9A-Fa-f]{64}$")),
     responses((status = 200, body = Joined), Forbidden, NotFound,
         Conflict, Gone, AuthProblems))]
 async fn accept_invitation(
@@ -207,7 +208,7 @@ async fn accept_invitation(
 /// Change a member's role (admin; only owners touch owners; the last owner stays).
 #[utoipa::path(patch, path = "/settings/team/members/{user_id}", tag = TAG, security(("bearer" = [])),
     request_body = RoleChange,
-    params(TenantHeader, ("user_id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The member's ETag")),
+    params(TenantHeader, ("user_id" = Uuid, Path), IfMatchHeader),
     responses((status = 200, body = Member, headers(("ETag" = String))), Conflict,
         PreconditionFailed, TenantProblems, BodyProblems))]
 async fn change_member_role(
@@ -236,18 +237,18 @@ async fn remove_member(
 
 /// The tenant's API keys (admin). Secrets are never listed.
 #[utoipa::path(get, path = "/settings/api-keys", tag = TAG, security(("bearer" = [])), params(TenantHeader, PageParams),
-    responses((status = 200, body = Page<ApiKey>), TenantProblems, ListProblems))]
+    responses((status = 200, body = ResultPage<ApiKey>), TenantProblems, ListProblems))]
 async fn list_api_keys(
     State(core): State<Core>,
     ctx: TenantCtx<min::Admin>,
     Params(page): Params<PageParams>,
-) -> Result<Json<Page<ApiKey>>, ApiError> {
+) -> Result<Json<ResultPage<ApiKey>>, ApiError> {
     Ok(Json(api_keys::list(&core.db, &ctx.scope, &page.request()?).await?))
 }
 
 /// Create an API key (admin, signed-in user). The secret is in this response only.
 #[utoipa::path(post, path = "/settings/api-keys", tag = TAG, security(("bearer" = [])), request_body = NewApiKey,
-    params(TenantHeader, ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation")),
+    params(TenantHeader, IdempotencyHeader),
     responses((status = 201, body = CreatedApiKey), Conflict, TenantProblems, BodyProblems))]
 async fn create_api_key(
     State(core): State<Core>,
@@ -276,28 +277,22 @@ async fn revoke_api_key(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
-    /// Items per page, 1–100 (default 25).
-    #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    pub page: PageParams,
     /// Only entries with this action, e.g. `team.member.role_changed`.
     pub action: Option<String>,
 }
 
 /// Every settings change, newest first (admin).
-#[utoipa::path(get, path = "/settings/audit-log", tag = TAG, security(("bearer" = [])), params(TenantHeader, AuditQuery),
-    responses((status = 200, body = Page<AuditEntry>), TenantProblems, ListProblems))]
+#[utoipa::path(get, path = "/settings/audit-log", tag = TAG, security(("bearer" = [])), params(TenantHeader, PageParams, AuditQuery),
+    responses((status = 200, body = ResultPage<AuditEntry>), TenantProblems, ListProblems))]
 async fn list_audit_log(
     State(core): State<Core>,
     ctx: TenantCtx<min::Admin>,
     Params(query): Params<AuditQuery>,
-) -> Result<Json<Page<AuditEntry>>, ApiError> {
-    let page = PageParams {
-        limit: query.limit,
-        cursor: query.cursor,
-    }
-    .request()?;
+) -> Result<Json<ResultPage<AuditEntry>>, ApiError> {
+    let page = query.page.request()?;
     Ok(Json(
         audit::list(&core.db, &ctx.scope, query.action.as_deref(), &page).await?,
     ))

@@ -47,6 +47,7 @@ pub struct Presigned {
 
 /// A presigned PUT of exactly `size` bytes of `content_type` to `key`.
 #[cfg(feature = "s3")]
+#[tracing::instrument(skip_all, fields(bucket = %bucket, key = %key))]
 pub async fn presign_put(
     s3: &aws_sdk_s3::Client,
     bucket: &str,

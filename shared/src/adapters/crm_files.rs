@@ -4,7 +4,7 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 
 use super::queue::Queue;
-use crate::config::{ConfigError, Env};
+use crate::config::CrmFilesSettings;
 use crate::domain::jobs::{FileHead, JobMessage};
 
 #[derive(Clone)]
@@ -19,20 +19,22 @@ pub struct CrmFiles {
 pub use super::aws::{LINK_TTL, Presigned};
 
 impl CrmFiles {
-    pub fn new(aws: &aws_config::SdkConfig, env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
+    pub fn new(aws: &aws_config::SdkConfig, settings: &CrmFilesSettings) -> Self {
+        Self {
             s3: super::aws::s3(aws),
-            bucket: env.required("CRM_FILES_BUCKET")?,
-            jobs: Queue::new(&super::aws::sqs(aws), env.required("CRM_JOBS_QUEUE_URL")?),
-        })
+            bucket: settings.bucket.clone(),
+            jobs: Queue::new(&super::aws::sqs(aws), settings.jobs_queue_url.clone()),
+        }
     }
 
     /// A PUT of exactly `size` bytes of CSV to `key`.
+    #[tracing::instrument(skip_all, fields(key = %key))]
     pub async fn presign_upload(&self, key: &str, size: u64) -> anyhow::Result<Presigned> {
         super::aws::presign_put(&self.s3, &self.bucket, key, "text/csv", size).await
     }
 
     /// A GET of `key` that saves as `file_name`.
+    #[tracing::instrument(skip_all, fields(key = %key))]
     pub async fn presign_download(&self, key: &str, file_name: &str) -> anyhow::Result<String> {
         let request = self
             .s3
@@ -49,6 +51,7 @@ impl CrmFiles {
     /// Copies an upload to a key of its own for the job (`imports/<tenant>/jobs/<id>.csv`): the
     /// upload's presigned URL stays valid for a while, and a second PUT must not change a file
     /// an import is reading by offsets. `None` when nothing was uploaded under `upload_key`.
+    #[tracing::instrument(skip_all, fields(key = %upload_key))]
     pub async fn copy_for_job(&self, upload_key: &str) -> anyhow::Result<Option<String>> {
         let prefix = upload_key.rsplit_once('/').map(|(p, _)| p).unwrap_or_default();
         let job_key = format!("{prefix}/jobs/{}.csv", uuid::Uuid::now_v7());
@@ -74,6 +77,7 @@ impl CrmFiles {
     }
 
     /// The object's size and first `head_bytes`; `None` when nothing was uploaded under `key`.
+    #[tracing::instrument(skip_all, fields(key = %key))]
     pub async fn head(&self, key: &str, head_bytes: u64) -> anyhow::Result<Option<FileHead>> {
         let head = match self.s3.head_object().bucket(&self.bucket).key(key).send().await {
             Ok(head) => head,
@@ -99,6 +103,7 @@ impl CrmFiles {
     }
 
     /// The object from `offset` to its end; `None` when it is gone.
+    #[tracing::instrument(skip_all, fields(key = %key, offset))]
     pub async fn read_from(&self, key: &str, offset: u64) -> anyhow::Result<Option<Vec<u8>>> {
         let head = match self.s3.head_object().bucket(&self.bucket).key(key).send().await {
             Ok(head) => head,
@@ -129,10 +134,12 @@ impl CrmFiles {
     }
 
     /// A CSV object written as it is produced (an export of any size in flat memory).
+    #[tracing::instrument(skip_all, fields(key = %key))]
     pub async fn start_csv(&self, key: &str) -> anyhow::Result<super::s3_upload::MultipartUpload> {
         super::s3_upload::MultipartUpload::start(&self.s3, &self.bucket, key, "text/csv; charset=utf-8").await
     }
 
+    #[tracing::instrument(skip_all, fields(key = %key, bytes = bytes.len()))]
     pub async fn put_csv(&self, key: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
         self.s3
             .put_object()

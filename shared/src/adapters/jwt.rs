@@ -80,6 +80,7 @@ impl JwtVerifier {
         }
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn verify(&self, token: &str) -> Result<Claims, JwtError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Invalid)?;
         if header.alg != Algorithm::RS256 {

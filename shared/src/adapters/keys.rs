@@ -12,6 +12,7 @@ pub enum Keys {
 }
 
 impl Keys {
+    #[tracing::instrument(skip_all)]
     pub async fn new_data_key(&self) -> Result<([u8; 32], Vec<u8>, String), EnvelopeError> {
         match self {
             Keys::Local(kek) => {
@@ -23,6 +24,7 @@ impl Keys {
         }
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn unwrap_key(&self, sealed: &Sealed) -> Result<Vec<u8>, EnvelopeError> {
         match self {
             Keys::Local(kek) if sealed.key_ref == kek.key_ref => kek.unwrap_key(&sealed.wrapped_key),

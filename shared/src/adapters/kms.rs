@@ -21,6 +21,7 @@ fn kek_error(e: impl std::fmt::Display) -> EnvelopeError {
 
 impl KmsKek {
     /// A new data key: `(plaintext, wrapped, the key's ARN)`.
+    #[tracing::instrument(skip_all, fields(key_id = %self.key_id))]
     pub async fn new_data_key(&self) -> Result<([u8; KEY_LEN], Vec<u8>, String), EnvelopeError> {
         let out = self
             .client
@@ -45,6 +46,7 @@ impl KmsKek {
         Ok((plaintext, wrapped, key_ref))
     }
 
+    #[tracing::instrument(skip_all, fields(key_id = %self.key_id))]
     pub async fn unwrap_key(&self, sealed: &Sealed) -> Result<Vec<u8>, EnvelopeError> {
         let out = self
             .client
@@ -61,23 +63,26 @@ impl KmsKek {
     }
 }
 
-/// The key-encryption key of connector secrets from the environment: `CONNECTOR_KMS_KEY_ID`
-/// (AWS), else `CONNECTOR_LOCAL_KEY_FILE` (the local stack: 64 hex characters).
-pub fn connector_keys(env: &crate::config::Env, aws: &aws_config::SdkConfig) -> anyhow::Result<super::keys::Keys> {
+/// The key-encryption key of connector secrets: KMS (AWS), or the local stack's key file
+/// (64 hex characters, read once here).
+pub fn connector_keys(
+    kek: &crate::config::KekSource,
+    aws: &aws_config::SdkConfig,
+) -> anyhow::Result<super::keys::Keys> {
     use super::keys::Keys;
-    if let Some(key_id) = env.optional("CONNECTOR_KMS_KEY_ID") {
-        return Ok(Keys::Kms(KmsKek {
+    match kek {
+        crate::config::KekSource::Kms { key_id } => Ok(Keys::Kms(KmsKek {
             client: aws_sdk_kms::Client::new(aws),
-            key_id,
-        }));
+            key_id: key_id.clone(),
+        })),
+        crate::config::KekSource::LocalFile(path) => {
+            let shown = path.display();
+            let hex_key =
+                std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("CONNECTOR_LOCAL_KEY_FILE {shown}: {e}"))?;
+            Ok(Keys::Local(
+                crate::domain::envelope::LocalKek::from_hex(&hex_key)
+                    .map_err(|_| anyhow::anyhow!("CONNECTOR_LOCAL_KEY_FILE {shown}: not 64 hex characters"))?,
+            ))
+        }
     }
-    let Some(path) = env.optional("CONNECTOR_LOCAL_KEY_FILE") else {
-        anyhow::bail!("set CONNECTOR_KMS_KEY_ID (AWS) or CONNECTOR_LOCAL_KEY_FILE (local stack)");
-    };
-    let hex_key =
-        std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("CONNECTOR_LOCAL_KEY_FILE {path}: {e}"))?;
-    Ok(Keys::Local(
-        crate::domain::envelope::LocalKek::from_hex(&hex_key)
-            .map_err(|_| anyhow::anyhow!("CONNECTOR_LOCAL_KEY_FILE {path}: not 64 hex characters"))?,
-    ))
 }

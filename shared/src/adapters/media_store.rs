@@ -10,7 +10,7 @@ use aws_sdk_s3::types::{Delete, MetadataDirective, ObjectIdentifier};
 use axum::body::Bytes;
 
 use super::aws::Presigned;
-use crate::config::{ConfigError, Env};
+use crate::config::MediaSettings;
 
 /// Where uploads land, unchecked and never served.
 pub const UPLOADS: &str = "uploads/";
@@ -55,12 +55,12 @@ impl Reading {
 }
 
 impl MediaStore {
-    pub fn new(aws: &aws_config::SdkConfig, env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
+    pub fn new(aws: &aws_config::SdkConfig, settings: &MediaSettings) -> Self {
+        Self {
             s3: super::aws::s3(aws),
-            bucket: env.required("MEDIA_BUCKET")?,
-            public_base_url: crate::config::media_public_base(env)?,
-        })
+            bucket: settings.bucket.clone(),
+            public_base_url: settings.public_base_url.clone(),
+        }
     }
 
     /// The key a media item is served from once accepted (the item's `object_key`).
@@ -83,12 +83,14 @@ impl MediaStore {
         upload.strip_prefix(UPLOADS).map(|rest| format!("{PUBLIC}{rest}"))
     }
 
+    #[tracing::instrument(skip_all, fields(key = %key, size))]
     pub async fn presign_upload(&self, key: &str, content_type: &str, size: u64) -> anyhow::Result<Presigned> {
         super::aws::presign_put(&self.s3, &self.bucket, key, content_type, size).await
     }
 
     /// The object's bytes, whole; `None` when there is none under `key`. For small objects
     /// (tests, tools): media-processor reads with [`MediaStore::open`].
+    #[tracing::instrument(skip_all, fields(key = %key))]
     pub async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
         match self.s3.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(object) => Ok(Some(object.body.collect().await?.into_bytes().to_vec())),
@@ -166,6 +168,7 @@ impl MediaStore {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(key = %key, bytes = bytes.len()))]
     pub async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> anyhow::Result<()> {
         self.s3
             .put_object()
@@ -180,6 +183,7 @@ impl MediaStore {
     }
 
     /// Removes objects (absent ones are no error).
+    #[tracing::instrument(skip_all, fields(objects = keys.len()))]
     pub async fn delete(&self, keys: &[String]) -> anyhow::Result<()> {
         for chunk in keys.chunks(1000) {
             let objects = chunk

@@ -5,7 +5,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::domain::{DomainError, Page, PageRequest, Scope};
+use crate::domain::{DomainError, PageParams, PageRequest, ResultPage, Scope};
 
 pub type Tx = Transaction<'static, Postgres>;
 
@@ -22,17 +22,9 @@ pub fn pool(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
         .connect_lazy_with(options))
 }
 
-/// The application role's pool of a worker function: `DATABASE_URL` (required) and
-/// `DATABASE_MAX_CONNECTIONS` (default 2), connected lazily.
-pub fn app_pool(env: &crate::config::Env) -> anyhow::Result<PgPool> {
-    pool(
-        &env.required("DATABASE_URL")?,
-        env.parsed_or("DATABASE_MAX_CONNECTIONS", 2)?,
-    )
-}
-
 /// Begins the request's transaction with its tenant, user and principal set *locally* (they
 /// vanish at commit or rollback), in one round trip, with binds. Row-level security reads them.
+#[tracing::instrument(level = "debug", skip_all, fields(tenant = ?scope.tenant_id()))]
 pub async fn begin(pool: &PgPool, scope: &Scope) -> Result<Tx, DomainError> {
     let mut tx = pool.begin().await?;
     let tenant = scope.tenant_id().map(|t| t.to_string()).unwrap_or_default();
@@ -51,6 +43,7 @@ pub async fn begin(pool: &PgPool, scope: &Scope) -> Result<Tx, DomainError> {
 
 /// Switches the open transaction to another tenant (creating a tenant, accepting an
 /// invitation: the tenant becomes known inside the transaction).
+#[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant_id))]
 pub async fn set_tenant(tx: &mut Tx, tenant_id: uuid::Uuid) -> Result<(), DomainError> {
     sqlx::query("select set_config('app.tenant_id', $1, true)")
         .bind(tenant_id.to_string())
@@ -131,8 +124,8 @@ pub async fn fresh_plans(tx: &mut Tx) -> Result<(), DomainError> {
 }
 
 /// The page of a list ordered by a time and an id (`limit`, `cursor` as the client sent them).
-pub fn time_page_request(limit: Option<u32>, cursor: Option<&str>) -> Result<PageRequest<TimeKey>, DomainError> {
-    let page = PageRequest::checked(limit, cursor)?;
+pub fn time_page_request(params: &PageParams) -> Result<PageRequest<TimeKey>, DomainError> {
+    let page = params.request()?;
     check_time_key(&page)?;
     Ok(page)
 }
@@ -160,7 +153,7 @@ pub async fn page_by_time<T>(
     sql: &str,
     page: &PageRequest<TimeKey>,
     key: impl Fn(&T) -> TimeKey,
-) -> Result<Page<T>, DomainError>
+) -> Result<ResultPage<T>, DomainError>
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
 {
@@ -173,5 +166,5 @@ where
         .fetch_all(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(Page::from_rows(rows, page.limit, key))
+    Ok(ResultPage::from_rows(rows, page.limit, key))
 }

@@ -128,6 +128,28 @@ impl<T: Serialize> Queue<T> {
             .await
     }
 
+    /// Sends one message that becomes visible after `delay` (SQS takes at most 15 minutes;
+    /// longer is cut to that).
+    #[tracing::instrument(skip_all, fields(queue = %self.url, delay_s = delay.as_secs()))]
+    pub async fn send_delayed(&self, message: &T, delay: std::time::Duration) -> Result<(), QueueError> {
+        let body = serde_json::to_string(message)?;
+        let seconds = i32::try_from(delay.as_secs().min(900)).unwrap_or(900);
+        Box::pin(
+            self.sqs
+                .send_message()
+                .queue_url(&self.url)
+                .message_body(body)
+                .delay_seconds(seconds)
+                .set_message_system_attributes(
+                    trace_header().map(|t| HashMap::from([(MessageSystemAttributeNameForSends::AwsTraceHeader, t)])),
+                )
+                .send(),
+        )
+        .await
+        .map_err(sdk_error)?;
+        Ok(())
+    }
+
     /// Sends messages in batch requests of up to 10; an entry SQS refuses fails the call
     /// (the entries before it were sent: the consumers are idempotent).
     #[tracing::instrument(skip_all, fields(queue = %self.url, messages = messages.len()))]

@@ -31,6 +31,7 @@ fn sqs_err<E: std::error::Error + 'static>(e: aws_sdk_sqs::error::SdkError<E>) -
 }
 
 /// Moves up to `options.max` messages from `from` to `to`; `seen` is called for each.
+#[tracing::instrument(skip_all, fields(from = %from, to = %to))]
 pub async fn replay(
     sqs: &aws_sdk_sqs::Client,
     from: &str,

@@ -24,7 +24,7 @@ pub struct MultipartUpload {
 
 impl MultipartUpload {
     /// Starts an upload of `key` with the object's content type.
-    #[tracing::instrument(skip_all, fields(bucket, key))]
+    #[tracing::instrument(skip_all, fields(bucket = %bucket, key = %key))]
     pub async fn start(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, content_type: &str) -> anyhow::Result<Self> {
         let created = s3
             .create_multipart_upload()
@@ -51,6 +51,7 @@ impl MultipartUpload {
 
     /// Appends bytes; a part is sent first when they would not fit in the buffer (and it holds
     /// at least S3's smallest part), so the buffer never grows past its capacity.
+    #[tracing::instrument(skip_all, fields(key = %self.key, bytes = bytes.len()))]
     pub async fn write(&mut self, mut bytes: &[u8]) -> anyhow::Result<()> {
         self.size += bytes.len() as u64;
         while !bytes.is_empty() {
@@ -93,6 +94,7 @@ impl MultipartUpload {
     }
 
     /// Sends what is left and completes the object; its size in bytes.
+    #[tracing::instrument(skip_all, fields(key = %self.key))]
     pub async fn finish(mut self) -> anyhow::Result<u64> {
         if !self.buffer.is_empty() || self.parts.is_empty() {
             self.send_part().await?;
@@ -114,6 +116,7 @@ impl MultipartUpload {
     }
 
     /// Gives the upload up: S3 drops the parts sent.
+    #[tracing::instrument(skip_all, fields(key = %self.key))]
     pub async fn abort(mut self) -> anyhow::Result<()> {
         self.finished = true;
         self.s3

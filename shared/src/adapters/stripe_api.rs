@@ -68,12 +68,14 @@ impl StripeApi {
     }
 
     /// `GET /v1/{path}` with query parameters.
+    #[tracing::instrument(skip_all, fields(path = %path))]
     pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, StripeError> {
         let request = self.http.get(self.url(path)).query(query);
         self.send(request).await
     }
 
     /// `POST /v1/{path}` with form fields. `idempotency_key` makes retries safe at Stripe.
+    #[tracing::instrument(skip_all, fields(path = %path))]
     pub async fn post(&self, path: &str, form: &Form, idempotency_key: Option<&str>) -> Result<Value, StripeError> {
         let mut request = self.http.post(self.url(path)).form(form);
         if let Some(key) = idempotency_key {
@@ -83,6 +85,7 @@ impl StripeApi {
     }
 
     /// Every item of a list endpoint, following `has_more` with `starting_after`.
+    #[tracing::instrument(skip_all, fields(path = %path))]
     pub async fn list_all(&self, path: &str, query: &[(&str, &str)]) -> Result<Vec<Value>, StripeError> {
         let mut items = Vec::new();
         let mut after: Option<String> = None;

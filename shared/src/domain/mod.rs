@@ -15,7 +15,7 @@ pub mod stripe_objects;
 pub mod validate;
 
 pub use error::DomainError;
-pub use page::{Cursor, Page, PageRequest};
+pub use page::{Cursor, PageParams, PageRequest, ResultPage};
 pub use role::Role;
 pub use scope::{Actor, Scope};
 pub use validate::{Email, FieldError, Text, Validator};

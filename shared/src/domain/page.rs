@@ -95,15 +95,100 @@ impl<K: DeserializeOwned> PageRequest<K> {
     }
 }
 
+/// `limit` and `cursor` of a keyset-paginated list: the whole query of some lists, and embedded
+/// in the parameters of the others as
+///
+/// ```ignore
+/// #[serde(flatten)]
+/// #[param(ignore)]
+/// pub page: PageParams,
+/// ```
+///
+/// with `PageParams` named beside them in the route's `params(...)` (utoipa's `IntoParams` does
+/// not follow `flatten`: the two stay in the order they are named there).
+#[derive(Debug, Clone, Default, PartialEq, Eq, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Items per page, 1–100 (default 25).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page, as it was returned (empty: the first page).
+    #[param(max_length = 512, pattern = r"^[A-Za-z0-9_-]*$")]
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    /// The page asked for (an empty cursor is none), or a 422 naming `limit` or `cursor`.
+    pub fn request<K: DeserializeOwned>(&self) -> Result<PageRequest<K>, super::DomainError> {
+        PageRequest::checked(self.limit, self.cursor.as_deref())
+    }
+}
+
+/// Read alone or embedded (`flatten`), a query's `limit` arrives as text: it is taken as text
+/// (or a JSON number) and parsed after, so a bad one fails the same way both times and as a
+/// `u32` field of the query did (`limit: invalid digit found in string`). Other names are
+/// left to the embedding struct.
+impl<'de> Deserialize<'de> for PageParams {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_struct("PageParams", &["limit", "cursor"], PageVisitor)
+    }
+}
+
+struct PageVisitor;
+
+impl<'de> serde::de::Visitor<'de> for PageVisitor {
+    type Value = PageParams;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("limit and cursor")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<PageParams, A::Error> {
+        use serde::de::Error;
+        let bad = |e: &dyn std::fmt::Display| A::Error::custom(format_args!("limit: {e}"));
+        let (mut limit, mut cursor): (Option<Option<u32>>, Option<Option<String>>) = (None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "limit" if limit.is_some() => return Err(A::Error::duplicate_field("limit")),
+                // Parsed here, after the value is read: the error names the field itself.
+                "limit" => {
+                    limit = Some(match map.next_value()? {
+                        None => None,
+                        Some(RawLimit::Text(text)) => Some(text.parse().map_err(|e| bad(&e))?),
+                        Some(RawLimit::Number(n)) => Some(u32::try_from(n).map_err(|e| bad(&e))?),
+                    });
+                }
+                "cursor" if cursor.is_some() => return Err(A::Error::duplicate_field("cursor")),
+                "cursor" => cursor = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(PageParams {
+            limit: limit.flatten(),
+            cursor: cursor.flatten(),
+        })
+    }
+}
+
+/// `limit` as it came: text (a query string) or a number (JSON).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawLimit {
+    Text(String),
+    Number(i64),
+}
+
 /// One page of a list.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Page<T> {
+pub struct ResultPage<T> {
     pub items: Vec<T>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     pub next_cursor: Option<String>,
 }
 
-impl<T> Page<T> {
+impl<T> ResultPage<T> {
     /// Builds a page from `limit + 1` fetched rows; `key` gives the sort key of a row.
     pub fn from_rows<K: Serialize>(mut rows: Vec<T>, limit: u32, key: impl Fn(&T) -> K) -> Self {
         let limit = limit as usize;
@@ -120,8 +205,8 @@ impl<T> Page<T> {
         }
     }
 
-    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
-        Page {
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> ResultPage<U> {
+        ResultPage {
             items: self.items.into_iter().map(f).collect(),
             next_cursor: self.next_cursor,
         }
@@ -156,10 +241,10 @@ mod tests {
 
     #[test]
     fn page_knows_when_more_rows_exist() {
-        let page = Page::from_rows(vec![1, 2, 3], 2, |n| *n);
+        let page = ResultPage::from_rows(vec![1, 2, 3], 2, |n| *n);
         assert_eq!(page.items, vec![1, 2]);
         let next: i32 = Cursor(page.next_cursor.unwrap()).decode().unwrap();
         assert_eq!(next, 2);
-        assert!(Page::from_rows(vec![1, 2], 2, |n| *n).next_cursor.is_none());
+        assert!(ResultPage::from_rows(vec![1, 2], 2, |n| *n).next_cursor.is_none());
     }
 }

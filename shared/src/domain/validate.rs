@@ -79,6 +79,90 @@ impl Validator {
     }
 }
 
+/// The characters `str::trim` removes (Unicode `White_Space`), as a character class body.
+macro_rules! white_space {
+    () => {
+        r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+    };
+}
+
+/// What [`Text::parse`] accepts, as an OpenAPI (ECMA-262) pattern: white space (what `trim`
+/// removes) around a core that starts and ends with something else and holds no control
+/// character. Exact but for the length: `maxLength` counts the white space around too.
+pub const TEXT_PATTERN: &str = concat!(
+    "^[",
+    white_space!(),
+    r"]*[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?[",
+    white_space!(),
+    "]*$"
+);
+
+/// Optional text (empty, or white space only, is none; anything else is [`Text::parse`]d).
+pub const OPTIONAL_TEXT_PATTERN: &str = concat!(
+    "^[",
+    white_space!(),
+    r"]*([^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?)?[",
+    white_space!(),
+    "]*$"
+);
+
+/// The OpenAPI schema of a required [`Text`] of 1 to `MAX` characters, for fields that are
+/// parsed into one: `#[schema(value_type = TextSchema<120>, inline)]` (the field's own doc
+/// comment stays its description). Only the document uses it.
+pub struct TextSchema<const MAX: usize>;
+
+impl<const MAX: usize> utoipa::PartialSchema for TextSchema<MAX> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(1, MAX, TEXT_PATTERN)
+    }
+}
+
+impl<const MAX: usize> utoipa::ToSchema for TextSchema<MAX> {}
+
+/// The OpenAPI schema of optional text of at most `MAX` characters (empty is none), as
+/// [`TextSchema`].
+pub struct OptionalTextSchema<const MAX: usize>;
+
+impl<const MAX: usize> utoipa::PartialSchema for OptionalTextSchema<MAX> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(0, MAX, OPTIONAL_TEXT_PATTERN)
+    }
+}
+
+impl<const MAX: usize> utoipa::ToSchema for OptionalTextSchema<MAX> {}
+
+/// The OpenAPI schema of an optional [`Email`]: an address (`format: email`, at most 254
+/// characters), or blank for none.
+pub struct OptionalEmailSchema;
+
+impl utoipa::PartialSchema for OptionalEmailSchema {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, SchemaFormat, Type};
+        let email = utoipa::openapi::ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Email)))
+            .max_length(Some(Email::MAX_LEN));
+        let blank = utoipa::openapi::ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(concat!("^[", white_space!(), "]*$")));
+        utoipa::openapi::schema::AnyOfBuilder::new()
+            .item(email)
+            .item(blank)
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for OptionalEmailSchema {}
+
+fn string_schema(min: usize, max: usize, pattern: &str) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .min_length((min > 0).then_some(min))
+        .max_length(Some(max))
+        .pattern(Some(pattern))
+        .into()
+}
+
 /// Trimmed text with a length range in characters and no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
@@ -207,6 +291,26 @@ mod tests {
         assert_eq!(Text::parse(&"é".repeat(11), 1, 10).unwrap_err().code, "too_long");
         assert!(Text::parse(&"é".repeat(10), 1, 10).is_ok());
         assert_eq!(Text::parse("a\u{0}b", 1, 10).unwrap_err().code, "invalid_characters");
+    }
+
+    proptest::proptest! {
+        /// Whatever the document's text patterns admit (within `maxLength`), the parsers take.
+        #[test]
+        fn text_the_document_admits_is_accepted(
+            text in proptest::string::string_regex(unanchored(TEXT_PATTERN)).unwrap(),
+            optional in proptest::string::string_regex(unanchored(OPTIONAL_TEXT_PATTERN)).unwrap(),
+        ) {
+            if text.chars().count() <= 50 {
+                proptest::prop_assert!(Text::parse(&text, 1, 50).is_ok(), "{text:?}");
+            }
+            if optional.chars().count() <= 50 && !optional.trim().is_empty() {
+                proptest::prop_assert!(Text::parse(&optional, 1, 50).is_ok(), "{optional:?}");
+            }
+        }
+    }
+
+    fn unanchored(pattern: &str) -> &str {
+        pattern.trim_start_matches('^').trim_end_matches('$')
     }
 
     #[test]

@@ -113,6 +113,29 @@ pub struct TenantHeader {
     pub x_tenant_id: Option<String>,
 }
 
+/// `Idempotency-Key` of a creating route (checked by `IdempotencyKey::new`).
+#[derive(IntoParams, serde::Deserialize)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyHeader {
+    /// Retry-safe creation: 1–255 visible ASCII characters, fresh for each new request. The
+    /// same key with the same body within 24 hours answers the first answer again
+    /// (`Idempotent-Replayed: true`) instead of creating twice; with another body it is a 422.
+    #[serde(rename = "Idempotency-Key")]
+    #[param(min_length = 1, max_length = 255, pattern = r"^[!-~]+$")]
+    pub idempotency_key: Option<String>,
+}
+
+/// `If-Match` of a versioned resource's writes (parsed by `IfMatch`).
+#[derive(IntoParams, serde::Deserialize)]
+#[into_params(parameter_in = Header)]
+pub struct IfMatchHeader {
+    /// The resource's ETag as its last read or write answered it (`"3"`, or weak `W/"3"`): a
+    /// stale one answers 412 and changes nothing. Absent or `*`: no check.
+    #[serde(rename = "If-Match")]
+    #[param(pattern = r#"^(\*|(W/)?"(0|[1-9][0-9]{0,8})")$"#)]
+    pub if_match: Option<String>,
+}
+
 problem_set!(
     /// The caller may not do this (e.g. an API key where a user is needed).
     Forbidden { "403" => "Not allowed for this caller" }

@@ -30,7 +30,7 @@ pub struct Problem {
 /// Which entitlement of the tenant's plan refused the request.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LimitDetail {
-    /// `seats`, `contacts`, `sites`, `ai_tasks_per_month` or `storage_bytes`.
+    /// `seats`, `contacts`, `sites`, `ai_tasks_per_month`, `storage_bytes` or `emails_per_month`.
     pub name: String,
     pub allowed: i64,
     pub used: i64,

@@ -10,7 +10,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::ApiError;
-use crate::domain::{DomainError, FieldError, PageRequest};
+pub use crate::domain::PageParams;
+use crate::domain::{DomainError, FieldError};
 use crate::services::idempotency::{Created, IdempotencyKey};
 
 pub use axum::Json;
@@ -192,23 +193,6 @@ where
             .await
             .map(|Path(v)| Self(v))
             .map_err(|_| DomainError::NotFound.into())
-    }
-}
-
-/// `limit` and `cursor` of a keyset-paginated list.
-#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageParams {
-    /// Items per page, 1–100 (default 25).
-    #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
-impl PageParams {
-    pub fn request<K: DeserializeOwned>(&self) -> Result<PageRequest<K>, ApiError> {
-        Ok(PageRequest::checked(self.limit, self.cursor.as_deref())?)
     }
 }
 

@@ -6,7 +6,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::adapters::pg;
-use crate::domain::{DomainError, Page, PageRequest, Role, Scope, Text, Validator};
+use crate::domain::validate::TextSchema;
+use crate::domain::{DomainError, PageRequest, ResultPage, Role, Scope, Text, Validator};
 use crate::services::audit;
 use crate::services::idempotency::{self, Created};
 
@@ -34,6 +35,7 @@ pub struct Profile {
 #[serde(deny_unknown_fields)]
 pub struct UpdateProfile {
     /// Display name, 1–100 characters.
+    #[schema(value_type = Option<TextSchema<100>>, inline)]
     pub name: Option<String>,
 }
 
@@ -41,6 +43,7 @@ pub struct UpdateProfile {
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
     /// The organisation's name, 1–120 characters.
+    #[schema(value_type = TextSchema<120>, inline)]
     pub name: String,
 }
 
@@ -112,7 +115,7 @@ pub async fn my_tenants(
     pool: &PgPool,
     scope: &Scope,
     page: &PageRequest<(DateTime<Utc>, Uuid)>,
-) -> Result<Page<TenantSummary>, DomainError> {
+) -> Result<ResultPage<TenantSummary>, DomainError> {
     // A user's tenants are read with no tenant set (RLS shows their own memberships then only).
     let unscoped = Scope {
         tenant: None,
@@ -156,7 +159,7 @@ pub async fn my_tenants(
         (None, None) => Vec::new(),
     };
     tx.commit().await?;
-    Ok(Page::from_rows(rows, page.limit, |t| (t.created_at, t.id)))
+    Ok(ResultPage::from_rows(rows, page.limit, |t| (t.created_at, t.id)))
 }
 
 /// Creates a tenant with the caller as its owner. Honours an idempotency key.

@@ -7,7 +7,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::adapters::pg;
-use crate::domain::{DomainError, Page, PageRequest, Role, Scope, Text, Validator, secret};
+use crate::domain::validate::TextSchema;
+use crate::domain::{DomainError, PageRequest, ResultPage, Role, Scope, Text, Validator, secret};
 use crate::services::audit;
 use crate::services::idempotency::{self, Created, IdempotencyKey};
 
@@ -68,8 +69,10 @@ pub struct CreatedApiKey {
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     /// A label, 1–100 characters.
+    #[schema(value_type = TextSchema<100>, inline)]
     pub name: String,
-    /// One or more of read, write, admin.
+    /// One to three of read, write, admin.
+    #[schema(min_items = 1, max_items = 3)]
     pub scopes: Vec<KeyScope>,
     /// Optional expiry, in the future.
     pub expires_at: Option<DateTime<Utc>>,
@@ -81,7 +84,7 @@ pub async fn list(
     pool: &PgPool,
     scope: &Scope,
     page: &PageRequest<(DateTime<Utc>, Uuid)>,
-) -> Result<Page<ApiKey>, DomainError> {
+) -> Result<ResultPage<ApiKey>, DomainError> {
     let sql = format!(
         "select {COLUMNS} from api_keys where ($1::timestamptz is null or (created_at, id) < ($1, $2)) \
          order by created_at desc, id desc limit $3"

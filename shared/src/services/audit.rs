@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::adapters::pg::{self, Tx};
-use crate::domain::{DomainError, Page, PageRequest, Scope};
+use crate::domain::{DomainError, PageRequest, ResultPage, Scope};
 
 /// Appends one entry; call it inside the transaction that makes the change.
 pub async fn record(
@@ -55,7 +55,7 @@ pub async fn list(
     scope: &Scope,
     action: Option<&str>,
     page: &PageRequest<i64>,
-) -> Result<Page<AuditEntry>, DomainError> {
+) -> Result<ResultPage<AuditEntry>, DomainError> {
     let mut tx = pg::begin(pool, scope).await?;
     let rows: Vec<AuditEntry> = sqlx::query_as(
         "select id, actor_user_id, actor_api_key_id, action, target_type, target_id, details, \
@@ -69,5 +69,5 @@ pub async fn list(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Page::from_rows(rows, page.limit, |e| e.id))
+    Ok(ResultPage::from_rows(rows, page.limit, |e| e.id))
 }

@@ -11,4 +11,7 @@ pub mod connectors;
 pub mod crm;
 pub mod ecommerce;
 pub mod idempotency;
+#[cfg(feature = "email")]
+pub mod marketing;
+pub mod providers;
 pub mod team;

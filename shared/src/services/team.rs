@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::adapters::pg::{self, Tx};
-use crate::domain::{DomainError, Email, Page, PageRequest, Role, Scope, Validator, secret};
+use crate::domain::{DomainError, Email, PageRequest, ResultPage, Role, Scope, Validator, secret};
 use crate::services::audit;
 use crate::services::billing::entitlements::{self, Limit};
 use crate::services::idempotency::{self, Created, IdempotencyKey};
@@ -46,6 +46,8 @@ pub struct CreatedInvitation {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewInvitation {
+    /// The invitee's address, like name@example.com (quoted local parts are refused).
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     pub role: Role,
 }
@@ -77,7 +79,7 @@ pub async fn list_members(
     pool: &PgPool,
     scope: &Scope,
     page: &PageRequest<(DateTime<Utc>, Uuid)>,
-) -> Result<Page<Member>, DomainError> {
+) -> Result<ResultPage<Member>, DomainError> {
     let sql = "select m.user_id, u.email, u.name, m.role, m.created_at as joined_at, m.version \
                from memberships m join users u on u.id = m.user_id \
                where m.tenant_id = app_current_tenant() \
@@ -91,7 +93,7 @@ pub async fn list_invitations(
     pool: &PgPool,
     scope: &Scope,
     page: &PageRequest<(DateTime<Utc>, Uuid)>,
-) -> Result<Page<Invitation>, DomainError> {
+) -> Result<ResultPage<Invitation>, DomainError> {
     let sql = "select id, email, role, invited_by, created_at, expires_at from invitations \
                where accepted_at is null and revoked_at is null \
                  and ($1::timestamptz is null or (created_at, id) < ($1, $2)) \

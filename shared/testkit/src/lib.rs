@@ -18,6 +18,14 @@ use std::sync::Arc;
 use tower::ServiceExt;
 use uuid::Uuid;
 
+#[cfg(feature = "analytics")]
+pub mod analytics;
+pub mod billing;
+#[cfg(feature = "aws")]
+pub mod crm;
+#[cfg(feature = "media")]
+pub mod media;
+
 /// The project's migrations, embedded (also what `portal-dev migrate` applies).
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
@@ -720,6 +728,15 @@ pub fn machine() -> String {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     format!("{cores} cores, {cpu}")
 }
+
+/// The keys the tests sign unsubscribe links with (the functions read `MARKETING_LINK_KEYS`).
+#[cfg(feature = "email")]
+pub fn link_keys() -> shared::services::marketing::unsubscribe::LinkKeys {
+    shared::services::marketing::unsubscribe::LinkKeys::parse(LINK_KEYS).expect("32 characters or more")
+}
+
+/// [`link_keys`] as the environment gives them.
+pub const LINK_KEYS: &str = "test-link-key-0123456789abcdef0123456789";
 
 #[cfg(test)]
 mod fixture_tests {

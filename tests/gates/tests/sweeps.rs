@@ -112,6 +112,41 @@ fn deals_factory<'a>(w: &'a World, path: &'a str) -> Pin<Box<dyn Future<Output =
     })
 }
 
+/// A template, a segment or a manual suppression of tenant A (the suppression is one A's admin
+/// may remove: a `manual` entry).
+fn marketing_factory<'a>(w: &'a World, path: &'a str) -> Pin<Box<dyn Future<Output = Option<Params>> + 'a>> {
+    Box::pin(async move {
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let (create, body) = match path {
+            "/marketing/templates/{id}" | "/marketing/templates/{id}/preview" => (
+                "/marketing/templates",
+                json!({"name": format!("Victim {unique}"), "subject": "Hi {{ contact.first_name }}", "body": "<p>Hi</p>"}),
+            ),
+            "/marketing/segments/{id}" | "/marketing/segments/{id}/count" => (
+                "/marketing/segments",
+                json!({"name": format!("Victim {unique}"), "filter": {"tags": ["vip"]}}),
+            ),
+            "/marketing/suppressions/{id}" => (
+                "/marketing/suppressions",
+                json!({"email": format!("{unique}@example.com")}),
+            ),
+            "/marketing/campaigns/{id}"
+            | "/marketing/campaigns/{id}/test"
+            | "/marketing/campaigns/{id}/schedule"
+            | "/marketing/campaigns/{id}/pause"
+            | "/marketing/campaigns/{id}/resume"
+            | "/marketing/campaigns/{id}/cancel"
+            | "/marketing/campaigns/{id}/stats" => (
+                "/marketing/campaigns",
+                json!({"name": format!("Victim {unique}"), "from_name": "Victim", "from_email": "victim@example.com"}),
+            ),
+            _ => return None,
+        };
+        let r = w.api("marketing-campaigns", w.as_a(post(create)).json(body)).await;
+        one("id", &r.json["id"])
+    })
+}
+
 fn no_ids<'a>(_: &'a World, _: &'a str) -> Pin<Box<dyn Future<Output = Option<Params>> + 'a>> {
     Box::pin(async { None })
 }
@@ -440,11 +475,31 @@ fn functions() -> Vec<Function> {
             keys: &[],
         },
         Function {
+            name: "email-events",
+            routes: email_events::ROUTES,
+            router: |app: &TestApp| {
+                email_events::router(email_events::EventsState {
+                    connectors: test_connectors(app),
+                })
+            },
+            factory: no_ids as Factory,
+            events_dir: "email-events",
+            keys: &[],
+        },
+        Function {
             name: "crm-deals",
             routes: crm_deals::ROUTES,
             router: |app: &TestApp| crm_deals::router(app.core.clone()),
             factory: deals_factory as Factory,
             events_dir: "crm-deals",
+            keys: &[],
+        },
+        Function {
+            name: "marketing-campaigns",
+            routes: marketing_campaigns::ROUTES,
+            router: |app: &TestApp| marketing_campaigns::router(app.core.clone(), testkit::link_keys()),
+            factory: marketing_factory as Factory,
+            events_dir: "marketing-campaigns",
             keys: &[],
         },
         Function {
@@ -459,7 +514,7 @@ fn functions() -> Vec<Function> {
             name: "cms-posts",
             routes: cms_content::posts::ROUTES,
             router: |app: &TestApp| {
-                let wordpress = shared::services::cms::wordpress::Wordpress {
+                let wordpress = shared::services::providers::wordpress::Wordpress {
                     connectors: test_connectors(app),
                     media_base: "https://media.example.com".to_owned(),
                 };

@@ -1,15 +1,17 @@
 //! Wiring only: telemetry, config, clients (built once per sandbox), run.
+use shared::config::{ConnectorSettings, Env, MediaSettings};
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
-    let config = shared::Config::from_env()?;
+    let env = Env::from_process();
+    let config = shared::Config::from(&env)?;
+    let (connectors, media) = (ConnectorSettings::from(&env)?, MediaSettings::from(&env)?);
     let core = shared::Core::new(config)?;
-    let env = shared::config::Env::from_process();
     let aws = shared::adapters::aws::sdk_config().await;
-    let keys = shared::adapters::kms::connector_keys(&env, &aws)?;
-    let wordpress = shared::services::cms::wordpress::Wordpress {
-        connectors: shared::services::connectors::Connectors::from_env(core.db.clone(), keys, &env)?,
-        media_base: shared::config::media_public_base(&env)?,
+    let wordpress = shared::services::providers::wordpress::Wordpress {
+        connectors: shared::services::connectors::Connectors::build(core.db.clone(), &connectors, &aws)?,
+        media_base: media.public_base_url,
     };
     shared::http::run(cms_content::posts::router(core, Some(wordpress))).await
 }

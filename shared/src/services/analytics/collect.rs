@@ -14,11 +14,79 @@ use std::time::{Duration, Instant};
 use super::event::{Client, Reason, STREAM, Sender, SiteRef, enrich_from, split_body};
 use crate::adapters::redis::Redis;
 use crate::domain::DomainError;
+use crate::domain::validate::OptionalTextSchema;
 
 /// The stream keeps about this many entries (XADD MAXLEN ~): far more than a day of folding lag.
 pub const STREAM_CAP: usize = 5_000_000;
 const LOCAL_TTL: Duration = Duration::from_secs(60);
 const REDIS_SITE_TTL_SECS: u64 = 300;
+
+// The body of `POST /analytics/collect` as the document states it: the collector reads the JSON
+// itself, field by field (`split_body`, then `enrich_from` per event), so these types only
+// describe it.
+
+/// Events of one site: a batch, or one event. A body without a `site_key` or with an empty or
+/// oversized batch answers 422; an event that breaks its rules is dropped (the 202 says why).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum CollectBody {
+    Batch(CollectBatch),
+    One(CollectOne),
+}
+
+/// Several events of one site.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+pub struct CollectBatch {
+    /// The site's public key (`GET /analytics/sites`): an unknown one answers 404.
+    #[schema(min_length = 1, pattern = r"\S")]
+    pub site_key: String,
+    /// 1 to 50 events.
+    #[schema(min_items = 1, max_items = 50)]
+    pub events: Vec<CollectEvent>,
+}
+
+/// One event, with its site's key.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+pub struct CollectOne {
+    /// The site's public key (`GET /analytics/sites`): an unknown one answers 404.
+    #[schema(min_length = 1, pattern = r"\S")]
+    pub site_key: String,
+    #[serde(flatten)]
+    pub event: CollectEvent,
+}
+
+/// An event. One that breaks these rules is dropped (`dropped` of the 202 says why); fields
+/// not named here are ignored.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+pub struct CollectEvent {
+    /// `pageview` (the default) or a custom event's name: at most 120 characters, no control
+    /// characters.
+    #[schema(value_type = Option<OptionalTextSchema<120>>, inline)]
+    pub name: Option<String>,
+    /// The page's absolute `http` or `https` URL, at most 2,048 bytes.
+    #[schema(max_length = 2048, pattern = r"^\s*[Hh][Tt][Tt][Pp][Ss]?:")]
+    pub url: String,
+    /// The referring page's URL (`document.referrer`).
+    pub referrer: Option<String>,
+    /// The screen's width in CSS pixels: the device is `mobile` below 576, `tablet` below 992.
+    #[schema(minimum = 0, maximum = 100_000)]
+    pub screen_width: Option<u64>,
+    /// Flat properties: at most 30, each a string, a number or a boolean (clipped to 100-byte
+    /// keys and 300-byte values).
+    pub props: Option<HashMap<String, CollectProp>>,
+    /// When it happened, in Unix milliseconds (default: now): within the last 24 hours and at
+    /// most 5 minutes ahead.
+    pub timestamp: Option<i64>,
+}
+
+/// A property's value.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum CollectProp {
+    Text(String),
+    Number(f64),
+    Flag(bool),
+}
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Dropped {

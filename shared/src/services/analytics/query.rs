@@ -25,12 +25,16 @@ pub enum Interval {
 pub struct RangeParams {
     /// The site's id.
     pub site: Uuid,
-    /// First day (YYYY-MM-DD).
+    /// First day (YYYY-MM-DD), in the years 2000 to 2100.
+    #[param(pattern = r"^(20[0-9]{2}|2100)-")]
     pub from: NaiveDate,
-    /// Last day (YYYY-MM-DD), inclusive.
+    /// Last day (YYYY-MM-DD), inclusive: not before `from`, at most 400 days after it (31 by
+    /// the hour).
+    #[param(pattern = r"^(20[0-9]{2}|2100)-")]
     pub to: NaiveDate,
-    /// IANA time zone of the days (default: the site's).
+    /// IANA time zone of the days, one Postgres knows (default: the site's).
     #[serde(default)]
+    #[param(min_length = 1)]
     pub tz: Option<String>,
 }
 
@@ -352,6 +356,7 @@ fn source_value(s: &str) -> &str {
 pub struct TopPagesParams {
     /// At most this many rows (1..=100, default 10).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// Only this page path.
     #[serde(default)]
@@ -370,17 +375,29 @@ pub struct TopPagesParams {
     pub utm_campaign: Option<String>,
 }
 
+/// What `GET /analytics/referrers` groups by (its `by`; read as text, so the refusal names it).
+#[derive(Debug, Clone, Copy, ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum Dimension {
+    Source,
+    UtmSource,
+    UtmMedium,
+    UtmCampaign,
+}
+
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReferrersParams {
     /// At most this many rows (1..=100, default 10).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// Only this value (`Direct / None` for direct traffic).
     #[serde(default)]
     pub filter: Option<String>,
     /// Group by `source` (default), `utm_source`, `utm_medium` or `utm_campaign`.
     #[serde(default)]
+    #[param(value_type = Option<Dimension>, inline)]
     pub by: Option<String>,
     /// Only pageviews of this page path: each value's pageviews and visitors there (no visits:
     /// a visit counts where it enters).

@@ -7,24 +7,41 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::adapters::pg::{self, TimeKey};
-use crate::domain::{DomainError, Page, PageRequest, Scope, Validator, secret};
+use crate::domain::{DomainError, PageRequest, ResultPage, Scope, Validator, secret};
 use crate::services::billing::entitlements::{self, Limit};
 use crate::services::idempotency::{self, Created, IdempotencyKey};
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSite {
+    /// 1–120 characters.
+    #[schema(min_length = 1, max_length = 120, pattern = r"\S")]
     pub name: String,
-    /// The site's host name, e.g. `example.com` (no scheme, no path).
+    /// The site's host name, e.g. `example.com` (no scheme, no path; upper case is lowered).
+    #[schema(
+        max_length = 253,
+        pattern = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+    )]
     pub domain: String,
-    /// Browser origins allowed to send events (default `https://<domain>` and
-    /// `https://www.<domain>`); `*` allows any.
+    /// Browser origins allowed to send events, 1 to 20: scheme, host and optional port
+    /// (`https://example.com`, `http://localhost:3000`), no path or trailing slash; `*` allows
+    /// any. Default `https://<domain>` and `https://www.<domain>`.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Origin>>, min_items = 1, max_items = 20)]
     pub allowed_origins: Option<Vec<String>>,
-    /// IANA time zone of the site's day buckets (default `UTC`).
+    /// IANA time zone of the site's day buckets, one Postgres knows (default `UTC`).
     #[serde(default)]
+    #[schema(min_length = 1)]
     pub timezone: Option<String>,
 }
+
+/// A browser origin as `allowed_origins` takes it (the document's name for what `valid_origin`
+/// accepts): `*`, or scheme, host and optional port.
+#[derive(ToSchema)]
+#[schema(
+    pattern = r"^(\*|https?://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?)$"
+)]
+pub struct Origin(pub String);
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
 pub struct Site {
@@ -65,7 +82,7 @@ fn valid_origin(origin: &str) -> bool {
 
 const COLUMNS: &str = "id, name, domain, site_key, allowed_origins, timezone, created_at";
 
-pub async fn list(pool: &PgPool, scope: &Scope, page: &PageRequest<TimeKey>) -> Result<Page<Site>, DomainError> {
+pub async fn list(pool: &PgPool, scope: &Scope, page: &PageRequest<TimeKey>) -> Result<ResultPage<Site>, DomainError> {
     pg::page_by_time(
         pool,
         scope,

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::entitlements::{self, LIVE_STATUSES, Limits};
 use crate::adapters::pg;
 use crate::adapters::stripe_api::{StripeApi, StripeError, form};
-use crate::domain::{DomainError, Page, PageRequest, Scope};
+use crate::domain::{DomainError, PageRequest, ResultPage, Scope};
 use crate::services::idempotency::{self, Created, IdempotencyKey};
 
 /// Where Stripe sends people back to (the portal's billing page).
@@ -90,8 +90,8 @@ struct PlanRow {
 /// Every plan with its active prices and limits, cheapest first.
 pub async fn plans(pool: &PgPool) -> Result<Vec<Plan>, DomainError> {
     let rows: Vec<PlanRow> = sqlx::query_as(
-        "select code, name, description, is_default, seats, contacts, sites, ai_tasks_per_month, storage_bytes \
-         from billing_plans order by sort, code",
+        "select code, name, description, is_default, seats, contacts, sites, ai_tasks_per_month, storage_bytes, \
+         emails_per_month from billing_plans order by sort, code",
     )
     .fetch_all(pool)
     .await?;
@@ -299,7 +299,7 @@ pub async fn invoices(
     pool: &PgPool,
     scope: &Scope,
     page: &PageRequest<(i64, String)>,
-) -> Result<Page<InvoiceSummary>, DomainError> {
+) -> Result<ResultPage<InvoiceSummary>, DomainError> {
     let mut tx = pg::begin(pool, scope).await?;
     let rows: Vec<InvoiceSummary> = sqlx::query_as(
         "select id, number, status, currency, amount_due, amount_paid, amount_remaining, total, \
@@ -315,16 +315,19 @@ pub async fn invoices(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Page::from_rows(rows, page.limit, |i| (i.created_key, i.id.clone())))
+    Ok(ResultPage::from_rows(rows, page.limit, |i| {
+        (i.created_key, i.id.clone())
+    }))
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCheckout {
-    /// A price from `GET /billing/plans`.
+    /// An active price of `GET /billing/plans` (another answers 422 `unknown_price`).
     pub price_id: String,
-    /// Units of the price (default 1).
+    /// Units of the price, 1–10,000 (default 1).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10_000)]
     pub quantity: Option<i64>,
 }
 

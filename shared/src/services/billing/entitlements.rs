@@ -17,6 +17,7 @@ pub enum Limit {
     Sites,
     AiTasksPerMonth,
     StorageBytes,
+    EmailsPerMonth,
 }
 
 impl Limit {
@@ -27,6 +28,7 @@ impl Limit {
             Limit::Sites => "sites",
             Limit::AiTasksPerMonth => "ai_tasks_per_month",
             Limit::StorageBytes => "storage_bytes",
+            Limit::EmailsPerMonth => "emails_per_month",
         }
     }
 }
@@ -42,6 +44,9 @@ pub struct Limits {
     pub sites: Option<i64>,
     pub ai_tasks_per_month: Option<i64>,
     pub storage_bytes: Option<i64>,
+    /// Marketing emails a calendar month (UTC): sent, plus those of started campaigns still
+    /// to go.
+    pub emails_per_month: Option<i64>,
 }
 
 impl Limits {
@@ -52,6 +57,7 @@ impl Limits {
             Limit::Sites => self.sites,
             Limit::AiTasksPerMonth => self.ai_tasks_per_month,
             Limit::StorageBytes => self.storage_bytes,
+            Limit::EmailsPerMonth => self.emails_per_month,
         }
     }
 }
@@ -67,7 +73,8 @@ pub struct TenantPlan {
 /// The plan in force for the transaction's tenant.
 pub async fn plan(tx: &mut Tx) -> Result<TenantPlan, DomainError> {
     let plan: Option<TenantPlan> = sqlx::query_as(
-        "select p.code, p.name, p.seats, p.contacts, p.sites, p.ai_tasks_per_month, p.storage_bytes \
+        "select p.code, p.name, p.seats, p.contacts, p.sites, p.ai_tasks_per_month, p.storage_bytes, \
+         p.emails_per_month \
          from billing_plans p \
          left join lateral ( \
              select coalesce(pr.plan_code, s.raw #>> '{items,data,0,price,metadata,portal_plan}', \
@@ -129,6 +136,7 @@ mod tests {
                 sites: None,
                 ai_tasks_per_month: None,
                 storage_bytes: None,
+                emails_per_month: None,
             },
         }
     }

@@ -7,11 +7,13 @@
 //! - [`inbox`]: the Stripe webhook inbox (verify, record in DynamoDB, hand to the billing
 //!   queue) — `stripe-webhook`;
 //! - [`sync`]: applying Stripe events to the Postgres mirrors, exactly once — `billing-sync`;
+//!   `mirrors`: the mirrors' gated upserts, which events and reconciliation write through;
 //! - [`reconcile`]: the scheduled repair of the mirrors from Stripe's lists — `billing-reconcile`.
 mod account;
 pub mod entitlements;
 #[cfg(all(feature = "dynamodb", feature = "sqs"))]
 pub mod inbox;
+mod mirrors;
 pub mod reconcile;
 pub mod sync;
 

@@ -6,7 +6,8 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::sync::{BillingSyncError, Outcome, Source, StripeEvent, Syncer, lifecycle, repair_object};
+use super::mirrors::{GATE_COLUMNS, Source, lifecycle, repair_object};
+use super::sync::{BillingSyncError, Outcome, StripeEvent, Syncer};
 use crate::domain::stripe_objects::{InvoiceView, SubscriptionView};
 
 /// Stripe keeps events this long: the first run looks back this far.
@@ -28,8 +29,9 @@ pub struct Report {
 
 /// The typed columns of a mirrored row (what reconciliation compares), as JSON.
 fn projection_sql(table: &str) -> String {
+    let gate: String = GATE_COLUMNS.iter().map(|c| format!(" - '{c}'")).collect();
     format!(
-        "select to_jsonb(t) - 'raw' - 'gate_terminal' - 'gate_created' - 'gate_rank' - 'gate_source' - 'synced_at' \
+        "select to_jsonb(t) - 'raw'{gate} - 'synced_at' \
          || jsonb_build_object('children', {children}) from {table} t where id = $1",
         children = match table {
             "stripe_subscriptions" => {

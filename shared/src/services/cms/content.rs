@@ -6,8 +6,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::items::{self, ContentKind, Item, ItemListParams, ItemSummary, NewItem, PublishRequest, UnpublishRequest};
-use super::wordpress::{Connected, Wordpress};
-use crate::domain::{DomainError, Page, Scope};
+use crate::domain::{DomainError, ResultPage, Scope};
+use crate::services::providers::wordpress::{Connected, Wordpress};
 
 #[derive(Clone)]
 pub struct Content {
@@ -31,7 +31,7 @@ impl Content {
         scope: &Scope,
         kind: ContentKind,
         params: ItemListParams,
-    ) -> Result<Page<ItemSummary>, DomainError> {
+    ) -> Result<ResultPage<ItemSummary>, DomainError> {
         match self.connected(scope, kind).await? {
             Some(wp) => wp.list(&self.db, scope, params).await,
             None => items::list(&self.db, scope, kind, params).await,

@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use crate::adapters::media_store::MediaStore;
 use crate::adapters::pg::{self, Tx};
-use crate::domain::{DomainError, Page, Scope, Text, Validator};
+use crate::domain::validate::{OptionalTextSchema, TextSchema};
+use crate::domain::{DomainError, PageParams, ResultPage, Scope, Text, Validator};
 use crate::services::billing::entitlements::{self, Limit};
 use crate::services::cms::public::Thumbnail;
 use crate::services::crm::input;
@@ -43,19 +44,74 @@ const PENDING_HOLDS_FOR: &str = "1 hour";
 #[serde(deny_unknown_fields)]
 pub struct MediaUploadRequest {
     /// The file name shown in the library, 1–200 characters.
+    #[schema(value_type = TextSchema<200>, inline)]
     pub name: String,
-    /// One of the allowed types (`image/jpeg`, `image/png`, `image/gif`, `image/webp`,
-    /// `image/svg+xml`, `application/pdf`, `video/mp4`, `video/webm`, `text/plain`).
+    /// One of the allowed types.
+    #[schema(value_type = MediaContentType)]
     pub content_type: String,
-    /// The exact size in bytes; the presigned PUT accepts only this length.
+    /// The exact size in bytes; the presigned PUT accepts only this length. At most 1 MiB for
+    /// `text/plain`, 2 MiB for `image/svg+xml`, 20 MiB for the other images, 50 MiB for PDF
+    /// and 500 MiB for video.
+    #[schema(minimum = 1, maximum = 524_288_000)]
     pub size: i64,
-    /// A folder path such as `blog/2026` (default: the top).
+    /// A folder path such as `blog/2026`: names joined by `/`, none `.` or `..`, at most 200
+    /// characters (default and `""`: the top).
     #[serde(default)]
+    #[schema(
+        max_length = 200,
+        pattern = r"^(/*[^/\s.\x00-\x1f\x7f-\x9f][^/\x00-\x1f\x7f-\x9f]*(/[^/\s.\x00-\x1f\x7f-\x9f][^/\x00-\x1f\x7f-\x9f]*)*/*)?$"
+    )]
     pub folder: Option<String>,
+    /// At most 500 characters.
     #[serde(default)]
+    #[schema(value_type = Option<OptionalTextSchema<500>>, inline)]
     pub alt: Option<String>,
+    /// Tags: 1–50 characters each (stored in lower case), at most 50.
     #[serde(default)]
+    #[schema(value_type = Vec<TextSchema<50>>, inline, max_items = 50)]
     pub tags: Vec<String>,
+}
+
+/// The file types the library takes (`content_type` of an upload).
+#[derive(ToSchema)]
+pub enum MediaContentType {
+    #[schema(rename = "image/jpeg")]
+    Jpeg,
+    #[schema(rename = "image/png")]
+    Png,
+    #[schema(rename = "image/gif")]
+    Gif,
+    #[schema(rename = "image/webp")]
+    Webp,
+    #[schema(rename = "image/svg+xml")]
+    Svg,
+    #[schema(rename = "application/pdf")]
+    Pdf,
+    #[schema(rename = "video/mp4")]
+    Mp4,
+    #[schema(rename = "video/webm")]
+    Webm,
+    #[schema(rename = "text/plain")]
+    Text,
+}
+
+/// What a library item is (`type` of the list), by its content type.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum MediaKind {
+    Image,
+    Video,
+    Document,
+    Text,
+}
+
+/// Where a library item is in its processing (`status` of the list).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum MediaStatus {
+    Pending,
+    Ready,
+    Rejected,
 }
 
 /// How to send the bytes: `PUT url` with exactly these headers and the declared size.
@@ -136,17 +192,27 @@ pub struct MediaEdit {
 #[serde(deny_unknown_fields)]
 pub struct MediaListParams {
     /// Items of this folder (`""`: the top); without it, every folder.
+    #[param(
+        max_length = 200,
+        pattern = r"^(/*[^/\s.\x00-\x1f\x7f-\x9f][^/\x00-\x1f\x7f-\x9f]*(/[^/\s.\x00-\x1f\x7f-\x9f][^/\x00-\x1f\x7f-\x9f]*)*/*)?$"
+    )]
     pub folder: Option<String>,
+    /// Items with this tag (at most 50 characters).
+    #[param(value_type = Option<OptionalTextSchema<50>>, inline)]
     pub tag: Option<String>,
     /// `image`, `video`, `document` or `text`.
     #[serde(rename = "type")]
+    #[param(value_type = Option<MediaKind>, inline)]
     pub kind: Option<String>,
-    /// Words of the name or alt text.
+    /// Words of the name or alt text (at most 200 characters).
+    #[param(value_type = Option<OptionalTextSchema<200>>, inline)]
     pub q: Option<String>,
     /// `pending`, `ready` or `rejected`.
+    #[param(value_type = Option<MediaStatus>, inline)]
     pub status: Option<String>,
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    pub page: PageParams,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -299,8 +365,8 @@ pub async fn list(
     store: &MediaStore,
     scope: &Scope,
     params: MediaListParams,
-) -> Result<Page<Media>, DomainError> {
-    let page = pg::time_page_request(params.limit, params.cursor.as_deref())?;
+) -> Result<ResultPage<Media>, DomainError> {
+    let page = pg::time_page_request(&params.page)?;
     let mut v = Validator::new();
     let kind = match params.kind.as_deref() {
         None => None,
@@ -343,7 +409,7 @@ pub async fn list(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Page::from_rows(rows, page.limit, |m| (m.created_at, m.id)).map(|m| m.with_urls(store)))
+    Ok(ResultPage::from_rows(rows, page.limit, |m| (m.created_at, m.id)).map(|m| m.with_urls(store)))
 }
 
 /// The folders in use, with how many items and bytes each holds.

@@ -13,4 +13,3 @@ pub mod process;
 pub mod public;
 pub mod slug;
 pub mod svg;
-pub mod wordpress;

@@ -11,7 +11,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::adapters::pg;
-use crate::domain::{DomainError, Page, PageRequest, Validator};
+use crate::domain::validate::OptionalTextSchema;
+use crate::domain::{DomainError, PageParams, PageRequest, ResultPage, Validator};
 use crate::services::cms::items::ContentKind;
 use crate::services::cms::slug;
 use crate::services::crm::input;
@@ -78,11 +79,15 @@ pub struct PublicPost {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PublicPostParams {
+    /// Posts of this category (at most 50 characters).
+    #[param(value_type = Option<OptionalTextSchema<50>>, inline)]
     pub category: Option<String>,
+    /// Posts with this tag (at most 50 characters).
+    #[param(value_type = Option<OptionalTextSchema<50>>, inline)]
     pub tag: Option<String>,
-    /// 1–100, default 25.
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    pub page: PageParams,
 }
 
 /// The answer for a slug.
@@ -214,8 +219,8 @@ pub async fn item(
 }
 
 /// The site's published posts, newest first.
-pub async fn posts(pool: &PgPool, key: &str, params: PublicPostParams) -> Result<Page<PublicPost>, DomainError> {
-    let page: PageRequest<pg::TimeKey> = pg::time_page_request(params.limit, params.cursor.as_deref())?;
+pub async fn posts(pool: &PgPool, key: &str, params: PublicPostParams) -> Result<ResultPage<PublicPost>, DomainError> {
+    let page: PageRequest<pg::TimeKey> = pg::time_page_request(&params.page)?;
     let mut v = Validator::new();
     let category = input::optional_text(&mut v, "category", params.category.as_deref(), 50).map(|c| c.to_lowercase());
     let tag = input::optional_text(&mut v, "tag", params.tag.as_deref(), 50).map(|t| t.to_lowercase());
@@ -243,5 +248,5 @@ pub async fn posts(pool: &PgPool, key: &str, params: PublicPostParams) -> Result
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Page::from_rows(rows, page.limit, |p| (p.published_at, p.id)))
+    Ok(ResultPage::from_rows(rows, page.limit, |p| (p.published_at, p.id)))
 }

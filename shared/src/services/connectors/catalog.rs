@@ -120,6 +120,47 @@ pub enum WebhookScheme {
         secret_field: &'static str,
         delivery_header: &'static str,
     },
+    /// SendGrid's Signed Event Webhook: `<signature_header>` = base64 DER ECDSA P-256/SHA-256
+    /// signature of `<timestamp_header>` followed by the raw body, under the account's
+    /// verification public key (`<key_field>`). Received by `email-events`.
+    SendgridEcdsa {
+        signature_header: &'static str,
+        timestamp_header: &'static str,
+        key_field: &'static str,
+    },
+    /// Mailgun's webhooks: the body's `signature` block holds hex HMAC-SHA256(`<key_field>`,
+    /// timestamp + token). Received by `email-events`.
+    MailgunHmac { key_field: &'static str },
+}
+
+impl WebhookScheme {
+    /// Where the provider posts: the connector webhooks' route, or email-events' for the
+    /// email providers' event webhooks.
+    pub fn route_prefix(&self) -> &'static str {
+        match self {
+            WebhookScheme::HmacSha256Base64 { .. } | WebhookScheme::SharedSecret { .. } => "/webhooks/connectors",
+            WebhookScheme::SendgridEcdsa { .. } | WebhookScheme::MailgunHmac { .. } => "/webhooks/email",
+        }
+    }
+
+    /// The header that carries the signature (`None`: it is in the body, as Mailgun's).
+    pub fn signature_header(&self) -> Option<&'static str> {
+        match *self {
+            WebhookScheme::HmacSha256Base64 { header, .. } | WebhookScheme::SharedSecret { header, .. } => Some(header),
+            WebhookScheme::SendgridEcdsa { signature_header, .. } => Some(signature_header),
+            WebhookScheme::MailgunHmac { .. } => None,
+        }
+    }
+
+    /// The secret field the signature is checked with.
+    pub fn secret_field(&self) -> &'static str {
+        match *self {
+            WebhookScheme::HmacSha256Base64 { secret_field, .. } | WebhookScheme::SharedSecret { secret_field, .. } => {
+                secret_field
+            }
+            WebhookScheme::SendgridEcdsa { key_field, .. } | WebhookScheme::MailgunHmac { key_field } => key_field,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -262,15 +303,31 @@ const SENDGRID: Spec = Spec {
     name: "SendGrid",
     category: "email",
     description: "Sending email campaigns through SendGrid.",
-    fields: &[with_help(
-        field("api_key", "API key", Format::Secret, true),
-        "SG.…: Settings → API Keys, with Mail Send access",
-    )],
+    fields: &[
+        with_help(
+            field("api_key", "API key", Format::Secret, true),
+            "SG.…: Settings → API Keys, with Mail Send access",
+        ),
+        with_help(
+            field(
+                "webhook_public_key",
+                "Event Webhook verification key",
+                Format::Secret,
+                false,
+            ),
+            "Settings → Mail Settings → Event Webhook → Signed Event Webhook: the verification key \
+             (base64 DER public key). Without it delivery, open, click and bounce events are refused",
+        ),
+    ],
     base: Base::Provider("https://api.sendgrid.com"),
     auth: Auth::Header("Authorization", "api_key", "Bearer "),
     test_path: "/v3/scopes",
     syncs: &[],
-    webhook: None,
+    webhook: Some(WebhookScheme::SendgridEcdsa {
+        signature_header: "X-Twilio-Email-Event-Webhook-Signature",
+        timestamp_header: "X-Twilio-Email-Event-Webhook-Timestamp",
+        key_field: "webhook_public_key",
+    }),
 };
 
 const MAILGUN: Spec = Spec {
@@ -282,6 +339,11 @@ const MAILGUN: Spec = Spec {
         choice("region", "Region", &["us", "eu"]),
         field("domain", "Sending domain", Format::Text, true),
         field("api_key", "API key", Format::Secret, true),
+        with_help(
+            field("webhook_signing_key", "HTTP webhook signing key", Format::Secret, false),
+            "Sending → Webhooks → HTTP webhook signing key. Without it delivery, open, click and bounce \
+             events are refused",
+        ),
     ],
     base: Base::Regional {
         field: "region",
@@ -290,7 +352,9 @@ const MAILGUN: Spec = Spec {
     auth: Auth::BasicUser("api", "api_key"),
     test_path: "/v3/domains/{domain}",
     syncs: &[],
-    webhook: None,
+    webhook: Some(WebhookScheme::MailgunHmac {
+        key_field: "webhook_signing_key",
+    }),
 };
 
 const LINKEDIN: Spec = Spec {
@@ -429,11 +493,12 @@ mod tests {
                 }
                 Base::Provider(url) => assert!(url.starts_with("https://")),
             }
-            if let Some(
-                WebhookScheme::HmacSha256Base64 { secret_field, .. } | WebhookScheme::SharedSecret { secret_field, .. },
-            ) = spec.webhook
-            {
-                assert!(spec.field(secret_field).unwrap().secret);
+            if let Some(scheme) = spec.webhook {
+                let f = spec.field(scheme.secret_field()).unwrap();
+                // A connector works without its webhook: the key is optional, and sealed.
+                assert!(f.secret && !f.required, "{}", spec.name);
+                let email = matches!(spec.kind, Kind::Sendgrid | Kind::Mailgun);
+                assert_eq!(scheme.route_prefix() == "/webhooks/email", email, "{}", spec.name);
             }
             for part in spec.test_path.split('{').skip(1) {
                 assert!(named(part.split('}').next().unwrap()), "{}", spec.test_path);

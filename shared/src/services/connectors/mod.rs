@@ -16,7 +16,7 @@ use std::time::Duration;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use self::catalog::{Auth, Base, CATALOG, FieldSpec, Format, Kind, Spec, WebhookScheme};
+use self::catalog::{Auth, Base, CATALOG, FieldSpec, Format, Kind, Spec};
 use crate::adapters::keys::Keys;
 use crate::adapters::pg;
 use crate::domain::envelope::{EnvelopeError, Sealed};
@@ -45,17 +45,16 @@ pub struct Connectors {
 type PinnedClients = HashMap<(String, Vec<std::net::SocketAddr>), reqwest::Client>;
 
 impl Connectors {
-    /// `CONNECTOR_BASE_URLS` (provider API overrides), `CONNECTORS_ALLOW_PRIVATE_NETWORKS`
-    /// (`true` switches the SSRF guard off: refused unless `STAGE` is unset or `local`).
-    pub fn from_env(db: PgPool, keys: Keys, env: &crate::config::Env) -> anyhow::Result<Self> {
-        let bases = parse_bases(&env.optional("CONNECTOR_BASE_URLS").unwrap_or_default())
-            .map_err(|e| anyhow::anyhow!("CONNECTOR_BASE_URLS: {e}"))?;
-        let allow_private = env.optional("CONNECTORS_ALLOW_PRIVATE_NETWORKS").as_deref() == Some("true");
-        let stage = env.optional("STAGE").unwrap_or_else(|| "local".to_owned());
-        if allow_private && stage != "local" {
-            anyhow::bail!("CONNECTORS_ALLOW_PRIVATE_NETWORKS=true is for the local stack only (STAGE is {stage})");
-        }
-        Self::new(db, keys, bases, allow_private)
+    #[cfg(feature = "kms")]
+    /// The service from its settings (read once in `main`): the secrets' key (KMS, or the local
+    /// key file), the provider API overrides and the SSRF guard's switch.
+    pub fn build(
+        db: PgPool,
+        settings: &crate::config::ConnectorSettings,
+        aws: &aws_config::SdkConfig,
+    ) -> anyhow::Result<Self> {
+        let keys = crate::adapters::kms::connector_keys(&settings.kek, aws)?;
+        Self::new(db, keys, settings.bases.clone(), settings.allow_private)
     }
 
     pub fn new(db: PgPool, keys: Keys, bases: HashMap<Kind, String>, allow_private: bool) -> anyhow::Result<Self> {
@@ -118,9 +117,10 @@ pub struct Connector {
     pub last_tested_at: Option<DateTime<Utc>>,
     pub last_sync_at: Option<DateTime<Utc>>,
     pub last_sync_status: Option<String>,
-    /// Where the provider sends webhooks (path under the API), for kinds that have them.
+    /// Where the provider sends webhooks (path under the API), for kinds that have them: the
+    /// email providers' event webhooks go to `/webhooks/email/{kind}/{key}`.
     pub webhook_path: Option<String>,
-    /// The header that signs them.
+    /// The header that signs them (none for Mailgun: its signature is in the body).
     pub webhook_signature_header: Option<&'static str>,
     pub updated_at: Option<DateTime<Utc>>,
     pub version: Option<i32>,
@@ -153,15 +153,15 @@ fn view(spec: &'static Spec, row: Option<&Row>) -> Connector {
         Some(_) => ConnectorStatus::Untested,
     };
     let (webhook_path, webhook_signature_header) = match (spec.webhook, row) {
-        (Some(scheme), Some(r)) => {
-            let header = match scheme {
-                WebhookScheme::HmacSha256Base64 { header, .. } | WebhookScheme::SharedSecret { header, .. } => header,
-            };
-            (
-                Some(format!("/webhooks/connectors/{}/{}", spec.kind.as_str(), r.webhook_key)),
-                Some(header),
-            )
-        }
+        (Some(scheme), Some(r)) => (
+            Some(format!(
+                "{}/{}/{}",
+                scheme.route_prefix(),
+                spec.kind.as_str(),
+                r.webhook_key
+            )),
+            scheme.signature_header(),
+        ),
         _ => (None, None),
     };
     Connector {

@@ -9,7 +9,8 @@
 //! of one save, and refusing them makes the provider retry and then switch the subscription off
 //! (a replay of a signed body gains an attacker nothing either: the body was applied once).
 //!
-//! Answers: unknown kind or key → 404 with no detail; missing, forged or unverifiable
+//! Answers: unknown kind or key, or an email kind (SendGrid's and Mailgun's event webhooks are
+//! `email-events`' route, `/webhooks/email/...`) → 404 with no detail; missing, forged or unverifiable
 //! signature, a stale Shopify delivery → 401; nothing is recorded or queued for any of them.
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
@@ -83,6 +84,23 @@ pub async fn receive(
 ) -> Result<Received, WebhookError> {
     let kind = Kind::parse(kind).ok_or(WebhookError::NotFound)?;
     let scheme = kind.spec().webhook.ok_or(WebhookError::NotFound)?;
+    // (header, secret field, delivery header, base64 HMAC or shared secret). The email
+    // providers' event webhooks are email-events' route (`/webhooks/email/...`), not this one.
+    let (header_name, secret_field, delivery_header, hmac) = match scheme {
+        WebhookScheme::HmacSha256Base64 {
+            header,
+            secret_field,
+            delivery_header,
+        } => (header, secret_field, delivery_header, true),
+        WebhookScheme::SharedSecret {
+            header,
+            secret_field,
+            delivery_header,
+        } => (header, secret_field, delivery_header, false),
+        WebhookScheme::SendgridEcdsa { .. } | WebhookScheme::MailgunHmac { .. } => {
+            return Err(WebhookError::NotFound);
+        }
+    };
     if key.len() != 32 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(WebhookError::NotFound);
     }
@@ -101,32 +119,19 @@ pub async fn receive(
         return Err(WebhookError::TooLarge);
     }
     let secrets = svc.open(tenant_id, kind, &sealed).await?;
-    let (header_name, secret_field, delivery_header) = match scheme {
-        WebhookScheme::HmacSha256Base64 {
-            header,
-            secret_field,
-            delivery_header,
-        }
-        | WebhookScheme::SharedSecret {
-            header,
-            secret_field,
-            delivery_header,
-        } => (header, secret_field, delivery_header),
-    };
     let secret = secrets
         .get(secret_field)
         .and_then(|v| v.as_str())
         .ok_or(WebhookError::Unauthorized("no webhook secret is configured"))?;
     let given = header(headers, header_name).ok_or(WebhookError::Unauthorized("signature missing"))?;
-    let valid = match scheme {
-        WebhookScheme::HmacSha256Base64 { .. } => {
-            use base64::Engine;
-            let expected = hmac_sha256(secret.as_bytes(), &[body]);
-            base64::engine::general_purpose::STANDARD
-                .decode(given)
-                .is_ok_and(|sig| same(&sig, &expected))
-        }
-        WebhookScheme::SharedSecret { .. } => same(given.as_bytes(), secret.as_bytes()),
+    let valid = if hmac {
+        use base64::Engine;
+        let expected = hmac_sha256(secret.as_bytes(), &[body]);
+        base64::engine::general_purpose::STANDARD
+            .decode(given)
+            .is_ok_and(|sig| same(&sig, &expected))
+    } else {
+        same(given.as_bytes(), secret.as_bytes())
     };
     if !valid {
         return Err(WebhookError::Unauthorized("signature does not match"));
@@ -203,6 +208,42 @@ pub async fn receive(
     };
     tx.commit().await.map_err(DomainError::from)?;
     Ok(received)
+}
+
+/// The tenant and opened credentials of the connector of `kind` whose webhook key is `key`
+/// (`None`: no such connector, or a key that is not 32 hex characters). For webhook routes
+/// that verify their own way (email-events); looked up before any tenant is known.
+pub async fn connector_for_key(
+    svc: &Connectors,
+    kind: Kind,
+    key: &str,
+) -> Result<Option<(Uuid, super::Credentials)>, DomainError> {
+    if key.len() != 32 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    type Found = (
+        Uuid,
+        Vec<u8>,
+        sqlx::types::Json<serde_json::Map<String, serde_json::Value>>,
+    );
+    let found: Option<Found> =
+        sqlx::query_as("select tenant_id, secret, settings from app_connector_for_webhook($1, $2)")
+            .bind(kind.as_str())
+            .bind(key)
+            .fetch_optional(&svc.db)
+            .await?;
+    let Some((tenant_id, sealed, settings)) = found else {
+        return Ok(None);
+    };
+    let secrets = svc.open(tenant_id, kind, &sealed).await?;
+    Ok(Some((
+        tenant_id,
+        super::Credentials {
+            kind,
+            settings: settings.0,
+            secrets,
+        },
+    )))
 }
 
 /// How long an applied delivery's raw body is kept (customer data: only as long as useful).

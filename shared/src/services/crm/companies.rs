@@ -2,42 +2,61 @@
 //! company unlinks its contacts (they stay).
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
+use sqlx::PgPool;
 use sqlx::types::Json;
-use sqlx::{PgPool, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::activity::{self, Activity, Subject};
 use super::fields::{self, Entity};
 use super::input::{self, Address};
-use super::listing::{self, ListQuery, Listed, Search, Searched, Sort, SortSpec};
+use super::listing::{Searched, SortSpec};
+use super::record::{self, BindCommon, Common, Filters, Record, Table};
 use crate::adapters::pg::{self, Tx};
-use crate::domain::{DomainError, Page, Scope, Text, Validator};
-use crate::services::idempotency::{self, Created, IdempotencyKey};
+use crate::domain::validate::{OptionalTextSchema, TextSchema};
+use crate::domain::{DomainError, PageParams, ResultPage, Scope, Text, Validator};
+use crate::services::idempotency::{Created, IdempotencyKey};
 
 /// A company as written: the body of `POST /crm/companies`, and the document a `PATCH` (JSON
 /// merge patch) is applied to.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompanyInput {
+    /// 1–200 characters.
+    #[schema(value_type = TextSchema<200>, inline)]
     pub name: String,
-    /// Its web domain, e.g. `example.com` (unique per tenant).
+    /// Its web domain, e.g. `example.com` (unique per tenant; a scheme, `www.` and a trailing
+    /// `/` are dropped), at most 253 characters; blank is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 253)]
     pub domain: Option<String>,
+    /// At most 100 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<OptionalTextSchema<100>>, inline)]
     pub industry: Option<String>,
+    /// A phone number as people write it: digits with spaces, `+ - ( ) . /` and an extension
+    /// (`x123`), at most 40 characters with at least 4 digits; blank is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, max_length = 40, pattern = r"^( *|([ +().x/X-]*[0-9]){4}[0-9 +().x/X-]*)$")]
     pub phone: Option<String>,
+    /// A member of the tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_id: Option<Uuid>,
+    /// At most 50, each 1–50 characters (stored in lower case).
     #[serde(default)]
+    #[schema(value_type = Vec<TextSchema<50>>, inline, max_items = 50)]
     pub tags: Vec<String>,
     #[serde(default)]
     pub address: Address,
+    /// Free text over several lines (line breaks and tabs allowed), at most 20,000 characters.
     #[serde(default)]
+    #[schema(max_length = 20_000, pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$")]
     pub notes: String,
+    /// Where the company came from (default `manual`): lower-case letters, digits, `_` and
+    /// `-`, at most 40.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 40, pattern = r"^ *[a-z0-9_-]* *$")]
     pub source: Option<String>,
     #[serde(default)]
     #[schema(value_type = Object)]
@@ -66,7 +85,32 @@ pub struct Company {
     pub version: i32,
 }
 
-impl Company {
+impl Record for Company {
+    const TABLE: Table = Table {
+        name: "crm_companies",
+        alias: "co",
+        columns: COLUMNS,
+        from: "crm_companies co",
+        entity: Entity::Company,
+        search_entity: "company",
+        searched: &[Searched {
+            expr: "co.search_text",
+            weight: 1.0,
+        }],
+        sorts: SORTS,
+        default_sort: "name",
+        subject: Subject::Company,
+    };
+    type Input = CompanyInput;
+
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    fn version(&self) -> i32 {
+        self.version
+    }
+
     fn editable(&self) -> CompanyInput {
         CompanyInput {
             name: self.name.clone(),
@@ -112,11 +156,7 @@ pub(super) struct Valid {
     pub industry: Option<String>,
     pub phone: Option<String>,
     pub owner_id: Option<Uuid>,
-    pub tags: Vec<String>,
-    pub address: Address,
-    pub notes: String,
-    pub source: String,
-    pub custom: Map<String, Value>,
+    pub common: Common,
 }
 
 fn valid_domain(domain: &str) -> bool {
@@ -153,11 +193,15 @@ pub(super) fn check(input: &CompanyInput, defs: &[fields::CustomField], v: &mut 
         industry: input::optional_text(v, "industry", input.industry.as_deref(), 100),
         phone: input::phone(v, "phone", input.phone.as_deref()),
         owner_id: input.owner_id,
-        tags: input::tags(v, &input.tags),
-        address: input::address(v, &input.address),
-        notes: input::notes(v, &input.notes),
-        source: input::source(v, input.source.as_deref()),
-        custom: fields::validate(defs, &input.custom, v),
+        common: Common::check(
+            v,
+            &input.tags,
+            &input.address,
+            &input.notes,
+            input.source.as_deref(),
+            &input.custom,
+            defs,
+        ),
     }
 }
 
@@ -174,28 +218,16 @@ fn domain_taken() -> DomainError {
     DomainError::conflict("domain-exists", "another company of the tenant has this domain")
 }
 
-async fn fetch(tx: &mut Tx, id: Uuid, lock: bool) -> Result<Option<Company>, DomainError> {
-    let lock = if lock { " for no key update of co" } else { "" };
-    Ok(sqlx::query_as(&format!(
-        "select {COLUMNS} from crm_companies co where co.id = $1{lock}"
-    ))
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?)
-}
-
 pub async fn create(
     pool: &PgPool,
     scope: &Scope,
     input: CompanyInput,
     idem: Option<&IdempotencyKey>,
 ) -> Result<Created<Company>, DomainError> {
-    let tenant_id = scope.tenant_id().ok_or(DomainError::NotFound)?;
-    let mut tx = match idempotency::begin(pool, scope, idem).await? {
-        Ok(tx) => tx,
+    let (mut tx, tenant_id) = match record::begin_create(pool, scope, idem).await? {
+        Ok(begun) => begun,
         Err(replay) => return Ok(Created::Replayed(replay)),
     };
-    fields::lock_definitions(&mut tx, false).await?;
     let c = validate(&mut tx, &input).await?;
     let id = Uuid::now_v7();
     sqlx::query(
@@ -209,31 +241,16 @@ pub async fn create(
     .bind(&c.industry)
     .bind(&c.phone)
     .bind(c.owner_id)
-    .bind(&c.tags)
-    .bind(Json(&c.address))
-    .bind(&c.notes)
-    .bind(&c.source)
-    .bind(Json(&c.custom))
+    .bind_common(&c.common)
     .execute(&mut *tx)
     .await
     .map_err(|e| pg::map_constraint(e, &[("crm_companies_domain_key", domain_taken)]))?;
-    activity::record(
-        &mut tx,
-        scope,
-        Subject::Company(id),
-        "created",
-        json!({"source": c.source}),
-    )
-    .await?;
-    let company = fetch(&mut tx, id, false).await?.ok_or(DomainError::NotFound)?;
-    idempotency::store(&mut tx, scope, idem, 201, &company).await?;
-    tx.commit().await?;
-    Ok(Created::Fresh(company))
+    record::created(tx, scope, id, &c.common.source, idem).await
 }
 
 pub async fn get(pool: &PgPool, scope: &Scope, id: Uuid) -> Result<CompanyDetail, DomainError> {
     let mut tx = pg::begin(pool, scope).await?;
-    let company = fetch(&mut tx, id, false).await?.ok_or(DomainError::NotFound)?;
+    let company = record::found(&mut tx, id).await?;
     let people = sqlx::query_as(
         "select id, first_name, last_name, email, title from crm_contacts where company_id = $1 \
          order by lower(last_name || ' ' || first_name), id limit 50",
@@ -257,17 +274,10 @@ pub async fn update(
     patch: Value,
     if_match: Option<i32>,
 ) -> Result<Company, DomainError> {
-    let mut tx = pg::begin(pool, scope).await?;
-    fields::lock_definitions(&mut tx, false).await?;
-    let current = fetch(&mut tx, id, true).await?.ok_or(DomainError::NotFound)?;
-    let (input, changed) = input::patched(&current.editable(), &patch)?;
-    let c = validate(&mut tx, &input).await?;
-    if if_match.is_some_and(|v| v != current.version) {
-        return Err(DomainError::StaleVersion);
-    }
-    if changed.is_empty() {
-        tx.commit().await?;
-        return Ok(current);
+    let mut p = record::begin_update::<Company>(pool, scope, id, &patch).await?;
+    let c = validate(&mut p.tx, &p.input).await?;
+    if p.unchanged(if_match)? {
+        return p.keep().await;
     }
     sqlx::query(
         "update crm_companies set name = $2, domain = $3, industry = $4, phone = $5, owner_id = $6, tags = $7, \
@@ -279,39 +289,16 @@ pub async fn update(
     .bind(&c.industry)
     .bind(&c.phone)
     .bind(c.owner_id)
-    .bind(&c.tags)
-    .bind(Json(&c.address))
-    .bind(&c.notes)
-    .bind(&c.source)
-    .bind(Json(&c.custom))
-    .execute(&mut *tx)
+    .bind_common(&c.common)
+    .execute(&mut *p.tx)
     .await
     .map_err(|e| pg::map_constraint(e, &[("crm_companies_domain_key", domain_taken)]))?;
-    activity::record(
-        &mut tx,
-        scope,
-        Subject::Company(id),
-        "updated",
-        json!({"fields": changed}),
-    )
-    .await?;
-    let company = fetch(&mut tx, id, false).await?.ok_or(DomainError::NotFound)?;
-    tx.commit().await?;
-    Ok(company)
+    p.updated(scope).await
 }
 
 /// Deletes a company; its contacts stay, unlinked.
 pub async fn delete(pool: &PgPool, scope: &Scope, id: Uuid) -> Result<(), DomainError> {
-    let mut tx = pg::begin(pool, scope).await?;
-    let gone = sqlx::query("delete from crm_companies where id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    if gone.rows_affected() == 0 {
-        return Err(DomainError::NotFound);
-    }
-    tx.commit().await?;
-    Ok(())
+    record::delete::<Company>(pool, scope, id).await
 }
 
 /// `GET /crm/companies` parameters.
@@ -319,16 +306,18 @@ pub async fn delete(pool: &PgPool, scope: &Scope, id: Uuid) -> Result<(), Domain
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CompanyListParams {
-    /// Items per page, 1–100 (default 25).
-    #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<u32>,
-    /// The `next_cursor` of the previous page (of the same sort).
-    pub cursor: Option<String>,
-    /// Search names and domains: word prefixes first, typos tolerated.
+    #[serde(flatten)]
+    #[param(ignore)]
+    pub page: PageParams,
+    /// Search names and domains: word prefixes first, typos tolerated (at most 100 characters).
+    #[param(value_type = Option<OptionalTextSchema<100>>, inline)]
     pub q: Option<String>,
     /// `name` (default), `created_at`, `updated_at`; `-` before it for descending; `relevance`
-    /// (the default with `q`).
+    /// (the default with `q`, and only with `q`).
+    #[param(value_type = Option<CompanySort>, inline)]
     pub sort: Option<String>,
+    /// Companies with this tag.
+    #[param(value_type = Option<TextSchema<50>>, inline)]
     pub tag: Option<String>,
     pub owner_id: Option<Uuid>,
     pub created_after: Option<DateTime<Utc>>,
@@ -337,6 +326,25 @@ pub struct CompanyListParams {
     pub updated_before: Option<DateTime<Utc>>,
     /// Custom-field filters, a JSON object (see `GET /crm/contacts`).
     pub custom: Option<String>,
+}
+
+/// The sorts of `GET /crm/companies` (`-`: descending).
+#[derive(ToSchema)]
+pub enum CompanySort {
+    #[schema(rename = "name")]
+    Name,
+    #[schema(rename = "-name")]
+    NameDesc,
+    #[schema(rename = "created_at")]
+    CreatedAt,
+    #[schema(rename = "-created_at")]
+    CreatedAtDesc,
+    #[schema(rename = "updated_at")]
+    UpdatedAt,
+    #[schema(rename = "-updated_at")]
+    UpdatedAtDesc,
+    #[schema(rename = "relevance")]
+    Relevance,
 }
 
 pub const SORTS: &[SortSpec] = &[
@@ -357,59 +365,16 @@ pub const SORTS: &[SortSpec] = &[
     },
 ];
 
-pub async fn list(pool: &PgPool, scope: &Scope, params: CompanyListParams) -> Result<Page<Company>, DomainError> {
-    let page = listing::page_request(params.limit, params.cursor.as_deref())?;
-    let mut tx = pg::begin(pool, scope).await?;
-    let mut v = Validator::new();
-    let search = Search::parse(params.q.as_deref(), &mut v);
-    let tag = listing::tag(params.tag.as_deref(), &mut v);
-    let sort = Sort::parse(params.sort.as_deref(), SORTS, "name", search.is_some(), &mut v);
-    let custom = match params.custom.as_deref() {
-        Some(raw) => {
-            let defs = fields::definitions(&mut tx, Entity::Company).await?;
-            fields::parse_filters(&defs, raw, &mut v)
-        }
-        None => Vec::new(),
+pub async fn list(pool: &PgPool, scope: &Scope, params: CompanyListParams) -> Result<ResultPage<Company>, DomainError> {
+    let filters = Filters {
+        page: &params.page,
+        q: params.q.as_deref(),
+        sort: params.sort.as_deref(),
+        tag: params.tag.as_deref(),
+        owner_id: params.owner_id,
+        created: [params.created_after, params.created_before],
+        updated: [params.updated_after, params.updated_before],
+        custom: params.custom.as_deref(),
     };
-    v.finish()?;
-    let searched = &[Searched {
-        expr: "co.search_text",
-        weight: 1.0,
-    }];
-    let query = ListQuery {
-        sort,
-        page: &page,
-        search: search.as_ref().map(|s| (s, &searched[..])),
-        custom: &custom,
-        alias: "co",
-        entity: "company",
-    };
-    query.check_cursor()?;
-    if search.is_some() {
-        Search::prepare(&mut tx).await?;
-    }
-    let mut qb = QueryBuilder::new(format!("select {COLUMNS}"));
-    query.push_select_extras(&mut qb);
-    qb.push(" from crm_companies co where true");
-    if let Some(tag) = tag {
-        qb.push(" and co.tags @> array[").push_bind(tag).push("]");
-    }
-    if let Some(owner) = params.owner_id {
-        qb.push(" and co.owner_id = ").push_bind(owner);
-    }
-    for (column, op, at) in [
-        ("created_at", ">=", params.created_after),
-        ("created_at", "<", params.created_before),
-        ("updated_at", ">=", params.updated_after),
-        ("updated_at", "<", params.updated_before),
-    ] {
-        if let Some(at) = at {
-            qb.push(format!(" and co.{column} {op} ")).push_bind(at);
-        }
-    }
-    query.push_conditions(&mut qb);
-    query.push_order(&mut qb);
-    let rows: Vec<Listed<Company>> = qb.build_query_as().fetch_all(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(query.page(rows, |c| c.id))
+    record::list(pool, scope, filters, |_| {}).await
 }

@@ -4,19 +4,21 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use sqlx::PgPool;
 use sqlx::types::Json;
-use sqlx::{PgPool, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::activity::{self, Activity, Subject};
 use super::fields::{self, Entity};
 use super::input::{self, Address};
-use super::listing::{self, ListQuery, Listed, Search, Searched, Sort, SortSpec};
+use super::listing::{Searched, SortSpec};
+use super::record::{self, BindCommon, Common, Filters, Record, Table};
 use crate::adapters::pg::{self, Tx};
-use crate::domain::{DomainError, Email, Page, Scope, Validator};
+use crate::domain::validate::{OptionalEmailSchema, OptionalTextSchema, TextSchema};
+use crate::domain::{DomainError, Email, PageParams, ResultPage, Scope, Validator};
 use crate::services::billing::entitlements::{self, Limit};
-use crate::services::idempotency::{self, Created, IdempotencyKey};
+use crate::services::idempotency::{Created, IdempotencyKey};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
@@ -38,18 +40,30 @@ pub enum LifecycleStage {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactInput {
+    /// At most 100 characters.
     #[serde(default)]
+    #[schema(value_type = OptionalTextSchema<100>, inline)]
     pub first_name: String,
+    /// At most 100 characters.
     #[serde(default)]
+    #[schema(value_type = OptionalTextSchema<100>, inline)]
     pub last_name: String,
+    /// Unique per tenant; blank is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<OptionalEmailSchema>, inline)]
     pub email: Option<String>,
+    /// A phone number as people write it: digits with spaces, `+ - ( ) . /` and an extension
+    /// (`x123`), at most 40 characters with at least 4 digits; blank is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, max_length = 40, pattern = r"^( *|([ +().x/X-]*[0-9]){4}[0-9 +().x/X-]*)$")]
     pub phone: Option<String>,
+    /// As `phone`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, max_length = 40, pattern = r"^( *|([ +().x/X-]*[0-9]){4}[0-9 +().x/X-]*)$")]
     pub mobile: Option<String>,
-    /// Job title.
+    /// Job title, at most 120 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<OptionalTextSchema<120>>, inline)]
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub company_id: Option<Uuid>,
@@ -58,14 +72,20 @@ pub struct ContactInput {
     pub owner_id: Option<Uuid>,
     #[serde(default)]
     pub lifecycle_stage: LifecycleStage,
+    /// At most 50, each 1–50 characters (stored in lower case).
     #[serde(default)]
+    #[schema(value_type = Vec<TextSchema<50>>, inline, max_items = 50)]
     pub tags: Vec<String>,
     #[serde(default)]
     pub address: Address,
+    /// Free text over several lines (line breaks and tabs allowed), at most 20,000 characters.
     #[serde(default)]
+    #[schema(max_length = 20_000, pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$")]
     pub notes: String,
-    /// Where the contact came from (default `manual`).
+    /// Where the contact came from (default `manual`): lower-case letters, digits, `_` and `-`,
+    /// at most 40.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 40, pattern = r"^ *[a-z0-9_-]* *$")]
     pub source: Option<String>,
     /// Values of the tenant's custom fields, by key.
     #[serde(default)]
@@ -101,7 +121,38 @@ pub struct Contact {
     pub version: i32,
 }
 
-impl Contact {
+impl Record for Contact {
+    const TABLE: Table = Table {
+        name: "crm_contacts",
+        alias: "c",
+        columns: COLUMNS,
+        from: "crm_contacts c left join crm_companies co on co.id = c.company_id",
+        entity: Entity::Contact,
+        search_entity: "contact",
+        searched: &[
+            Searched {
+                expr: "c.search_text",
+                weight: 1.0,
+            },
+            Searched {
+                expr: "co.search_text",
+                weight: 0.9,
+            },
+        ],
+        sorts: SORTS,
+        default_sort: "-created_at",
+        subject: Subject::Contact,
+    };
+    type Input = ContactInput;
+
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    fn version(&self) -> i32 {
+        self.version
+    }
+
     fn editable(&self) -> ContactInput {
         ContactInput {
             first_name: self.first_name.clone(),
@@ -169,11 +220,7 @@ pub(super) struct Valid {
     pub company_id: Option<Uuid>,
     pub owner_id: Option<Uuid>,
     pub stage: LifecycleStage,
-    pub tags: Vec<String>,
-    pub address: Address,
-    pub notes: String,
-    pub source: String,
-    pub custom: Map<String, Value>,
+    pub common: Common,
 }
 
 /// The checks that need no database: every field, the custom values against `defs`.
@@ -204,11 +251,15 @@ pub(super) fn check(input: &ContactInput, defs: &[fields::CustomField], v: &mut 
         company_id: input.company_id,
         owner_id: input.owner_id,
         stage: input.lifecycle_stage,
-        tags: input::tags(v, &input.tags),
-        address: input::address(v, &input.address),
-        notes: input::notes(v, &input.notes),
-        source: input::source(v, input.source.as_deref()),
-        custom: fields::validate(defs, &input.custom, v),
+        common: Common::check(
+            v,
+            &input.tags,
+            &input.address,
+            &input.notes,
+            input.source.as_deref(),
+            &input.custom,
+            defs,
+        ),
     }
 }
 
@@ -236,28 +287,16 @@ fn email_taken() -> DomainError {
     DomainError::conflict("email-exists", "another contact of the tenant has this email")
 }
 
-async fn fetch(tx: &mut Tx, id: Uuid, lock: bool) -> Result<Option<Contact>, DomainError> {
-    let lock = if lock { " for no key update of c" } else { "" };
-    Ok(
-        sqlx::query_as(&format!("select {COLUMNS} from crm_contacts c where c.id = $1{lock}"))
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await?,
-    )
-}
-
 pub async fn create(
     pool: &PgPool,
     scope: &Scope,
     input: ContactInput,
     idem: Option<&IdempotencyKey>,
 ) -> Result<Created<Contact>, DomainError> {
-    let tenant_id = scope.tenant_id().ok_or(DomainError::NotFound)?;
-    let mut tx = match idempotency::begin(pool, scope, idem).await? {
-        Ok(tx) => tx,
+    let (mut tx, tenant_id) = match record::begin_create(pool, scope, idem).await? {
+        Ok(begun) => begun,
         Err(replay) => return Ok(Created::Replayed(replay)),
     };
-    fields::lock_definitions(&mut tx, false).await?;
     let c = validate(&mut tx, &input).await?;
     entitlements::lock(&mut tx, Limit::Contacts).await?;
     let used: i64 = sqlx::query_scalar("select count(*) from crm_contacts")
@@ -281,31 +320,16 @@ pub async fn create(
     .bind(c.company_id)
     .bind(c.owner_id)
     .bind(c.stage)
-    .bind(&c.tags)
-    .bind(Json(&c.address))
-    .bind(&c.notes)
-    .bind(&c.source)
-    .bind(Json(&c.custom))
+    .bind_common(&c.common)
     .execute(&mut *tx)
     .await
     .map_err(|e| pg::map_constraint(e, &[("crm_contacts_email_key", email_taken)]))?;
-    activity::record(
-        &mut tx,
-        scope,
-        Subject::Contact(id),
-        "created",
-        json!({"source": c.source}),
-    )
-    .await?;
-    let contact = fetch(&mut tx, id, false).await?.ok_or(DomainError::NotFound)?;
-    idempotency::store(&mut tx, scope, idem, 201, &contact).await?;
-    tx.commit().await?;
-    Ok(Created::Fresh(contact))
+    record::created(tx, scope, id, &c.common.source, idem).await
 }
 
 pub async fn get(pool: &PgPool, scope: &Scope, id: Uuid) -> Result<ContactDetail, DomainError> {
     let mut tx = pg::begin(pool, scope).await?;
-    let contact = fetch(&mut tx, id, false).await?.ok_or(DomainError::NotFound)?;
+    let contact: Contact = record::found(&mut tx, id).await?;
     let company = match contact.company_id {
         Some(company) => {
             sqlx::query_as("select id, name, domain from crm_companies where id = $1")
@@ -341,17 +365,10 @@ pub async fn update(
     patch: Value,
     if_match: Option<i32>,
 ) -> Result<Contact, DomainError> {
-    let mut tx = pg::begin(pool, scope).await?;
-    fields::lock_definitions(&mut tx, false).await?;
-    let current = fetch(&mut tx, id, true).await?.ok_or(DomainError::NotFound)?;
-    let (input, changed) = input::patched(&current.editable(), &patch)?;
-    let c = validate(&mut tx, &input).await?;
-    if if_match.is_some_and(|v| v != current.version) {
-        return Err(DomainError::StaleVersion);
-    }
-    if changed.is_empty() {
-        tx.commit().await?;
-        return Ok(current);
+    let mut p = record::begin_update::<Contact>(pool, scope, id, &patch).await?;
+    let c = validate(&mut p.tx, &p.input).await?;
+    if p.unchanged(if_match)? {
+        return p.keep().await;
     }
     sqlx::query(
         "update crm_contacts set first_name = $2, last_name = $3, email = $4, phone = $5, mobile = $6, title = $7, \
@@ -368,43 +385,25 @@ pub async fn update(
     .bind(c.company_id)
     .bind(c.owner_id)
     .bind(c.stage)
-    .bind(&c.tags)
-    .bind(Json(&c.address))
-    .bind(&c.notes)
-    .bind(&c.source)
-    .bind(Json(&c.custom))
-    .execute(&mut *tx)
+    .bind_common(&c.common)
+    .execute(&mut *p.tx)
     .await
     .map_err(|e| pg::map_constraint(e, &[("crm_contacts_email_key", email_taken)]))?;
-    activity::record(
-        &mut tx,
-        scope,
-        Subject::Contact(id),
-        "updated",
-        json!({"fields": changed}),
-    )
-    .await?;
-    let contact = fetch(&mut tx, id, false).await?.ok_or(DomainError::NotFound)?;
-    tx.commit().await?;
-    Ok(contact)
+    p.updated(scope).await
 }
 
 pub async fn delete(pool: &PgPool, scope: &Scope, id: Uuid) -> Result<(), DomainError> {
-    let mut tx = pg::begin(pool, scope).await?;
-    let gone = sqlx::query("delete from crm_contacts where id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    if gone.rows_affected() == 0 {
-        return Err(DomainError::NotFound);
-    }
-    tx.commit().await?;
-    Ok(())
+    record::delete::<Contact>(pool, scope, id).await
 }
 
 /// The tables that point at contacts, and their column: merging moves these rows to the kept
 /// contact (a test checks this list against the schema's foreign keys).
-pub const LINKS: &[(&str, &str)] = &[("crm_activities", "contact_id"), ("crm_deals", "contact_id")];
+pub const LINKS: &[(&str, &str)] = &[
+    ("crm_activities", "contact_id"),
+    ("crm_deals", "contact_id"),
+    // A campaign's recipients keep their history on the contact that stays.
+    ("marketing_campaign_recipients", "contact_id"),
+];
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -447,10 +446,8 @@ pub async fn merge(pool: &PgPool, scope: &Scope, id: Uuid, input: MergeRequest) 
             "no contact of this tenant has this id",
         ));
     }
-    let kept = fetch(&mut tx, id, false).await?.ok_or(DomainError::NotFound)?;
-    let dup = fetch(&mut tx, duplicate_id, false)
-        .await?
-        .ok_or(DomainError::NotFound)?;
+    let kept: Contact = record::found(&mut tx, id).await?;
+    let dup: Contact = record::found(&mut tx, duplicate_id).await?;
     for (table, column) in LINKS {
         sqlx::query(&format!("update {table} set {column} = $1 where {column} = $2"))
             .bind(id)
@@ -545,7 +542,7 @@ pub async fn merge(pool: &PgPool, scope: &Scope, id: Uuid, input: MergeRequest) 
             "email": dup.email}}),
     )
     .await?;
-    let contact = fetch(&mut tx, id, false).await?.ok_or(DomainError::NotFound)?;
+    let contact = record::found(&mut tx, id).await?;
     tx.commit().await?;
     Ok(contact)
 }
@@ -555,16 +552,19 @@ pub async fn merge(pool: &PgPool, scope: &Scope, id: Uuid, input: MergeRequest) 
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ContactListParams {
-    /// Items per page, 1–100 (default 25).
-    #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<u32>,
-    /// The `next_cursor` of the previous page (of the same sort).
-    pub cursor: Option<String>,
-    /// Search names, emails and company names: word prefixes first, typos tolerated.
+    #[serde(flatten)]
+    #[param(ignore)]
+    pub page: PageParams,
+    /// Search names, emails and company names: word prefixes first, typos tolerated (at most
+    /// 100 characters).
+    #[param(value_type = Option<OptionalTextSchema<100>>, inline)]
     pub q: Option<String>,
     /// `created_at` (default `-created_at`), `updated_at`, `name`, `email`; `-` before it for
-    /// descending; `relevance` (the default with `q`).
+    /// descending; `relevance` (the default with `q`, and only with `q`).
+    #[param(value_type = Option<ContactSort>, inline)]
     pub sort: Option<String>,
+    /// Contacts with this tag.
+    #[param(value_type = Option<TextSchema<50>>, inline)]
     pub tag: Option<String>,
     pub owner_id: Option<Uuid>,
     pub lifecycle_stage: Option<LifecycleStage>,
@@ -576,6 +576,29 @@ pub struct ContactListParams {
     /// Custom-field filters, a JSON object: `{"plan": "pro"}` (equality) or
     /// `{"seats": {"gte": 5, "lte": 10}}` (number and date ranges).
     pub custom: Option<String>,
+}
+
+/// The sorts of `GET /crm/contacts` (`-`: descending).
+#[derive(ToSchema)]
+pub enum ContactSort {
+    #[schema(rename = "created_at")]
+    CreatedAt,
+    #[schema(rename = "-created_at")]
+    CreatedAtDesc,
+    #[schema(rename = "updated_at")]
+    UpdatedAt,
+    #[schema(rename = "-updated_at")]
+    UpdatedAtDesc,
+    #[schema(rename = "name")]
+    Name,
+    #[schema(rename = "-name")]
+    NameDesc,
+    #[schema(rename = "email")]
+    Email,
+    #[schema(rename = "-email")]
+    EmailDesc,
+    #[schema(rename = "relevance")]
+    Relevance,
 }
 
 pub const SORTS: &[SortSpec] = &[
@@ -601,71 +624,24 @@ pub const SORTS: &[SortSpec] = &[
     },
 ];
 
-pub async fn list(pool: &PgPool, scope: &Scope, params: ContactListParams) -> Result<Page<Contact>, DomainError> {
-    let page = listing::page_request(params.limit, params.cursor.as_deref())?;
-    let mut tx = pg::begin(pool, scope).await?;
-    let mut v = Validator::new();
-    let search = Search::parse(params.q.as_deref(), &mut v);
-    let tag = listing::tag(params.tag.as_deref(), &mut v);
-    let sort = Sort::parse(params.sort.as_deref(), SORTS, "-created_at", search.is_some(), &mut v);
-    let custom = match params.custom.as_deref() {
-        Some(raw) => {
-            let defs = fields::definitions(&mut tx, Entity::Contact).await?;
-            fields::parse_filters(&defs, raw, &mut v)
-        }
-        None => Vec::new(),
+pub async fn list(pool: &PgPool, scope: &Scope, params: ContactListParams) -> Result<ResultPage<Contact>, DomainError> {
+    let filters = Filters {
+        page: &params.page,
+        q: params.q.as_deref(),
+        sort: params.sort.as_deref(),
+        tag: params.tag.as_deref(),
+        owner_id: params.owner_id,
+        created: [params.created_after, params.created_before],
+        updated: [params.updated_after, params.updated_before],
+        custom: params.custom.as_deref(),
     };
-    v.finish()?;
-    let searched = &[
-        Searched {
-            expr: "c.search_text",
-            weight: 1.0,
-        },
-        Searched {
-            expr: "co.search_text",
-            weight: 0.9,
-        },
-    ];
-    let query = ListQuery {
-        sort,
-        page: &page,
-        search: search.as_ref().map(|s| (s, &searched[..])),
-        custom: &custom,
-        alias: "c",
-        entity: "contact",
-    };
-    query.check_cursor()?;
-    if search.is_some() {
-        Search::prepare(&mut tx).await?;
-    }
-    let mut qb = QueryBuilder::new(format!("select {COLUMNS}"));
-    query.push_select_extras(&mut qb);
-    qb.push(" from crm_contacts c left join crm_companies co on co.id = c.company_id where true");
-    if let Some(tag) = tag {
-        qb.push(" and c.tags @> array[").push_bind(tag).push("]");
-    }
-    if let Some(owner) = params.owner_id {
-        qb.push(" and c.owner_id = ").push_bind(owner);
-    }
-    if let Some(stage) = params.lifecycle_stage {
-        qb.push(" and c.lifecycle_stage = ").push_bind(stage);
-    }
-    if let Some(company) = params.company_id {
-        qb.push(" and c.company_id = ").push_bind(company);
-    }
-    for (column, op, at) in [
-        ("created_at", ">=", params.created_after),
-        ("created_at", "<", params.created_before),
-        ("updated_at", ">=", params.updated_after),
-        ("updated_at", "<", params.updated_before),
-    ] {
-        if let Some(at) = at {
-            qb.push(format!(" and c.{column} {op} ")).push_bind(at);
+    record::list(pool, scope, filters, |qb| {
+        if let Some(stage) = params.lifecycle_stage {
+            qb.push(" and c.lifecycle_stage = ").push_bind(stage);
         }
-    }
-    query.push_conditions(&mut qb);
-    query.push_order(&mut qb);
-    let rows: Vec<Listed<Contact>> = qb.build_query_as().fetch_all(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(query.page(rows, |c| c.id))
+        if let Some(company) = params.company_id {
+            qb.push(" and c.company_id = ").push_bind(company);
+        }
+    })
+    .await
 }

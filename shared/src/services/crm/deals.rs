@@ -13,7 +13,8 @@ use uuid::Uuid;
 use super::activity::{self, Subject};
 use super::input;
 use crate::adapters::pg::{self, Tx};
-use crate::domain::{DomainError, Page, PageRequest, Scope, Text, Validator, rank};
+use crate::domain::validate::{OptionalTextSchema, TextSchema};
+use crate::domain::{DomainError, PageParams, PageRequest, ResultPage, Scope, Text, Validator, rank};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
@@ -30,11 +31,15 @@ pub enum Status {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DealFields {
+    /// 1–200 characters.
+    #[schema(value_type = TextSchema<200>, inline)]
     pub title: String,
-    /// In minor units of `currency` (cents for USD, yen for JPY).
+    /// In minor units of `currency` (cents for USD, yen for JPY), 0 to 10^13.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 10_000_000_000_000_i64)]
     pub amount_minor: i64,
-    /// ISO 4217, e.g. `EUR`.
+    /// ISO 4217, e.g. `EUR` (stored in upper case).
+    #[schema(pattern = r"^[A-Za-z]{3}$")]
     pub currency: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_id: Option<Uuid>,
@@ -42,12 +47,15 @@ pub struct DealFields {
     pub contact_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub company_id: Option<Uuid>,
+    /// A day in the years 1900 to 9999.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^(19|[2-9][0-9])[0-9]{2}-")]
     pub expected_close: Option<NaiveDate>,
     #[serde(default)]
     pub status: Status,
-    /// Required when `status` is `lost`.
+    /// Required when `status` is `lost`, refused otherwise: at most 500 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<OptionalTextSchema<500>>, inline)]
     pub lost_reason: Option<String>,
 }
 
@@ -57,11 +65,15 @@ pub struct DealFields {
 pub struct NewDeal {
     /// The stage it starts in (at the bottom of the column); its pipeline is the deal's.
     pub stage_id: Uuid,
+    /// 1–200 characters.
+    #[schema(value_type = TextSchema<200>, inline)]
     pub title: String,
-    /// In minor units of `currency`.
+    /// In minor units of `currency` (cents for USD, yen for JPY), 0 to 10^13.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 10_000_000_000_000_i64)]
     pub amount_minor: i64,
-    /// ISO 4217, e.g. `EUR`.
+    /// ISO 4217, e.g. `EUR` (stored in upper case).
+    #[schema(pattern = r"^[A-Za-z]{3}$")]
     pub currency: String,
     #[serde(default)]
     pub owner_id: Option<Uuid>,
@@ -69,12 +81,15 @@ pub struct NewDeal {
     pub contact_id: Option<Uuid>,
     #[serde(default)]
     pub company_id: Option<Uuid>,
+    /// A day in the years 1900 to 9999.
     #[serde(default)]
+    #[schema(pattern = r"^(19|[2-9][0-9])[0-9]{2}-")]
     pub expected_close: Option<NaiveDate>,
     #[serde(default)]
     pub status: Status,
-    /// Required when `status` is `lost`.
+    /// Required when `status` is `lost`, refused otherwise: at most 500 characters.
     #[serde(default)]
+    #[schema(value_type = Option<OptionalTextSchema<500>>, inline)]
     pub lost_reason: Option<String>,
 }
 
@@ -474,9 +489,9 @@ pub async fn move_deal(pool: &PgPool, scope: &Scope, id: Uuid, input: MoveReques
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DealListParams {
-    #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    pub page: PageParams,
     pub pipeline_id: Option<Uuid>,
     pub stage_id: Option<Uuid>,
     #[param(value_type = Option<Status>)]
@@ -487,8 +502,8 @@ pub struct DealListParams {
 }
 
 /// Deals, newest first.
-pub async fn list(pool: &PgPool, scope: &Scope, params: DealListParams) -> Result<Page<Deal>, DomainError> {
-    let page: PageRequest<pg::TimeKey> = pg::time_page_request(params.limit, params.cursor.as_deref())?;
+pub async fn list(pool: &PgPool, scope: &Scope, params: DealListParams) -> Result<ResultPage<Deal>, DomainError> {
+    let page: PageRequest<pg::TimeKey> = pg::time_page_request(&params.page)?;
     let mut tx = pg::begin(pool, scope).await?;
     let rows: Vec<Deal> = sqlx::query_as(&format!(
         "select {COLUMNS} from {FROM} where ($1::timestamptz is null or (d.created_at, d.id) < ($1, $2)) \
@@ -509,7 +524,7 @@ pub async fn list(pool: &PgPool, scope: &Scope, params: DealListParams) -> Resul
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Page::from_rows(rows, page.limit, |d: &Deal| (d.created_at, d.id)))
+    Ok(ResultPage::from_rows(rows, page.limit, |d: &Deal| (d.created_at, d.id)))
 }
 
 /// Sums of one currency.

@@ -140,11 +140,11 @@ pub async fn create(
     // The list checks the filters (422 naming the one at fault) on a one-row page.
     match parse_filters(input.entity, &input.filters)? {
         Filters::Contacts(mut p) => {
-            p.limit = Some(1);
+            p.page.limit = Some(1);
             contacts::list(pool, scope, p).await.map(drop)
         }
         Filters::Companies(mut p) => {
-            p.limit = Some(1);
+            p.page.limit = Some(1);
             companies::list(pool, scope, p).await.map(drop)
         }
     }
@@ -367,8 +367,10 @@ mod writing {
                 let mut sheet = Sheet::new(&header, upload)?;
                 loop {
                     let mut p = params.clone();
-                    p.limit = Some(crate::domain::page::MAX_LIMIT);
-                    p.cursor = cursor.take();
+                    p.page = crate::domain::PageParams {
+                        limit: Some(crate::domain::page::MAX_LIMIT),
+                        cursor: cursor.take(),
+                    };
                     let page = contacts::list(pool, &scope, p).await?;
                     for c in &page.items {
                         let mut cells = vec![
@@ -418,8 +420,10 @@ mod writing {
                 let mut sheet = Sheet::new(&header, upload)?;
                 loop {
                     let mut p = params.clone();
-                    p.limit = Some(crate::domain::page::MAX_LIMIT);
-                    p.cursor = cursor.take();
+                    p.page = crate::domain::PageParams {
+                        limit: Some(crate::domain::page::MAX_LIMIT),
+                        cursor: cursor.take(),
+                    };
                     let page = companies::list(pool, &scope, p).await?;
                     for c in &page.items {
                         let mut cells = vec![

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::adapters::pg::{self, Tx};
+use crate::domain::validate::TextSchema;
 use crate::domain::{DomainError, Scope, Text, Validator};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema, sqlx::Type)]
@@ -57,12 +58,18 @@ pub struct CustomField {
 #[serde(deny_unknown_fields)]
 pub struct NewCustomField {
     pub entity: Entity,
+    /// The key under `custom` in records: a lower-case letter, then lower-case letters, digits
+    /// and `_`, at most 40.
+    #[schema(pattern = r"^[a-z][a-z0-9_]{0,39}$")]
     pub key: String,
+    /// 1–80 characters.
+    #[schema(value_type = TextSchema<80>, inline)]
     pub label: String,
     #[serde(rename = "type")]
     pub field_type: FieldType,
-    /// Required for `select` (1 to 100 values), refused otherwise.
+    /// Required for `select` (1 to 100 distinct values of 1–100 characters), refused otherwise.
     #[serde(default)]
+    #[schema(value_type = Vec<TextSchema<100>>, inline, max_items = 100)]
     pub options: Vec<String>,
 }
 
@@ -304,9 +311,20 @@ pub fn parse_filters(defs: &[CustomField], raw: &str, v: &mut Validator) -> Vec<
             return Vec::new();
         }
     };
+    filters_of(defs, object, "custom", v)
+}
+
+/// The filters of a JSON object of them (the `custom` parameter of a list, a segment's
+/// `custom`), checked against the definitions; errors name `<field>.<key>`.
+pub fn filters_of(
+    defs: &[CustomField],
+    object: Map<String, Value>,
+    field: &str,
+    v: &mut Validator,
+) -> Vec<CustomFilter> {
     let mut filters = Vec::new();
     for (key, value) in object {
-        let name = format!("custom.{key}");
+        let name = format!("{field}.{key}");
         let Some(def) = defs.iter().find(|d| d.key == key) else {
             v.error(&name, "unknown_field", "no custom field has this key");
             continue;

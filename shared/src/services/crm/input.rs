@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::adapters::pg::Tx;
+use crate::domain::validate::OptionalTextSchema;
 use crate::domain::{DomainError, Text, Validator};
 
 /// A postal address; every part optional.
@@ -15,15 +16,20 @@ use crate::domain::{DomainError, Text, Validator};
 #[serde(deny_unknown_fields)]
 pub struct Address {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<OptionalTextSchema<200>>, inline)]
     pub street: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<OptionalTextSchema<200>>, inline)]
     pub city: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<OptionalTextSchema<200>>, inline)]
     pub region: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<OptionalTextSchema<200>>, inline)]
     pub postal_code: Option<String>,
-    /// ISO 3166-1 alpha-2, upper case (e.g. `DE`).
+    /// ISO 3166-1 alpha-2 (e.g. `DE`; stored in upper case); empty is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^ *([A-Za-z]{2} *)?$")]
     pub country: Option<String>,
 }
 

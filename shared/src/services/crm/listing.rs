@@ -7,7 +7,7 @@ use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::fields::CustomFilter;
-use crate::domain::{DomainError, Page, PageRequest, Validator};
+use crate::domain::{DomainError, PageRequest, ResultPage, Validator};
 
 /// An offered sort: its name in `sort=`, the SQL expression, and what kind of value it orders.
 #[derive(Debug, Clone, Copy)]
@@ -66,14 +66,6 @@ impl Sort {
             Sort::Relevance => "relevance".into(),
         }
     }
-}
-
-/// The page a list asks for (an empty cursor is none).
-pub fn page_request<K: serde::de::DeserializeOwned>(
-    limit: Option<u32>,
-    cursor: Option<&str>,
-) -> Result<PageRequest<K>, DomainError> {
-    PageRequest::checked(limit, cursor)
 }
 
 /// The `tag` filter: a tag as tags are stored (trimmed, lower case, no control characters).
@@ -140,6 +132,38 @@ impl Search {
             anywhere: format!("%{escaped}%"),
             q,
         })
+    }
+}
+
+/// `and ...` conditions of custom-field filters on the record of alias `a` (the contacts and
+/// companies lists, and marketing segments: one reading of `custom` filters everywhere).
+pub fn push_custom(qb: &mut QueryBuilder<'_, Postgres>, a: &str, filters: &[CustomFilter]) {
+    for filter in filters {
+        match filter {
+            CustomFilter::Equals(key, value) => {
+                let mut object = serde_json::Map::new();
+                object.insert(key.clone(), value.clone());
+                qb.push(format!(" and {a}.custom @> "))
+                    .push_bind(serde_json::Value::Object(object))
+                    .push("::jsonb");
+            }
+            CustomFilter::Range { key, numeric, gte, lte } => {
+                let cast = if *numeric { "numeric" } else { "date" };
+                for (op, bound) in [(">=", gte), ("<=", lte)] {
+                    if let Some(bound) = bound {
+                        let bound = match bound {
+                            serde_json::Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        qb.push(format!(" and ({a}.custom ->> "))
+                            .push_bind(key.clone())
+                            .push(format!(")::{cast} {op} "))
+                            .push_bind(bound)
+                            .push(format!("::{cast}"));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -249,33 +273,7 @@ impl ListQuery<'_> {
                 .push_bind(search.anywhere.clone())
                 .push("))");
         }
-        for filter in self.custom {
-            match filter {
-                CustomFilter::Equals(key, value) => {
-                    let mut object = serde_json::Map::new();
-                    object.insert(key.clone(), value.clone());
-                    qb.push(format!(" and {a}.custom @> "))
-                        .push_bind(serde_json::Value::Object(object))
-                        .push("::jsonb");
-                }
-                CustomFilter::Range { key, numeric, gte, lte } => {
-                    let cast = if *numeric { "numeric" } else { "date" };
-                    for (op, bound) in [(">=", gte), ("<=", lte)] {
-                        if let Some(bound) = bound {
-                            let bound = match bound {
-                                serde_json::Value::String(s) => s.clone(),
-                                other => other.to_string(),
-                            };
-                            qb.push(format!(" and ({a}.custom ->> "))
-                                .push_bind(key.clone())
-                                .push(format!(")::{cast} {op} "))
-                                .push_bind(bound)
-                                .push(format!("::{cast}"));
-                        }
-                    }
-                }
-            }
-        }
+        push_custom(qb, a, self.custom);
         if let Some(after) = &self.page.after {
             match (self.sort, &after.value) {
                 (Sort::By { spec, desc }, value) => {
@@ -321,9 +319,9 @@ impl ListQuery<'_> {
     }
 
     /// The page of fetched rows, with the cursor of the last.
-    pub fn page<T>(&self, rows: Vec<Listed<T>>, id: impl Fn(&T) -> Uuid) -> Page<T> {
+    pub fn page<T>(&self, rows: Vec<Listed<T>>, id: impl Fn(&T) -> Uuid) -> ResultPage<T> {
         let label = self.sort.label();
-        let page = Page::from_rows(rows, self.page.limit, |r: &Listed<T>| ListKey {
+        let page = ResultPage::from_rows(rows, self.page.limit, |r: &Listed<T>| ListKey {
             sort: label.clone(),
             value: match (r.sort_time, &r.sort_text, r.score) {
                 (Some(t), _, _) => KeyValue::Time(t),

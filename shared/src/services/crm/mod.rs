@@ -12,5 +12,5 @@ pub mod input;
 pub mod jobs;
 pub mod listing;
 pub mod pipelines;
+mod record;
 pub mod table;
-pub mod zoho;

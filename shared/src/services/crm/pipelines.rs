@@ -8,6 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::adapters::pg::{self, Tx};
+use crate::domain::validate::TextSchema;
 use crate::domain::{DomainError, Scope, Text, Validator, rank};
 
 pub const MAX_STAGES: usize = 30;
@@ -35,44 +36,62 @@ pub struct Pipeline {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StageInput {
+    /// 1–100 characters.
+    #[schema(value_type = TextSchema<100>, inline)]
     pub name: String,
     /// Win probability in percent, 0–100.
+    #[schema(minimum = 0, maximum = 100)]
     pub probability: i32,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPipeline {
+    /// 1–100 characters.
+    #[schema(value_type = TextSchema<100>, inline)]
     pub name: String,
     /// In board order, 1 to 30.
+    #[schema(min_items = 1, max_items = 30)]
     pub stages: Vec<StageInput>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelinePatch {
+    /// 1–100 characters.
+    #[schema(value_type = TextSchema<100>, inline)]
     pub name: String,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewStage {
+    /// 1–100 characters.
+    #[schema(value_type = TextSchema<100>, inline)]
     pub name: String,
+    /// Win probability in percent, 0–100.
+    #[schema(minimum = 0, maximum = 100)]
     pub probability: i32,
-    /// Where it goes (0-based); default: last.
+    /// Where it goes (0-based; past the end: last); default: last.
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub position: Option<i32>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StagePatch {
+    /// 1–100 characters.
     #[serde(default)]
+    #[schema(value_type = Option<TextSchema<100>>, inline)]
     pub name: Option<String>,
+    /// Win probability in percent, 0–100.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100)]
     pub probability: Option<i32>,
-    /// Moves the stage to this place (0-based); the others shift.
+    /// Moves the stage to this place (0-based; past the end: last); the others shift.
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub position: Option<i32>,
 }
 

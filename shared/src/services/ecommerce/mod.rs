@@ -1,13 +1,12 @@
 //! Unified e-commerce: one model of products (with variants), orders (with lines) and
-//! customers across channels (`shopify`, `woocommerce`), mapped from each channel's JSON
-//! (`shopify`, `woocommerce`) and mirrored into Postgres by `store`. Money in minor units
+//! customers across channels (Shopify, WooCommerce), mapped from each channel's JSON by its
+//! provider client (`providers::shopify`, `providers::woocommerce`) and mirrored into Postgres
+//! by `store`. Money in minor units
 //! (`domain::money`), provider ids as text (64-bit, never through a float), the channel's raw
 //! status kept beside the normalised one.
 pub mod read;
-pub mod shopify;
 pub mod store;
 pub mod sync;
-pub mod woocommerce;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -166,6 +165,60 @@ pub(crate) fn time(value: &Value, key: &str) -> Option<DateTime<Utc>> {
                 .ok()
                 .map(|t| t.and_utc())
         })
+}
+
+/// The items of the array at `key` (none when it is absent or not an array).
+pub(crate) fn items<'a>(value: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
+    value.get(key).and_then(Value::as_array).into_iter().flatten()
+}
+
+/// A whole number that fits an `i32` (quantities, stock).
+pub(crate) fn count(value: &Value, key: &str) -> Option<i32> {
+    value
+        .get(key)
+        .and_then(Value::as_i64)
+        .and_then(|q| i32::try_from(q).ok())
+}
+
+/// The last change: the time at `key`, else the creation; neither is an error naming `key`.
+pub(crate) fn updated_at(value: &Value, key: &str, created: Option<DateTime<Utc>>) -> Result<DateTime<Utc>, MapError> {
+    time(value, key)
+        .or(created)
+        .ok_or_else(|| map_error(key, "missing or not a time"))
+}
+
+/// Where a channel keeps a customer's fields: names and email at the top, the place (and for
+/// some the phone) in an address object, the times under the channel's own names.
+pub(crate) struct CustomerFields {
+    pub channel: Channel,
+    /// The address object: `default_address` (Shopify), `billing` (WooCommerce).
+    pub address: &'static str,
+    /// The phone is the address's, not the customer's own.
+    pub phone_in_address: bool,
+    /// The address's country code.
+    pub country: &'static str,
+    pub created: &'static str,
+    pub updated: &'static str,
+}
+
+impl CustomerFields {
+    /// The customer `v`, known by `external_id` (each channel reads its id its own way).
+    pub(crate) fn customer(&self, v: &Value, external_id: String) -> Result<CustomerRecord, MapError> {
+        let address = v.get(self.address).unwrap_or(&Value::Null);
+        let created = time(v, self.created);
+        Ok(CustomerRecord {
+            channel: self.channel,
+            external_id,
+            email: text(v, "email"),
+            first_name: text(v, "first_name").unwrap_or_default(),
+            last_name: text(v, "last_name").unwrap_or_default(),
+            phone: text(if self.phone_in_address { address } else { v }, "phone"),
+            city: text(address, "city"),
+            country: text(address, self.country),
+            updated_at: updated_at(v, self.updated, created)?,
+            created_at: created,
+        })
+    }
 }
 
 pub(crate) fn money(value: &Value, key: &str, currency: &str) -> Result<i64, MapError> {

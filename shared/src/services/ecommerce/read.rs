@@ -15,7 +15,8 @@ use uuid::Uuid;
 
 use super::{Channel, OrderStatus, ProductStatus};
 use crate::adapters::pg::{self, TimeKey, Tx};
-use crate::domain::{DomainError, Page, PageRequest, Scope, Text, Validator};
+use crate::domain::validate::OptionalTextSchema;
+use crate::domain::{DomainError, PageParams, PageRequest, ResultPage, Scope, Text, Validator};
 
 /// Days outside these years are refused.
 const FIRST_YEAR: i32 = 2000;
@@ -106,14 +107,16 @@ fn search_term(q: Option<&str>, v: &mut Validator) -> Option<String> {
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ProductListParams {
-    #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    pub page: PageParams,
     #[param(value_type = Option<Channel>)]
     pub channel: Option<Channel>,
     #[param(value_type = Option<ProductStatus>)]
     pub status: Option<ProductStatus>,
-    /// Words of the title, a SKU, the vendor or the product type (case-insensitive, contained).
+    /// Words of the title, a SKU, the vendor or the product type (case-insensitive, contained;
+    /// at most 200 characters).
+    #[param(value_type = Option<OptionalTextSchema<200>>, inline)]
     pub q: Option<String>,
 }
 
@@ -179,8 +182,12 @@ const PRODUCT_COLUMNS: &str = "p.id, p.channel, p.external_id, p.title, p.status
     p.source_created_at as created_at, p.source_updated_at as updated_at, p.synced_at";
 
 /// Products, most recently changed first.
-pub async fn products(pool: &PgPool, scope: &Scope, params: ProductListParams) -> Result<Page<Product>, DomainError> {
-    let page: PageRequest<TimeKey> = pg::time_page_request(params.limit, params.cursor.as_deref())?;
+pub async fn products(
+    pool: &PgPool,
+    scope: &Scope,
+    params: ProductListParams,
+) -> Result<ResultPage<Product>, DomainError> {
+    let page: PageRequest<TimeKey> = pg::time_page_request(&params.page)?;
     let mut v = Validator::new();
     let q = search_term(params.q.as_deref(), &mut v);
     v.finish()?;
@@ -204,7 +211,7 @@ pub async fn products(pool: &PgPool, scope: &Scope, params: ProductListParams) -
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Page::from_rows(rows, page.limit, |p| (p.updated_at, p.id)))
+    Ok(ResultPage::from_rows(rows, page.limit, |p| (p.updated_at, p.id)))
 }
 
 /// One product with its variants.
@@ -233,21 +240,25 @@ pub async fn product(pool: &PgPool, scope: &Scope, id: Uuid) -> Result<ProductDe
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct OrderListParams {
-    #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    pub page: PageParams,
     #[param(value_type = Option<Channel>)]
     pub channel: Option<Channel>,
     #[param(value_type = Option<OrderStatus>)]
     pub status: Option<OrderStatus>,
-    /// First day placed (YYYY-MM-DD, in `tz`).
+    /// First day placed (YYYY-MM-DD, in `tz`; years 2000 to 2100).
+    #[param(pattern = r"^(20[0-9]{2}|2100)-")]
     pub from: Option<NaiveDate>,
-    /// Last day placed, inclusive.
+    /// Last day placed, inclusive: not before `from`.
+    #[param(pattern = r"^(20[0-9]{2}|2100)-")]
     pub to: Option<NaiveDate>,
-    /// IANA time zone of the days (default UTC).
+    /// IANA time zone of the days, one Postgres knows (default and blank: UTC).
+    #[param(value_type = Option<OptionalTextSchema<64>>, inline)]
     pub tz: Option<String>,
     /// The order number (`1001` or `#1001`), the email or the customer's name (contained,
-    /// case-insensitive).
+    /// case-insensitive; at most 200 characters).
+    #[param(value_type = Option<OptionalTextSchema<200>>, inline)]
     pub q: Option<String>,
     /// Test orders too (default: left out).
     pub test: Option<bool>,
@@ -326,8 +337,8 @@ const ORDER_FROM: &str = "ecom_orders o left join ecom_customers c on c.tenant_i
     and c.channel = o.channel and c.external_id = o.customer_external_id";
 
 /// Orders, newest placed first.
-pub async fn orders(pool: &PgPool, scope: &Scope, params: OrderListParams) -> Result<Page<Order>, DomainError> {
-    let page: PageRequest<TimeKey> = pg::time_page_request(params.limit, params.cursor.as_deref())?;
+pub async fn orders(pool: &PgPool, scope: &Scope, params: OrderListParams) -> Result<ResultPage<Order>, DomainError> {
+    let page: PageRequest<TimeKey> = pg::time_page_request(&params.page)?;
     let mut v = Validator::new();
     let q = search_term(params.q.as_deref(), &mut v);
     let mut tx = pg::begin(pool, scope).await?;
@@ -362,7 +373,7 @@ pub async fn orders(pool: &PgPool, scope: &Scope, params: OrderListParams) -> Re
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Page::from_rows(rows, page.limit, |o| (o.placed_at, o.id)))
+    Ok(ResultPage::from_rows(rows, page.limit, |o| (o.placed_at, o.id)))
 }
 
 /// One order with its lines and customer.
@@ -451,11 +462,15 @@ impl SalesPeriod {
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SummaryParams {
-    /// First day (YYYY-MM-DD, in `tz`).
+    /// First day (YYYY-MM-DD, in `tz`; years 2000 to 2100).
+    #[param(pattern = r"^(20[0-9]{2}|2100)-")]
     pub from: NaiveDate,
-    /// Last day, inclusive (day periods: at most 400 days; weeks 3 years; months 10).
+    /// Last day, inclusive: not before `from` (day periods: at most 400 days; weeks 3 years;
+    /// months 10).
+    #[param(pattern = r"^(20[0-9]{2}|2100)-")]
     pub to: NaiveDate,
-    /// IANA time zone of the days (default UTC).
+    /// IANA time zone of the days, one Postgres knows (default and blank: UTC).
+    #[param(value_type = Option<OptionalTextSchema<64>>, inline)]
     pub tz: Option<String>,
     /// `day` (default), `week` (from Monday) or `month`.
     #[param(value_type = Option<SalesPeriod>)]

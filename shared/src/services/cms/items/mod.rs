@@ -19,7 +19,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::adapters::pg::{self, Tx};
-use crate::domain::{DomainError, FieldError, Page, PageRequest, Scope, Text, Validator};
+use crate::domain::validate::{OptionalTextSchema, TextSchema};
+use crate::domain::{DomainError, FieldError, PageParams, PageRequest, ResultPage, Scope, Text, Validator};
 use crate::services::cms::{blocks, diff, slug};
 use crate::services::crm::input;
 
@@ -45,12 +46,15 @@ impl ContentKind {
 pub struct Seo {
     /// The `<title>` (default: the item's title), at most 200 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<OptionalTextSchema<200>>, inline)]
     pub title: Option<String>,
     /// The meta description, at most 320 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<OptionalTextSchema<320>>, inline)]
     pub description: Option<String>,
     /// An `https://` canonical URL, when the content lives elsewhere first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 2000, pattern = r"^https://")]
     pub canonical_url: Option<String>,
     /// Ask search engines not to index the page.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -64,9 +68,12 @@ pub struct Seo {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Content {
+    /// 1–200 characters.
+    #[schema(value_type = TextSchema<200>, inline)]
     pub title: String,
-    /// Default: made from the title.
+    /// 1–100 of `a-z`, `0-9` and single hyphens between them. Default: made from the title.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 100, pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$")]
     pub slug: Option<String>,
     /// Pages only: the parent page (same site).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,19 +82,22 @@ pub struct Content {
     pub seo: Seo,
     /// Typed blocks (heading, rich_text, image, gallery, cta, embed), at most 200.
     #[serde(default = "empty_body")]
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Object>, max_items = 200)]
     pub body: Value,
     /// Posts only, at most 1,000 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<OptionalTextSchema<1000>>, inline)]
     pub excerpt: Option<String>,
     /// Posts only: an image of the media library.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cover_media_id: Option<Uuid>,
-    /// Posts only.
+    /// Posts only: at most 50.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<TextSchema<50>>, inline, max_items = 50)]
     pub categories: Vec<String>,
-    /// Posts only.
+    /// Posts only: at most 50.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<TextSchema<50>>, inline, max_items = 50)]
     pub tags: Vec<String>,
     /// Posts only: a member of the tenant (default: whoever creates the post).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,23 +114,34 @@ fn empty_body() -> Value {
 pub struct NewItem {
     /// The site (`/analytics/sites`) it belongs to.
     pub site_id: Uuid,
+    /// 1–200 characters.
+    #[schema(value_type = TextSchema<200>, inline)]
     pub title: String,
+    /// 1–100 of `a-z`, `0-9` and single hyphens between them. Default: made from the title.
     #[serde(default)]
+    #[schema(max_length = 100, pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$")]
     pub slug: Option<String>,
     #[serde(default)]
     pub parent_id: Option<Uuid>,
     #[serde(default)]
     pub seo: Seo,
+    /// Typed blocks (heading, rich_text, image, gallery, cta, embed), at most 200.
     #[serde(default = "empty_body")]
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Object>, max_items = 200)]
     pub body: Value,
+    /// Posts only, at most 1,000 characters.
     #[serde(default)]
+    #[schema(value_type = Option<OptionalTextSchema<1000>>, inline)]
     pub excerpt: Option<String>,
     #[serde(default)]
     pub cover_media_id: Option<Uuid>,
+    /// Posts only: at most 50.
     #[serde(default)]
+    #[schema(value_type = Vec<TextSchema<50>>, inline, max_items = 50)]
     pub categories: Vec<String>,
+    /// Posts only: at most 50.
     #[serde(default)]
+    #[schema(value_type = Vec<TextSchema<50>>, inline, max_items = 50)]
     pub tags: Vec<String>,
     #[serde(default)]
     pub author_id: Option<Uuid>,
@@ -205,18 +226,22 @@ pub struct ItemSummary {
 pub struct ItemListParams {
     pub site_id: Option<Uuid>,
     /// `draft`, `scheduled`, `published` or `archived`.
+    #[param(value_type = Option<ItemStatus>, inline)]
     pub status: Option<String>,
     /// Pages only: the children of this page.
     pub parent_id: Option<Uuid>,
-    /// Words of the title or the slug.
+    /// Words of the title or the slug (at most 200 characters).
+    #[param(value_type = Option<OptionalTextSchema<200>>, inline)]
     pub q: Option<String>,
-    /// Posts only.
+    /// Posts only (at most 50 characters).
+    #[param(value_type = Option<OptionalTextSchema<50>>, inline)]
     pub category: Option<String>,
-    /// Posts only.
+    /// Posts only (at most 50 characters).
+    #[param(value_type = Option<OptionalTextSchema<50>>, inline)]
     pub tag: Option<String>,
-    /// 1–100, default 25.
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    pub page: PageParams,
 }
 
 /// Publish now (no `at`, or a time not in the future) or at `at`.
@@ -231,7 +256,26 @@ pub struct PublishRequest {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnpublishRequest {
+    #[schema(value_type = UnpublishedStatus)]
     pub status: String,
+}
+
+/// Where a page or post is in its life (`status`).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum ItemStatus {
+    Draft,
+    Scheduled,
+    Published,
+    Archived,
+}
+
+/// What an unpublished page or post becomes.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum UnpublishedStatus {
+    Draft,
+    Archived,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -258,17 +302,20 @@ pub struct Revision {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RevisionListParams {
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    pub page: PageParams,
 }
 
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DiffParams {
-    /// The older revision's number (required).
+    /// The older revision's number.
+    #[param(required = true)]
     pub from: Option<i32>,
-    /// The newer revision's number (required).
+    /// The newer revision's number.
+    #[param(required = true)]
     pub to: Option<i32>,
 }
 
@@ -430,8 +477,8 @@ pub async fn list(
     scope: &Scope,
     kind: ContentKind,
     params: ItemListParams,
-) -> Result<Page<ItemSummary>, DomainError> {
-    let page = pg::time_page_request(params.limit, params.cursor.as_deref())?;
+) -> Result<ResultPage<ItemSummary>, DomainError> {
+    let page = pg::time_page_request(&params.page)?;
     let mut v = Validator::new();
     if let Some(s) = params.status.as_deref()
         && !["draft", "scheduled", "published", "archived"].contains(&s)
@@ -470,7 +517,7 @@ pub async fn list(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Page::from_rows(rows, page.limit, |i| (i.updated_at, i.id)))
+    Ok(ResultPage::from_rows(rows, page.limit, |i| (i.updated_at, i.id)))
 }
 
 /// A JSON merge patch of the editable document (`null` clears a field); writes a revision when

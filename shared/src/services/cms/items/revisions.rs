@@ -7,8 +7,8 @@ pub async fn revisions(
     kind: ContentKind,
     id: Uuid,
     params: RevisionListParams,
-) -> Result<Page<RevisionSummary>, DomainError> {
-    let page: PageRequest<i32> = PageRequest::checked(params.limit, params.cursor.as_deref())?;
+) -> Result<ResultPage<RevisionSummary>, DomainError> {
+    let page: PageRequest<i32> = params.page.request()?;
     let mut tx = pg::begin(pool, scope).await?;
     fetch(&mut tx, kind, id, false).await?;
     let rows: Vec<RevisionSummary> = sqlx::query_as(
@@ -22,7 +22,7 @@ pub async fn revisions(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Page::from_rows(rows, page.limit, |r| r.number))
+    Ok(ResultPage::from_rows(rows, page.limit, |r| r.number))
 }
 
 pub(crate) async fn revision_in(tx: &mut Tx, id: Uuid, number: i32) -> Result<Revision, DomainError> {

@@ -27,12 +27,12 @@ use super::companies::{self, CompanyInput};
 use super::contacts::{self, ContactInput};
 use super::fields::{self, CustomField};
 use super::table::{self, Cells, TableEntity};
-use super::zoho;
 use crate::adapters::pg::{self, Tx};
 use crate::domain::{DomainError, FieldError, Scope, Text, Validator};
 use crate::services::billing::entitlements::{self, Limit};
 use crate::services::connectors::CallError;
 use crate::services::idempotency::{self, Created, IdempotencyKey};
+use crate::services::providers::zoho;
 
 /// The largest file an import takes.
 pub const MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
@@ -85,7 +85,8 @@ pub enum JobStatus {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUpload {
-    /// Size in bytes (at most 100 MiB).
+    /// Size in bytes: 1 to 100 MiB.
+    #[schema(minimum = 1, maximum = 104_857_600)]
     pub size: u64,
 }
 
@@ -280,10 +281,12 @@ impl ImportRow {
 
 mod chunk;
 mod file;
+mod rows;
 mod run;
 
 use chunk::*;
 pub use file::*;
+use rows::*;
 pub use run::*;
 
 /// The upload a CSV import reads (one this tenant was given); `None` for other sources.

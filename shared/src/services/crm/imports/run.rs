@@ -239,25 +239,10 @@ pub async fn run_pages(
             }
         };
         // Only records after the last one imported, each once (ids ascend through the pages).
-        let fresh: Vec<&Value> = records
-            .iter()
-            .filter(|r| zoho::id_of(r).is_some_and(|id| last_id.as_deref().is_none_or(|last| zoho::after(id, last))))
-            .fold(Vec::new(), |mut kept: Vec<&Value>, r| {
-                if !kept.iter().any(|k| zoho::id_of(k) == zoho::id_of(r)) {
-                    kept.push(r);
-                }
-                kept
-            });
+        let (fresh, newest) = fresh_records(&records, last_id.as_deref());
         if fresh.is_empty() && records.is_empty() {
             break;
         }
-        let newest = fresh
-            .iter()
-            .filter_map(|r| zoho::id_of(r))
-            .fold(last_id.clone(), |acc, id| match acc {
-                Some(a) if !zoho::after(id, &a) => Some(a),
-                _ => Some(id.to_owned()),
-            });
         let rows: Vec<RawRow> = fresh
             .iter()
             .map(|record| {

@@ -16,11 +16,12 @@ use serde::Serialize;
 use serde_json::Value;
 use std::time::Duration;
 
-use super::{Channel, MapError, shopify, store, woocommerce};
+use super::{Channel, MapError, store};
 use crate::adapters::pg;
 use crate::domain::{DomainError, Scope};
 use crate::services::connectors::catalog::Kind;
 use crate::services::connectors::{Connectors, Credentials, Retry};
+use crate::services::providers::{shopify, woocommerce};
 
 pub const RESOURCES: [&str; 3] = ["products", "orders", "customers"];
 const OVERLAP_MINUTES: i64 = 5;
@@ -88,24 +89,7 @@ struct Page {
     next: Option<String>,
 }
 
-/// `rel="next"` of a Link header, as a path and query under the same host.
-fn next_link(link: &str, base_host: &str) -> Option<String> {
-    link.split(',').find_map(|part| {
-        let (url, params) = part.split_once(';')?;
-        if !params.contains("rel=\"next\"") {
-            return None;
-        }
-        let url = url::Url::parse(url.trim().trim_start_matches('<').trim_end_matches('>')).ok()?;
-        if url.host_str()? != base_host {
-            return None;
-        }
-        Some(match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_owned(),
-        })
-    })
-}
-
+/// The first page of `resource` changed since `since` (less the overlap), in the channel's paging.
 fn first_page(channel: Channel, resource: &str, since: Option<DateTime<Utc>>, page_size: u32) -> String {
     let since = since.map(|w| {
         (w - ChronoDuration::minutes(OVERLAP_MINUTES))
@@ -113,51 +97,9 @@ fn first_page(channel: Channel, resource: &str, since: Option<DateTime<Utc>>, pa
             .to_string()
     });
     match channel {
-        Channel::Shopify => {
-            let status = if resource == "orders" { "&status=any" } else { "" };
-            let since = since.map(|s| format!("&updated_at_min={s}")).unwrap_or_default();
-            format!(
-                "/admin/api/2025-01/{resource}.json?limit={}{status}{since}&order=updated_at%20asc",
-                page_size.min(250)
-            )
-        }
-        Channel::Woocommerce => {
-            // Customers have no modified_after: every pass reads them all (newest-wins keeps it cheap).
-            let since = match (since, resource) {
-                (Some(s), "orders" | "products") => format!("&modified_after={s}&dates_are_gmt=true"),
-                _ => String::new(),
-            };
-            let order = if resource == "customers" {
-                "orderby=id"
-            } else {
-                "orderby=modified"
-            };
-            format!(
-                "/wp-json/wc/v3/{resource}?per_page={}&page=1&{order}&order=asc{since}",
-                page_size.min(100)
-            )
-        }
+        Channel::Shopify => shopify::first_page(resource, since.as_deref(), page_size),
+        Channel::Woocommerce => woocommerce::first_page(resource, since.as_deref(), page_size),
     }
-}
-
-fn woo_next(current: &str, total_pages: Option<u64>) -> Option<String> {
-    let url = url::Url::parse(&format!("http://x{current}")).ok()?;
-    let page: u64 = url.query_pairs().find(|(k, _)| k == "page")?.1.parse().ok()?;
-    if total_pages.is_some_and(|t| page >= t) {
-        return None;
-    }
-    // The `page` parameter itself: `per_page=100` holds the text `page=1` too.
-    let query: String = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(url.query_pairs().map(|(k, v)| {
-            let v = if k == "page" {
-                (page + 1).to_string()
-            } else {
-                v.into_owned()
-            };
-            (k.into_owned(), v)
-        }))
-        .finish();
-    Some(format!("{}?{query}", url.path()))
 }
 
 async fn fetch(svc: &Connectors, creds: &Credentials, path: &str, opts: &SyncOptions) -> Result<Page, ShopSyncError> {
@@ -166,15 +108,7 @@ async fn fetch(svc: &Connectors, creds: &Credentials, path: &str, opts: &SyncOpt
         .call(creds, path, opts.retry())
         .await
         .map_err(|e| ShopSyncError::Provider(e.to_string()))?;
-    // Shopify's bucket: slow down when nearly full.
-    if let Some((used, size)) = resp
-        .headers()
-        .get("x-shopify-shop-api-call-limit")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once('/'))
-        .and_then(|(u, s)| Some((u.trim().parse::<u32>().ok()?, s.trim().parse::<u32>().ok()?)))
-        && used + 2 >= size
-    {
+    if channel == Channel::Shopify && shopify::bucket_nearly_full(resp.headers()) {
         tokio::time::sleep(Duration::from_millis(500).min(opts.max_wait)).await;
     }
     let host = resp.url().host_str().unwrap_or_default().to_owned();
@@ -192,17 +126,13 @@ async fn fetch(svc: &Connectors, creds: &Credentials, path: &str, opts: &SyncOpt
         .await
         .map_err(|e| ShopSyncError::Provider(format!("the shop's answer: {e}")))?;
     let records = match channel {
-        Channel::Shopify => body
-            .as_object()
-            .and_then(|o| o.values().find_map(Value::as_array))
-            .cloned()
-            .unwrap_or_default(),
-        Channel::Woocommerce => body.as_array().cloned().unwrap_or_default(),
+        Channel::Shopify => shopify::records(&body),
+        Channel::Woocommerce => woocommerce::records(&body),
     };
     let next = match channel {
-        Channel::Shopify => link.as_deref().and_then(|l| next_link(l, &host)),
+        Channel::Shopify => link.as_deref().and_then(|l| shopify::next_page(l, &host)),
         Channel::Woocommerce if records.is_empty() => None,
-        Channel::Woocommerce => woo_next(path, total_pages),
+        Channel::Woocommerce => woocommerce::next_page(path, total_pages),
     };
     Ok(Page { records, next })
 }
@@ -220,10 +150,7 @@ async fn with_variations(
         return Ok(());
     }
     let mut variants = Vec::new();
-    let mut path = format!(
-        "/wp-json/wc/v3/products/{}/variations?per_page=100&page=1",
-        product.external_id
-    );
+    let mut path = woocommerce::variations_path(&product.external_id);
     loop {
         let page = fetch(svc, creds, &path, opts).await?;
         for v in &page.records {
@@ -245,8 +172,8 @@ async fn with_variations(
 /// general setting.
 async fn shop_currency(svc: &Connectors, creds: &Credentials, opts: &SyncOptions) -> Result<String, ShopSyncError> {
     let path = match creds.kind {
-        Kind::Shopify => "/admin/api/2025-01/shop.json",
-        _ => "/wp-json/wc/v3/settings/general/woocommerce_currency",
+        Kind::Shopify => shopify::SHOP_PATH,
+        _ => woocommerce::CURRENCY_PATH,
     };
     let resp = svc
         .call(creds, path, opts.retry())
@@ -255,7 +182,7 @@ async fn shop_currency(svc: &Connectors, creds: &Credentials, opts: &SyncOptions
     let body: Value = crate::services::connectors::answer_json(resp)
         .await
         .map_err(|e| ShopSyncError::Provider(format!("the shop's answer: {e}")))?;
-    body.pointer("/shop/currency")
+    body.pointer(shopify::SHOP_CURRENCY)
         .or_else(|| body.get("value"))
         .and_then(Value::as_str)
         .filter(|c| c.len() == 3)
@@ -402,17 +329,20 @@ mod tests {
         let link = "<https://shop.example.com/admin/api/2025-01/orders.json?page_info=abc&limit=250>; rel=\"next\", \
                     <https://shop.example.com/admin/api/2025-01/orders.json?page_info=zzz&limit=250>; rel=\"previous\"";
         assert_eq!(
-            next_link(link, "shop.example.com").as_deref(),
+            shopify::next_page(link, "shop.example.com").as_deref(),
             Some("/admin/api/2025-01/orders.json?page_info=abc&limit=250")
         );
-        assert_eq!(next_link(link, "evil.example.com"), None);
+        assert_eq!(shopify::next_page(link, "evil.example.com"), None);
         assert_eq!(
-            woo_next("/wp-json/wc/v3/orders?per_page=100&page=2&orderby=modified", Some(3)).as_deref(),
+            woocommerce::next_page("/wp-json/wc/v3/orders?per_page=100&page=2&orderby=modified", Some(3)).as_deref(),
             Some("/wp-json/wc/v3/orders?per_page=100&page=3&orderby=modified")
         );
-        assert_eq!(woo_next("/wp-json/wc/v3/orders?per_page=100&page=3", Some(3)), None);
         assert_eq!(
-            woo_next("/wp-json/wc/v3/products/93/variations?per_page=100&page=1", None).as_deref(),
+            woocommerce::next_page("/wp-json/wc/v3/orders?per_page=100&page=3", Some(3)),
+            None
+        );
+        assert_eq!(
+            woocommerce::next_page("/wp-json/wc/v3/products/93/variations?per_page=100&page=1", None).as_deref(),
             Some("/wp-json/wc/v3/products/93/variations?per_page=100&page=2")
         );
         let w = DateTime::parse_from_rfc3339("2026-01-01T00:10:00Z")

@@ -78,6 +78,22 @@ pub enum SyncMessage {
     Delivery(crate::services::connectors::webhooks::DeliveryMessage),
 }
 
+impl SyncMessage {
+    pub fn tenant_id(&self) -> uuid::Uuid {
+        match self {
+            Self::Run(r) => r.tenant_id,
+            Self::Delivery(d) => d.tenant_id,
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::Run(r) => r.kind,
+            Self::Delivery(d) => d.kind,
+        }
+    }
+}
+
 /// The queue connector-sync takes its work from.
 #[cfg(feature = "sqs")]
 pub type SyncQueue = crate::adapters::queue::Queue<SyncMessage>;

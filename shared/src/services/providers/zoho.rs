@@ -6,9 +6,9 @@
 //! API names as a CSV's headers are.
 use serde_json::{Map, Value};
 
-use super::table::TableEntity;
 use crate::domain::{DomainError, FieldError};
 use crate::services::connectors::{CallError, Connectors, Credentials, Retry};
+use crate::services::crm::table::TableEntity;
 
 /// Records per page: Zoho's largest.
 pub const PER_PAGE: u32 = 200;

@@ -531,7 +531,7 @@ impl Connected<'_> {
         pool: &PgPool,
         scope: &Scope,
         params: ItemListParams,
-    ) -> Result<crate::domain::Page<ItemSummary>, DomainError> {
+    ) -> Result<crate::domain::ResultPage<ItemSummary>, DomainError> {
         self.pull(pool, scope).await?;
         items::list(pool, scope, ContentKind::Post, params).await
     }

@@ -4,9 +4,9 @@
 //! the GID never is. Money is the shop's (`currency`), as decimal strings.
 use serde_json::Value;
 
-use super::{
-    Channel, CustomerRecord, LineRecord, MapError, OrderRecord, OrderStatus, ProductRecord, ProductStatus,
-    VariantRecord, currency_of, id_of, map_error, money, text, time,
+use crate::services::ecommerce::{
+    Channel, CustomerFields, CustomerRecord, LineRecord, MapError, OrderRecord, OrderStatus, ProductRecord,
+    ProductStatus, VariantRecord, count, currency_of, id_of, items, map_error, money, text, time, updated_at,
 };
 
 fn gid_or_id(value: &Value, field: &str) -> Result<String, MapError> {
@@ -39,7 +39,7 @@ pub fn order(v: &Value) -> Result<OrderRecord, MapError> {
     let external_id = gid_or_id(v, "id")?;
     let financial = text(v, "financial_status");
     let fulfillment = text(v, "fulfillment_status");
-    let cancelled_at = super::time(v, "cancelled_at");
+    let cancelled_at = time(v, "cancelled_at");
     let created = time(v, "created_at").ok_or_else(|| map_error("created_at", "missing or not a time"))?;
     let shipping = v
         .pointer("/total_shipping_price_set/shop_money/amount")
@@ -48,19 +48,8 @@ pub fn order(v: &Value) -> Result<OrderRecord, MapError> {
         .map_err(|e| map_error("total_shipping_price_set", e.to_string()))?
         .unwrap_or(0);
     let mut refunded = 0;
-    for (i, refund) in v
-        .get("refunds")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        for t in refund
-            .get("transactions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+    for (i, refund) in items(v, "refunds").enumerate() {
+        for t in items(refund, "transactions") {
             if text(t, "kind").as_deref() == Some("refund") && text(t, "status").as_deref() == Some("success") {
                 let amount =
                     money(t, "amount", &currency).map_err(|e| map_error(&format!("refunds[{i}]"), e.reason))?;
@@ -70,19 +59,9 @@ pub fn order(v: &Value) -> Result<OrderRecord, MapError> {
         }
     }
     let mut lines = Vec::new();
-    for (i, line) in v
-        .get("line_items")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+    for (i, line) in items(v, "line_items").enumerate() {
         let field = |f: &str| format!("line_items[{i}].{f}");
-        let quantity = line
-            .get("quantity")
-            .and_then(Value::as_i64)
-            .and_then(|q| i32::try_from(q).ok())
-            .ok_or_else(|| map_error(&field("quantity"), "not a count"))?;
+        let quantity = count(line, "quantity").ok_or_else(|| map_error(&field("quantity"), "not a count"))?;
         let unit = money(line, "price", &currency).map_err(|e| map_error(&field("price"), e.reason))?;
         let discount =
             money(line, "total_discount", &currency).map_err(|e| map_error(&field("total_discount"), e.reason))?;
@@ -134,13 +113,7 @@ pub fn product(v: &Value, shop_currency: &str) -> Result<ProductRecord, MapError
         _ => ProductStatus::Active,
     };
     let mut variants = Vec::new();
-    for (i, variant) in v
-        .get("variants")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+    for (i, variant) in items(v, "variants").enumerate() {
         let field = |f: &str| format!("variants[{i}].{f}");
         variants.push(VariantRecord {
             external_id: gid_or_id(variant, &field("id"))?,
@@ -148,10 +121,7 @@ pub fn product(v: &Value, shop_currency: &str) -> Result<ProductRecord, MapError
             sku: text(variant, "sku"),
             price_minor: money(variant, "price", shop_currency).map_err(|e| map_error(&field("price"), e.reason))?,
             currency: shop_currency.to_owned(),
-            inventory_quantity: variant
-                .get("inventory_quantity")
-                .and_then(Value::as_i64)
-                .and_then(|q| i32::try_from(q).ok()),
+            inventory_quantity: count(variant, "inventory_quantity"),
         });
     }
     let created = time(v, "created_at");
@@ -173,31 +143,78 @@ pub fn product(v: &Value, shop_currency: &str) -> Result<ProductRecord, MapError
                     .collect()
             })
             .unwrap_or_default(),
-        updated_at: time(v, "updated_at")
-            .or(created)
-            .ok_or_else(|| map_error("updated_at", "missing or not a time"))?,
+        updated_at: updated_at(v, "updated_at", created)?,
         created_at: created,
         variants,
     })
 }
 
+const CUSTOMER: CustomerFields = CustomerFields {
+    channel: Channel::Shopify,
+    address: "default_address",
+    phone_in_address: false,
+    country: "country_code",
+    created: "created_at",
+    updated: "updated_at",
+};
+
 pub fn customer(v: &Value) -> Result<CustomerRecord, MapError> {
-    let created = time(v, "created_at");
-    let address = v.get("default_address").unwrap_or(&Value::Null);
-    Ok(CustomerRecord {
-        channel: Channel::Shopify,
-        external_id: gid_or_id(v, "id")?,
-        email: text(v, "email"),
-        first_name: text(v, "first_name").unwrap_or_default(),
-        last_name: text(v, "last_name").unwrap_or_default(),
-        phone: text(v, "phone"),
-        city: text(address, "city"),
-        country: text(address, "country_code"),
-        updated_at: time(v, "updated_at")
-            .or(created)
-            .ok_or_else(|| map_error("updated_at", "missing or not a time"))?,
-        created_at: created,
+    CUSTOMER.customer(v, gid_or_id(v, "id")?)
+}
+
+// --- Admin REST API paging -------------------------------------------------------------------
+
+/// The shop resource: its `currency` at [`SHOP_CURRENCY`] (products do not carry one).
+pub const SHOP_PATH: &str = "/admin/api/2025-01/shop.json";
+pub const SHOP_CURRENCY: &str = "/shop/currency";
+
+/// The first page of `resource` (`orders`, `products`, `customers`) changed since `since`
+/// (RFC 3339), oldest change first; at most 250 records a page (Shopify's maximum).
+pub fn first_page(resource: &str, since: Option<&str>, page_size: u32) -> String {
+    let status = if resource == "orders" { "&status=any" } else { "" };
+    let since = since.map(|s| format!("&updated_at_min={s}")).unwrap_or_default();
+    format!(
+        "/admin/api/2025-01/{resource}.json?limit={}{status}{since}&order=updated_at%20asc",
+        page_size.min(250)
+    )
+}
+
+/// `rel="next"` of a Link header, as a path and query under the same host (a link to another
+/// host is not followed).
+pub fn next_page(link: &str, base_host: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        if !params.contains("rel=\"next\"") {
+            return None;
+        }
+        let url = url::Url::parse(url.trim().trim_start_matches('<').trim_end_matches('>')).ok()?;
+        if url.host_str()? != base_host {
+            return None;
+        }
+        Some(match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        })
     })
+}
+
+/// A page's records: the one array of the answer's object (`{"orders": [...]}`).
+pub fn records(body: &Value) -> Vec<Value> {
+    body.as_object()
+        .and_then(|o| o.values().find_map(Value::as_array))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Shopify's leaky bucket (`X-Shopify-Shop-Api-Call-Limit: 38/40`) is nearly full: time to
+/// slow down before it answers 429.
+pub fn bucket_nearly_full(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get("x-shopify-shop-api-call-limit")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once('/'))
+        .and_then(|(u, s)| Some((u.trim().parse::<u32>().ok()?, s.trim().parse::<u32>().ok()?)))
+        .is_some_and(|(used, size)| used + 2 >= size)
 }
 
 #[cfg(test)]
@@ -257,5 +274,24 @@ mod tests {
             order(&json!({"id": 1, "currency": "EUR", "created_at": "2021-12-31T19:00:00Z", "total_price": "1.005"}))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_customer_takes_its_own_phone_and_the_default_address_place() {
+        // Given a customer with a phone of its own and a default address.
+        let v = json!({"id": 207119551, "admin_graphql_api_id": "gid://shopify/Customer/207119551",
+            "email": "bob.norman@mail.example.com", "first_name": "Bob", "last_name": "Norman", "phone": "+16136120707",
+            "created_at": "2024-01-01T10:00:00-05:00", "updated_at": "2024-01-02T10:00:00-05:00",
+            "default_address": {"city": "Ottawa", "country_code": "CA", "phone": "555-625-1199"}});
+        // When it is mapped.
+        let c = customer(&v).unwrap();
+        // Then the phone is its own, the place the address's, the last change its update.
+        assert_eq!((c.external_id.as_str(), c.channel), ("207119551", Channel::Shopify));
+        assert_eq!(
+            (c.phone.as_deref(), c.city.as_deref(), c.country.as_deref()),
+            (Some("+16136120707"), Some("Ottawa"), Some("CA"))
+        );
+        assert_eq!(c.updated_at.to_rfc3339(), "2024-01-02T15:00:00+00:00");
+        assert_eq!(customer(&json!({"id": 1})).unwrap_err().field, "updated_at");
     }
 }

@@ -3,10 +3,15 @@
 //! strings, line prices numbers; `customer_id` 0 is a guest; drafts are not orders yet.
 use serde_json::Value;
 
-use super::{
-    Channel, CustomerRecord, LineRecord, MapError, OrderRecord, OrderStatus, ProductRecord, ProductStatus,
-    VariantRecord, currency_of, id_of, map_error, money, text, time,
+use crate::services::ecommerce::{
+    Channel, CustomerFields, CustomerRecord, LineRecord, MapError, OrderRecord, OrderStatus, ProductRecord,
+    ProductStatus, VariantRecord, count, currency_of, id_of, items, map_error, money, text, time, updated_at,
 };
+
+/// The resource's `id` (`field` names it in the error).
+fn id(value: &Value, field: &str) -> Result<String, MapError> {
+    value.get("id").and_then(id_of).ok_or_else(|| map_error(field, "no id"))
+}
 
 /// `None`: not an order yet (`checkout-draft`, `draft`, `auto-draft`).
 pub fn order_status(status: &str) -> Option<OrderStatus> {
@@ -29,31 +34,18 @@ pub fn order(v: &Value) -> Result<Option<OrderRecord>, MapError> {
         return Ok(None);
     };
     let currency = currency_of(v, "currency")?;
-    let external_id = v.get("id").and_then(id_of).ok_or_else(|| map_error("id", "no id"))?;
+    let external_id = id(v, "id")?;
     let created = time(v, "date_created_gmt").ok_or_else(|| map_error("date_created_gmt", "missing or not a time"))?;
     let mut lines = Vec::new();
     let mut subtotal = 0;
-    for (i, line) in v
-        .get("line_items")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+    for (i, line) in items(v, "line_items").enumerate() {
         let field = |f: &str| format!("line_items[{i}].{f}");
-        let quantity = line
-            .get("quantity")
-            .and_then(Value::as_i64)
-            .and_then(|q| i32::try_from(q).ok())
-            .ok_or_else(|| map_error(&field("quantity"), "not a count"))?;
+        let quantity = count(line, "quantity").ok_or_else(|| map_error(&field("quantity"), "not a count"))?;
         let line_subtotal = money(line, "subtotal", &currency).map_err(|e| map_error(&field("subtotal"), e.reason))?;
         subtotal = crate::domain::money::add(subtotal, line_subtotal)
             .map_err(|e| map_error(&field("subtotal"), e.to_string()))?;
         lines.push(LineRecord {
-            external_id: line
-                .get("id")
-                .and_then(id_of)
-                .ok_or_else(|| map_error(&field("id"), "no id"))?,
+            external_id: id(line, &field("id"))?,
             product_external_id: line.get("product_id").and_then(id_of),
             variant_external_id: line.get("variation_id").and_then(id_of),
             sku: text(line, "sku"),
@@ -65,13 +57,7 @@ pub fn order(v: &Value) -> Result<Option<OrderRecord>, MapError> {
     }
     // Refunds are listed with negative totals.
     let mut refunded = 0;
-    for (i, refund) in v
-        .get("refunds")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+    for (i, refund) in items(v, "refunds").enumerate() {
         refunded -=
             money(refund, "total", &currency).map_err(|e| map_error(&format!("refunds[{i}].total"), e.reason))?;
     }
@@ -113,7 +99,7 @@ pub fn product(v: &Value, store_currency: &str) -> Result<ProductRecord, MapErro
         "trash" => ProductStatus::Archived,
         _ => ProductStatus::Draft,
     };
-    let external_id = v.get("id").and_then(id_of).ok_or_else(|| map_error("id", "no id"))?;
+    let external_id = id(v, "id")?;
     let variants = if text(v, "type").as_deref() == Some("variable") {
         Vec::new()
     } else {
@@ -123,10 +109,7 @@ pub fn product(v: &Value, store_currency: &str) -> Result<ProductRecord, MapErro
             sku: text(v, "sku"),
             price_minor: money(v, "price", store_currency)?,
             currency: store_currency.to_owned(),
-            inventory_quantity: v
-                .get("stock_quantity")
-                .and_then(Value::as_i64)
-                .and_then(|q| i32::try_from(q).ok()),
+            inventory_quantity: count(v, "stock_quantity"),
         }]
     };
     let created = time(v, "date_created_gmt");
@@ -139,16 +122,8 @@ pub fn product(v: &Value, store_currency: &str) -> Result<ProductRecord, MapErro
         vendor: None,
         product_type: text(v, "type"),
         handle: text(v, "slug"),
-        tags: v
-            .get("tags")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|t| text(t, "name"))
-            .collect(),
-        updated_at: time(v, "date_modified_gmt")
-            .or(created)
-            .ok_or_else(|| map_error("date_modified_gmt", "missing or not a time"))?,
+        tags: items(v, "tags").filter_map(|t| text(t, "name")).collect(),
+        updated_at: updated_at(v, "date_modified_gmt", created)?,
         created_at: created,
         variants,
     })
@@ -156,44 +131,87 @@ pub fn product(v: &Value, store_currency: &str) -> Result<ProductRecord, MapErro
 
 /// A variation of a variable product, as `GET /products/{id}/variations` lists them.
 pub fn variation(v: &Value, store_currency: &str) -> Result<VariantRecord, MapError> {
-    let title = v
-        .get("attributes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    let title = items(v, "attributes")
         .filter_map(|a| text(a, "option"))
         .collect::<Vec<_>>()
         .join(" / ");
     Ok(VariantRecord {
-        external_id: v.get("id").and_then(id_of).ok_or_else(|| map_error("id", "no id"))?,
+        external_id: id(v, "id")?,
         title,
         sku: text(v, "sku"),
         price_minor: money(v, "price", store_currency)?,
         currency: store_currency.to_owned(),
-        inventory_quantity: v
-            .get("stock_quantity")
-            .and_then(Value::as_i64)
-            .and_then(|q| i32::try_from(q).ok()),
+        inventory_quantity: count(v, "stock_quantity"),
     })
 }
 
+const CUSTOMER: CustomerFields = CustomerFields {
+    channel: Channel::Woocommerce,
+    address: "billing",
+    phone_in_address: true,
+    country: "country",
+    created: "date_created_gmt",
+    updated: "date_modified_gmt",
+};
+
 pub fn customer(v: &Value) -> Result<CustomerRecord, MapError> {
-    let billing = v.get("billing").unwrap_or(&Value::Null);
-    let created = time(v, "date_created_gmt");
-    Ok(CustomerRecord {
-        channel: Channel::Woocommerce,
-        external_id: v.get("id").and_then(id_of).ok_or_else(|| map_error("id", "no id"))?,
-        email: text(v, "email"),
-        first_name: text(v, "first_name").unwrap_or_default(),
-        last_name: text(v, "last_name").unwrap_or_default(),
-        phone: text(billing, "phone"),
-        city: text(billing, "city"),
-        country: text(billing, "country"),
-        updated_at: time(v, "date_modified_gmt")
-            .or(created)
-            .ok_or_else(|| map_error("date_modified_gmt", "missing or not a time"))?,
-        created_at: created,
-    })
+    CUSTOMER.customer(v, id(v, "id")?)
+}
+
+// --- REST API v3 paging -----------------------------------------------------------------------
+
+/// The general setting that holds the store's currency (in its `value`).
+pub const CURRENCY_PATH: &str = "/wp-json/wc/v3/settings/general/woocommerce_currency";
+
+/// The first page of `resource` changed since `since` (RFC 3339, GMT), oldest change first; at
+/// most 100 records a page (WooCommerce's maximum). Customers have no `modified_after`: every
+/// pass reads them all (the mirror's newest-wins keeps that cheap).
+pub fn first_page(resource: &str, since: Option<&str>, page_size: u32) -> String {
+    let since = match (since, resource) {
+        (Some(s), "orders" | "products") => format!("&modified_after={s}&dates_are_gmt=true"),
+        _ => String::new(),
+    };
+    let order = if resource == "customers" {
+        "orderby=id"
+    } else {
+        "orderby=modified"
+    };
+    format!(
+        "/wp-json/wc/v3/{resource}?per_page={}&page=1&{order}&order=asc{since}",
+        page_size.min(100)
+    )
+}
+
+/// The first page of a variable product's variations.
+pub fn variations_path(product_id: &str) -> String {
+    format!("/wp-json/wc/v3/products/{product_id}/variations?per_page=100&page=1")
+}
+
+/// The page after `current` (its `page` parameter plus one), unless `X-WP-TotalPages` says
+/// `current` was the last.
+pub fn next_page(current: &str, total_pages: Option<u64>) -> Option<String> {
+    let url = url::Url::parse(&format!("http://x{current}")).ok()?;
+    let page: u64 = url.query_pairs().find(|(k, _)| k == "page")?.1.parse().ok()?;
+    if total_pages.is_some_and(|t| page >= t) {
+        return None;
+    }
+    // The `page` parameter itself: `per_page=100` holds the text `page=1` too.
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(url.query_pairs().map(|(k, v)| {
+            let v = if k == "page" {
+                (page + 1).to_string()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        }))
+        .finish();
+    Some(format!("{}?{query}", url.path()))
+}
+
+/// A page's records: the answer is the array.
+pub fn records(body: &Value) -> Vec<Value> {
+    body.as_array().cloned().unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -226,5 +244,24 @@ mod tests {
         assert_eq!((o.lines[0].unit_price_minor, o.lines[0].sku.clone()), (300, None));
         assert_eq!(order(&json!({"status": "checkout-draft"})).unwrap(), None);
         assert_eq!(order_status("on-hold"), Some(OrderStatus::Pending));
+    }
+
+    #[test]
+    fn a_customer_takes_phone_and_place_from_billing_and_falls_back_to_its_creation_time() {
+        // Given a customer never modified, with a billing address.
+        let v = json!({"id": 25, "email": "john.doe@example.com", "first_name": "John", "last_name": "Doe",
+            "date_created_gmt": "2017-03-21T19:09:28", "billing": {"phone": "(555) 555-5555", "city": "San Francisco",
+            "country": "US"}});
+        // When it is mapped.
+        let c = customer(&v).unwrap();
+        // Then the billing address gives phone and place, the creation the last change.
+        assert_eq!((c.external_id.as_str(), c.channel), ("25", Channel::Woocommerce));
+        assert_eq!(
+            (c.phone.as_deref(), c.city.as_deref(), c.country.as_deref()),
+            (Some("(555) 555-5555"), Some("San Francisco"), Some("US"))
+        );
+        assert_eq!(Some(c.updated_at), c.created_at);
+        // And without any time it is refused, naming the field.
+        assert_eq!(customer(&json!({"id": 25})).unwrap_err().field, "date_modified_gmt");
     }
 }
