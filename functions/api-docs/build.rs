@@ -49,6 +49,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     table.push_str("];\n");
+    // The committed OpenAPI document, served at /openapi.json (gzipped: about a tenth of its size).
+    let source = "../../openapi.json";
+    println!("cargo::rerun-if-changed={source}");
+    let mut gz = GzEncoder::new(Vec::new(), Compression::best());
+    gz.write_all(&std::fs::read(source)?)?;
+    let target = out.join("openapi.json.gz");
+    std::fs::write(&target, gz.finish()?)?;
+    let _ = writeln!(
+        table,
+        "/// The committed OpenAPI document, gzipped at build time.\npub static OPENAPI: Asset = Asset::new(\"openapi.json\", \"application/json\", include_bytes!({:?}));",
+        target.display().to_string()
+    );
     // The version of swagger-ui-dist the files came from (assets/README.md says it too).
     println!("cargo::rerun-if-changed=assets/swagger-ui/package.json");
     let package = std::fs::read_to_string("assets/swagger-ui/package.json")?;

@@ -40,8 +40,14 @@ impl Asset {
             .as_deref()
     }
 
-    /// The file, gzip-encoded when the request accepts it.
+    /// The file, gzip-encoded when the request accepts it, cached for a day (the page asks for
+    /// `?v=<content hash>`: a new build changes the URL).
     pub fn response(&'static self, request: &HeaderMap) -> Result<Response, ApiError> {
+        self.response_cached(request, "public, max-age=86400")
+    }
+
+    /// The file, gzip-encoded when the request accepts it, with this `Cache-Control`.
+    pub fn response_cached(&'static self, request: &HeaderMap, cache_control: &'static str) -> Result<Response, ApiError> {
         let gzip = accepts_gzip(request.get(header::ACCEPT_ENCODING));
         let body: &'static [u8] = if gzip {
             self.gzip
@@ -57,8 +63,7 @@ impl Asset {
         let mut response = body.into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.content_type));
-        // The page asks for `?v=<content hash>`: a new build changes the URL, so a day of caching is safe.
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
         headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
         headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         if gzip {

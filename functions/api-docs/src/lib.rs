@@ -416,18 +416,12 @@ async fn health(State(state): State<DocsState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// The whole API as OpenAPI 3.1 JSON.
+/// The whole API as OpenAPI 3.1 JSON (gzip-encoded when the request's `Accept-Encoding`
+/// allows it).
 #[utoipa::path(get, path = "/openapi.json", tag = TAG,
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)))]
-async fn openapi_json() -> Response {
-    let mut response = OPENAPI_JSON.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
-    response
+async fn openapi_json(headers: HeaderMap) -> Result<Response, ApiError> {
+    assets::OPENAPI.response_cached(&headers, "public, max-age=300")
 }
 
 /// The API reference: Swagger UI over `/openapi.json`, with "try it" against this API.

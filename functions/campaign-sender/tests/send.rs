@@ -16,7 +16,7 @@ use shared::services::connectors::catalog::Kind;
 use shared::services::marketing::campaigns::{delivery, lifecycle};
 use shared::services::marketing::sender::{SendMessage, Sender, SenderOptions, Sent};
 use shared::services::marketing::unsubscribe::{self, LinkKeys};
-use testkit::{TestApp, TestUser, post};
+use testkit::{TestApp, TestUser, get, post};
 use uuid::Uuid;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -332,7 +332,12 @@ async fn every_message_carries_its_own_one_click_unsubscribe_and_values() {
         .mount(&w.provider)
         .await;
     w.contacts(3, "few").await;
-    w.started("<p>Hi {{ contact.last_name }}</p>", "few", 10).await;
+    w.started(
+        "<p>Hi {{ contact.last_name }}</p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>",
+        "few",
+        10,
+    )
+    .await;
     w.run(3).await;
     let requests = w.provider.received_requests().await.unwrap();
     let sends: Vec<&Request> = requests.iter().filter(|r| r.url.path() == "/v3/mail/send").collect();
@@ -380,6 +385,36 @@ async fn every_message_carries_its_own_one_click_unsubscribe_and_values() {
         !html.contains("O'Hara"),
         "the HTML holds tokens, not one recipient's name: {html}"
     );
+
+    // The same token opens each message's web copy ("view in browser"): that recipient's own
+    // values, sandboxed, with its unsubscribe link beside it.
+    for token in &tokens {
+        let (_, id) = keys.open(token).unwrap();
+        let email: String = sqlx::query_scalar("select email from marketing_campaign_recipients where id = $1")
+            .bind(id)
+            .fetch_one(&w.app.db.owner)
+            .await
+            .unwrap();
+        let i = email.trim_start_matches("few").trim_end_matches("@example.com");
+        let r = get(&format!("/public/view/{token}")).send(&w.api).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        for j in 1..=3 {
+            let shown = r.text.contains(&format!("&lt;{j}&gt;"));
+            assert_eq!(shown, j.to_string() == i, "recipient {i} sees only their own name: {}", r.text);
+        }
+        assert!(!r.text.contains(&format!("<{i}>")), "escaped: {}", r.text);
+        assert!(r.text.contains(&format!("../unsubscribe/{token}")), "{}", r.text);
+        assert!(r.headers["content-security-policy"].starts_with("sandbox"));
+        assert_eq!(r.headers["cache-control"], "private, no-store");
+    }
+    // A tampered token, and a recipient never sent (another tenant's ids are another key's).
+    let token = tokens.iter().next().unwrap();
+    let tampered = format!("{}{}", &token[..60], if &token[60..61] == "A" { "BAAA" } else { "AAAA" });
+    assert_eq!(get(&format!("/public/view/{tampered}")).send(&w.api).await.status, 404);
+    let stranger = keys.token(w.tenant, Uuid::now_v7());
+    let r = get(&format!("/public/view/{stranger}")).send(&w.api).await;
+    assert_eq!(r.status, 404);
+    assert!(r.text.contains("not available"), "{}", r.text);
 }
 
 #[tokio::test]
@@ -455,6 +490,110 @@ async fn refusals_of_the_account_pause_the_campaign_with_the_providers_words() {
     assert_eq!(w.count(sent, campaign).await, 0, "nothing marked sent");
     let queued = "select count(*) from marketing_campaign_recipients where campaign_id = $1 and status = 'queued'";
     assert_eq!(w.count(queued, campaign).await, 10, "everyone still to send on resume");
+}
+
+/// The test sends of a campaign: `(email, status, error, provider message id)`, oldest first.
+async fn test_sends(w: &World, campaign: &str) -> Vec<(String, String, Option<String>, Option<String>)> {
+    sqlx::query_as(
+        "select email, status, error, provider_message_id from marketing_test_sends \
+         where campaign_id = $1::uuid order by created_at, id",
+    )
+    .bind(campaign)
+    .fetch_all(&w.app.db.owner)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn test_sends_go_out_once_from_the_schedule_and_a_refusal_is_recorded_with_the_providers_words() {
+    let w = world(Kind::Sendgrid, fast()).await;
+    Mock::given(method("POST"))
+        .and(path("/v3/mail/send"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "2"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&w.provider)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v3/mail/send"))
+        .respond_with(accepted())
+        .up_to_n_times(1)
+        .with_priority(2)
+        .mount(&w.provider)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v3/mail/send"))
+        .respond_with(ResponseTemplate::new(403).set_body_json(
+            json!({"errors": [{"message": "The from address does not match a verified Sender Identity", "field": "from"}]}),
+        ))
+        .with_priority(3)
+        .mount(&w.provider)
+        .await;
+    let t = w
+        .created(
+            "/marketing/templates",
+            json!({"name": "News", "subject": "Hello {{ contact.first_name }}", "body": "<p>Hi {{ contact.first_name }}</p>"}),
+        )
+        .await;
+    let c = w
+        .created(
+            "/marketing/campaigns",
+            json!({"name": "Spring", "template_id": t["id"], "from_name": "Acme",
+                "from_email": "news@acme.example", "audience": {"tags": ["x"]}}),
+        )
+        .await;
+    let campaign = c["id"].as_str().unwrap().to_owned();
+    let test = format!("/marketing/campaigns/{campaign}/test");
+    w.created(&test, json!({"addresses": [w.owner.email]})).await;
+
+    // The provider's 429: queued again after its wait, nothing else.
+    let tick = w.worker.sender.tick(Utc::now()).await.unwrap();
+    assert_eq!(tick.tests, 1);
+    assert_eq!(test_sends(&w, &campaign).await[0].1, "queued");
+    assert_eq!(w.worker.sender.tick(Utc::now()).await.unwrap().tests, 0, "not before its wait");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(w.worker.sender.tick(Utc::now()).await.unwrap().tests, 1);
+    let sends = test_sends(&w, &campaign).await;
+    assert_eq!(sends[0].1, "sent", "{sends:?}");
+    assert_eq!(sends[0].3.as_deref(), Some("sg-batch-1"));
+    // Sent as it was rendered, to the member alone; never again.
+    assert_eq!(w.worker.sender.tick(Utc::now()).await.unwrap().tests, 0);
+    let requests = w.provider.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 2);
+    let body: Value = serde_json::from_slice(&requests[1].body).unwrap();
+    assert_eq!(body["personalizations"].as_array().unwrap().len(), 1);
+    assert_eq!(body["personalizations"][0]["to"][0]["email"], w.owner.email.to_lowercase());
+    let subject = body["subject"]
+        .as_str()
+        .or(body["personalizations"][0]["subject"].as_str())
+        .unwrap();
+    assert_eq!(subject, "[Test] Hello Jane");
+    assert!(body.to_string().contains("Hi Jane"), "{body}");
+
+    // A refusal: failed with the provider's words, not tried again.
+    w.created(&test, json!({"addresses": [w.owner.email]})).await;
+    assert_eq!(w.worker.sender.tick(Utc::now()).await.unwrap().tests, 1);
+    let sends = test_sends(&w, &campaign).await;
+    assert_eq!(sends[1].1, "failed");
+    let error = sends[1].2.clone().unwrap();
+    assert!(error.contains("SendGrid refused it") && error.contains("verified Sender Identity"), "{error}");
+    assert_eq!(w.worker.sender.tick(Utc::now()).await.unwrap().tests, 0);
+    assert_eq!(w.provider.received_requests().await.unwrap().len(), 3);
+
+    // A send taken but never recorded (the sender stopped): failed after 15 minutes, not re-sent.
+    w.created(&test, json!({"addresses": [w.owner.email]})).await;
+    sqlx::query(
+        "update marketing_test_sends set status = 'sending', claimed_at = now() - interval '16 minutes' \
+         where status = 'queued'",
+    )
+    .execute(&w.app.db.owner)
+    .await
+    .unwrap();
+    assert_eq!(w.worker.sender.tick(Utc::now()).await.unwrap().tests, 0);
+    let sends = test_sends(&w, &campaign).await;
+    assert_eq!(sends[2].1, "failed");
+    assert!(sends[2].2.as_deref().unwrap().contains("may or may not have arrived"));
+    assert_eq!(w.provider.received_requests().await.unwrap().len(), 3);
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@
 //! their reachable audience), the suppression list, and campaigns (drafted, tested on members,
 //! scheduled or started with their audience frozen, paused, resumed, cancelled; progress and
 //! stats), and the public one-click unsubscribe (`/public/unsubscribe/{token}`: GET shows a
-//! page with a button and changes nothing, POST unsubscribes at once — RFC 8058). Rules live in
+//! page with a button and changes nothing, POST unsubscribes at once — RFC 8058) and the web copy
+//! of a message (`/public/view/{token}`, "view in browser"). Rules live in
 //! `shared::services::marketing`; the sending is campaign-sender's.
 use axum::Router;
 use axum::extract::{FromRef, Path, State};
@@ -75,6 +76,7 @@ pub const ROUTES: &[RouteSpec] = &[
     RouteSpec::new("GET", "/marketing/campaigns/{id}/stats", Access::Tenant(Role::Viewer)),
     RouteSpec::new("GET", "/public/unsubscribe/{token}", Access::Public),
     RouteSpec::new("POST", "/public/unsubscribe/{token}", Access::Public),
+    RouteSpec::new("GET", "/public/view/{token}", Access::Public),
 ];
 
 /// The function's configuration, read once at start.
@@ -128,6 +130,7 @@ pub fn api() -> OpenApiRouter<MarketingState> {
         .routes(routes!(cancel_campaign))
         .routes(routes!(campaign_stats))
         .routes(routes!(unsubscribe_page, unsubscribe))
+        .routes(routes!(web_copy))
 }
 
 pub fn router(core: Core, links: LinkKeys) -> Router {
@@ -628,6 +631,46 @@ async fn unsubscribe(State(state): State<MarketingState>, Path(token): Path<Stri
     match unsubscribing::unsubscribe(&state.core.db, &state.links, &token).await {
         Ok(s) => confirmed(&s),
         Err(shared::domain::DomainError::NotFound) => gone(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// The web copy of an email ("view in browser", public): the message's HTML part as its
+/// recipient got it, under the same signed token as the unsubscribe link. The tenant's HTML is
+/// served sandboxed: no script runs, nothing is framed, images load from anywhere (https). An
+/// unknown or tampered token, a recipient whose contact was deleted since, or a message never
+/// sent is a 404 page.
+#[utoipa::path(get, path = "/public/view/{token}", tag = TAG,
+    params(("token" = String, Path, description = "The link's signed token")),
+    responses((status = 200, description = "The message's HTML part (text/html)", content_type = "text/html"),
+        (status = 404, description = "The link is not valid, or the message is no longer available (text/html)",
+            content_type = "text/html")))]
+async fn web_copy(State(state): State<MarketingState>, Path(token): Path<String>) -> Response {
+    match unsubscribing::web_copy(&state.core.db, &state.links, &token).await {
+        Ok(html) => (
+            StatusCode::OK,
+            [
+                (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (axum::http::header::CACHE_CONTROL, "private, no-store"),
+                (
+                    axum::http::header::CONTENT_SECURITY_POLICY,
+                    "sandbox allow-popups allow-popups-to-escape-sandbox allow-top-navigation-by-user-activation; \
+                     default-src 'none'; style-src 'unsafe-inline' https:; img-src https: data:; font-src https: data:; \
+                     form-action 'none'; frame-ancestors 'none'",
+                ),
+                (axum::http::header::REFERRER_POLICY, "no-referrer"),
+                (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (axum::http::HeaderName::from_static("x-robots-tag"), "noindex"),
+            ],
+            html,
+        )
+            .into_response(),
+        Err(shared::domain::DomainError::NotFound) => page(
+            StatusCode::NOT_FOUND,
+            "Not available",
+            "<h1>This email is not available</h1><p>The link may have been copied incompletely, or the \
+             message is no longer kept.</p>",
+        ),
         Err(e) => ApiError::from(e).into_response(),
     }
 }

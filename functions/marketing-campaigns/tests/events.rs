@@ -37,6 +37,7 @@ const EXPECTED: &[(&str, u16)] = &[
     // A token of the local stack's key for a recipient no test seeds: the not-found page.
     ("get-public-unsubscribe-token.json", 404),
     ("post-public-unsubscribe-token.json", 404),
+    ("get-public-view-token.json", 404),
 ];
 
 #[tokio::test]

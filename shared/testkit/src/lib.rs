@@ -23,6 +23,8 @@ pub mod analytics;
 pub mod billing;
 #[cfg(feature = "aws")]
 pub mod crm;
+#[cfg(feature = "email")]
+pub mod email;
 #[cfg(feature = "media")]
 pub mod media;
 

@@ -9,11 +9,7 @@
     clippy::panic
 )]
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::{Map, Value, json};
 use shared::domain::signature::hmac_sha256;
 use shared::domain::{Actor, Role, Scope};
@@ -21,43 +17,13 @@ use shared::services::connectors::Connectors;
 use shared::services::connectors::catalog::Kind;
 use shared::services::marketing::campaigns::report::{self, CampaignStats};
 use shared::services::providers::sendgrid;
+pub use testkit::email::{SendgridKey, sg_body};
 use testkit::{Resp, TestApp, req};
 use uuid::Uuid;
 
 pub const SIGNATURE: &str = sendgrid::SIGNATURE_HEADER;
 pub const TIMESTAMP: &str = sendgrid::TIMESTAMP_HEADER;
 pub const MAILGUN_KEY: &str = "mailgun-webhook-signing-key-for-tests";
-
-/// A P-256 key pair, its public half as SendGrid shows it (base64 DER SubjectPublicKeyInfo).
-pub struct SendgridKey {
-    pub pair: EcdsaKeyPair,
-    pub public: String,
-}
-
-impl SendgridKey {
-    pub fn new() -> Self {
-        let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
-        // The fixed SPKI header of a P-256 key, then the uncompressed point.
-        let mut spki = vec![
-            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01, 0x06, 0x08, 0x2A, 0x86, 0x48,
-            0xCE, 0x3D, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-        ];
-        spki.extend_from_slice(pair.public_key().as_ref());
-        Self {
-            pair,
-            public: B64.encode(spki),
-        }
-    }
-
-    /// SendGrid's signature of a delivery: base64 DER ECDSA over timestamp + body.
-    pub fn sign(&self, timestamp: &str, body: &[u8]) -> String {
-        let mut signed = timestamp.as_bytes().to_vec();
-        signed.extend_from_slice(body);
-        B64.encode(self.pair.sign(&SystemRandom::new(), &signed).unwrap().as_ref())
-    }
-}
 
 pub fn mailgun_signature(key: &str, timestamp: &str, token: &str) -> String {
     hmac_sha256(key.as_bytes(), &[timestamp.as_bytes(), token.as_bytes()])
@@ -129,12 +95,6 @@ pub fn sg(event: &str, id: &str, recipient: Uuid, t: i64, extra: Value) -> Value
         e[k] = v.clone();
     }
     e
-}
-
-/// A SendGrid body as SendGrid writes it: one event a line, CRLF between and at the end.
-pub fn sg_body(events: &[Value]) -> Vec<u8> {
-    let lines: Vec<String> = events.iter().map(Value::to_string).collect();
-    format!("[{}]\r\n", lines.join(",\r\n")).into_bytes()
 }
 
 /// One Mailgun `event-data` about our message `recipient`.

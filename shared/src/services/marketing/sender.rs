@@ -25,7 +25,8 @@
 //!    tick marks it `unknown`, and settles it from the provider's events (they carry our ids).
 //!
 //! The tick (every minute): starts due campaigns, decides due A/B tests, marks expired leases
-//! unknown, settles unknown batches, and queues due batches.
+//! unknown, settles unknown batches, queues due batches, and sends the test sends waiting
+//! (`campaigns::test_send`: each taken before its one request, so never sent twice).
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::campaigns::delivery::{self, Claim, ClaimedBatch, Due};
+use super::campaigns::test_send::{self, TestOutcome};
 use super::campaigns::{EmailProvider as CampaignProvider, lifecycle};
 use super::render::{self, RenderContext, TenantVars};
 use super::unsubscribe::LinkKeys;
@@ -112,7 +114,14 @@ pub struct Tick {
     pub expired: usize,
     pub settled: usize,
     pub queued: usize,
+    /// Test sends handed to the provider (sent, or failed with the reason).
+    pub tests: usize,
 }
+
+/// The most test sends one tick takes, and the longest it spends on them (the function's
+/// timeout is 120 s and one provider call may take its 10 s timeout).
+const TESTS_PER_TICK: usize = 20;
+const TEST_BUDGET: Duration = Duration::from_secs(40);
 
 pub struct Sender {
     pub db: PgPool,
@@ -132,6 +141,33 @@ fn provider_of(p: CampaignProvider) -> EmailProvider {
     match p {
         CampaignProvider::Sendgrid => EmailProvider::Sendgrid,
         CampaignProvider::Mailgun => EmailProvider::Mailgun,
+    }
+}
+
+/// What a test send's one request came to: only a 429 is tried again (after the provider's
+/// wait); anything else that did not go out fails with the reason, and so does a request that
+/// may have gone out (a test is never sent twice).
+fn test_outcome(provider: EmailProvider, outcome: SendOutcome, now: DateTime<Utc>) -> TestOutcome {
+    match outcome {
+        SendOutcome::Accepted { provider_id } => TestOutcome::Sent {
+            provider_message_id: provider_id,
+        },
+        SendOutcome::RateLimited { retry_after } => {
+            TestOutcome::Later(now + chrono::Duration::from_std(retry_after).unwrap_or(chrono::Duration::minutes(1)))
+        }
+        SendOutcome::Refused { reason, .. } => TestOutcome::Failed(format!("{} refused it: {reason}", provider.name())),
+        SendOutcome::Unavailable {
+            reason,
+            maybe_sent: true,
+        } => TestOutcome::Failed(format!(
+            "{} did not answer ({reason}): the test may or may not have arrived",
+            provider.name()
+        )),
+        SendOutcome::Unavailable {
+            reason,
+            maybe_sent: false,
+        } => TestOutcome::Failed(format!("{} could not be reached: {reason}", provider.name())),
+        SendOutcome::Invalid(e) => TestOutcome::Failed(format!("the message cannot be sent: {e}")),
     }
 }
 
@@ -560,7 +596,64 @@ impl Sender {
             .await
             .map_err(|e| DomainError::Internal(anyhow::anyhow!("{e}")))?;
         tick.queued = messages.len();
+        tick.tests = self.send_tests(now).await?;
         Ok(tick)
+    }
+
+    /// Sends the test sends due, one request each, within the tick's budget.
+    async fn send_tests(&self, now: DateTime<Utc>) -> Result<usize, DomainError> {
+        let stale = test_send::fail_stale(&self.db, now).await?;
+        if stale > 0 {
+            tracing::warn!(stale, "test sends without a recorded outcome failed");
+        }
+        let started = std::time::Instant::now();
+        let mut taken = 0;
+        while taken < TESTS_PER_TICK && started.elapsed() < TEST_BUDGET {
+            let Some((tenant_id, id)) = test_send::take(&self.db, now).await? else {
+                break;
+            };
+            taken += 1;
+            if let Err(e) = self.send_test(tenant_id, id).await {
+                // Left `sending`: `fail_stale` fails it with the reason after 15 minutes.
+                tracing::warn!(%tenant_id, test_send_id = %id, error = %e, "test send not recorded");
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Sends one taken test send as it was stored, and records the outcome.
+    #[tracing::instrument(skip(self))]
+    async fn send_test(&self, tenant_id: Uuid, id: Uuid) -> Result<(), DomainError> {
+        let scope = scope(tenant_id, "test");
+        let Some((campaign_id, t)) = test_send::taken(&self.db, &scope, id).await? else {
+            return Ok(());
+        };
+        let provider = provider_of(t.provider);
+        let outcome = match self.connectors.credentials(&scope, provider.kind()).await? {
+            None => TestOutcome::Failed(format!(
+                "the {} connector was removed: connect it again and send the test again",
+                provider.name()
+            )),
+            Some(creds) => {
+                let batch = OutboundBatch {
+                    from: Mailbox::named(t.from_email, t.from_name),
+                    reply_to: t.reply_to.map(Mailbox::new),
+                    subject: t.subject,
+                    html: t.html,
+                    text: t.text,
+                    recipients: vec![BatchRecipient {
+                        message_id: t.id,
+                        to: Mailbox::new(t.email),
+                        substitutions: Vec::new(),
+                        headers: Vec::new(),
+                    }],
+                    campaign_id,
+                    tenant_id,
+                };
+                test_outcome(provider, provider.send(&self.connectors, &creds, &batch).await, Utc::now())
+            }
+        };
+        test_send::record(&self.db, &scope, id, &outcome).await
     }
 
     /// Settles an unknown batch from the provider's events: one event about any of its

@@ -13,12 +13,17 @@
 //! - `GET` shows a small page with a button and changes nothing: link scanners and previews
 //!   follow links, and a GET must never unsubscribe by itself.
 //!
+//! The same token opens the message's web copy (`GET /public/view/{token}`, "view in browser"):
+//! the HTML part rendered again from the campaign's frozen template with the recipient's values.
+//!
 //! Keys rotate: links are signed with the first key and verified against each configured key,
 //! so links in mail already sent keep working while an old key is still listed.
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::campaigns::delivery;
+use super::render::{self, RenderContext, TenantVars};
 use crate::adapters::pg;
 use crate::domain::signature::{hmac_sha256, same};
 use crate::domain::{DomainError, Scope};
@@ -179,6 +184,30 @@ pub async fn unsubscribe(pool: &PgPool, keys: &LinkKeys, token: &str) -> Result<
     .await?;
     tx.commit().await?;
     look(pool, keys, token).await
+}
+
+/// The web copy of a token's message ("view in browser"): the HTML part as the recipient got
+/// it, rendered from the campaign's frozen template (and the recipient's A/B subject) with the
+/// recipient's current values, its own links relative to the page (`../unsubscribe/{token}`
+/// and itself). `NotFound` for a token that does not open, a recipient never sent the
+/// campaign or whose contact was deleted since, or a template that no longer renders.
+pub async fn web_copy(pool: &PgPool, keys: &LinkKeys, token: &str) -> Result<String, DomainError> {
+    let (tenant_id, recipient_id) = keys.open(token).ok_or(DomainError::NotFound)?;
+    let (source, tenant_name, recipient) = delivery::sent_message(pool, &scope_of(tenant_id), recipient_id).await?;
+    let ctx = RenderContext {
+        contact: recipient.contact,
+        company: recipient.company,
+        tenant: TenantVars { name: tenant_name },
+        unsubscribe_url: format!("../unsubscribe/{token}"),
+        view_in_browser_url: token.to_owned(),
+    };
+    match render::render(&source, &ctx) {
+        Ok(message) => Ok(message.html),
+        Err(issues) => {
+            tracing::warn!(%tenant_id, %recipient_id, issues = issues.len(), "a web copy no longer renders");
+            Err(DomainError::NotFound)
+        }
+    }
 }
 
 #[cfg(test)]

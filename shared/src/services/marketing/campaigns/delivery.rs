@@ -176,6 +176,9 @@ struct CampaignRow {
     ab_winner: Option<String>,
 }
 
+const CAMPAIGN_MESSAGE_COLUMNS: &str = "status, from_name, from_email, reply_to, snapshot_subject, snapshot_preheader, \
+    snapshot_format, snapshot_body, snapshot_text_body, ab, ab_winner";
+
 /// The frozen template with the subject of `variant` (a letter, or `winner`: the winner's).
 fn message_source(c: &CampaignRow, variant: Option<&str>) -> Result<TemplateSource, DomainError> {
     let missing = || DomainError::Internal(anyhow::anyhow!("a started campaign without its frozen template"));
@@ -219,15 +222,77 @@ struct RecipientRow {
     company_industry: Option<String>,
 }
 
+/// A recipient's values (`r`: the recipient row), with [`RECIPIENT_JOINS`].
+const RECIPIENT_VALUES: &str = "r.id, r.email, c.first_name, c.last_name, c.phone, c.title, c.lifecycle_stage, c.tags, \
+    c.custom, co.name as company_name, co.domain as company_domain, co.industry as company_industry";
+const RECIPIENT_JOINS: &str =
+    "join crm_contacts c on c.id = r.contact_id left join crm_companies co on co.id = c.company_id";
+
+impl From<RecipientRow> for BatchRecipient {
+    fn from(r: RecipientRow) -> Self {
+        let email = r.email;
+        Self {
+            id: r.id,
+            contact: ContactVars {
+                email: email.clone(),
+                first_name: r.first_name,
+                last_name: r.last_name,
+                phone: r.phone,
+                title: r.title,
+                lifecycle_stage: r.lifecycle_stage,
+                tags: r.tags,
+                custom: r.custom.0,
+            },
+            company: r.company_name.map(|name| CompanyVars {
+                name,
+                domain: r.company_domain,
+                industry: r.company_industry,
+            }),
+            email,
+        }
+    }
+}
+
+/// What one recipient's message is made of, for its web copy ("view in browser"): the
+/// campaign's frozen template (with the recipient's variant's subject), the tenant's name and
+/// the recipient's current values. `NotFound` when the recipient was never sent the campaign,
+/// or its contact was deleted since (its values are gone with it).
+pub async fn sent_message(
+    pool: &PgPool,
+    scope: &Scope,
+    recipient_id: Uuid,
+) -> Result<(TemplateSource, String, BatchRecipient), DomainError> {
+    let mut tx = pg::begin(pool, scope).await?;
+    let found: Option<(Uuid, Option<String>)> = sqlx::query_as(
+        "select campaign_id, variant from marketing_campaign_recipients \
+         where id = $1 and status in ('sending', 'sent', 'unknown')",
+    )
+    .bind(recipient_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (campaign_id, variant) = found.ok_or(DomainError::NotFound)?;
+    let c: CampaignRow = sqlx::query_as(&format!("select {CAMPAIGN_MESSAGE_COLUMNS} from marketing_campaigns where id = $1"))
+        .bind(campaign_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let row: Option<RecipientRow> = sqlx::query_as(&format!(
+        "select {RECIPIENT_VALUES} from marketing_campaign_recipients r {RECIPIENT_JOINS} where r.id = $1"
+    ))
+    .bind(recipient_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let recipient = BatchRecipient::from(row.ok_or(DomainError::NotFound)?);
+    let tenant_name = super::lifecycle::tenant_name(&mut tx).await?;
+    tx.commit().await?;
+    Ok((message_source(&c, variant.as_deref())?, tenant_name, recipient))
+}
+
 /// Claims a batch for sending for `lease` (see the module's docs). Only a `pending` batch of a
 /// `sending` campaign whose `not_before` has come is claimed.
 pub async fn claim_batch(pool: &PgPool, scope: &Scope, batch_id: Uuid, lease: Duration) -> Result<Claim, DomainError> {
     let mut tx = pg::begin(pool, scope).await?;
     let batch = lock_batch(&mut tx, batch_id).await?;
-    let c: CampaignRow = sqlx::query_as(
-        "select status, from_name, from_email, reply_to, snapshot_subject, snapshot_preheader, snapshot_format, \
-         snapshot_body, snapshot_text_body, ab, ab_winner from marketing_campaigns where id = $1",
-    )
+    let c: CampaignRow = sqlx::query_as(&format!("select {CAMPAIGN_MESSAGE_COLUMNS} from marketing_campaigns where id = $1"))
     .bind(batch.campaign_id)
     .fetch_one(&mut *tx)
     .await?;
@@ -253,15 +318,12 @@ pub async fn claim_batch(pool: &PgPool, scope: &Scope, batch_id: Uuid, lease: Du
     .bind(batch_id)
     .execute(&mut *tx)
     .await?;
-    let recipients: Vec<RecipientRow> = sqlx::query_as(
+    let recipients: Vec<RecipientRow> = sqlx::query_as(&format!(
         "with claimed as ( \
            update marketing_campaign_recipients set status = 'sending' where batch_id = $1 and status = 'queued' \
            returning id, email, contact_id) \
-         select r.id, r.email, c.first_name, c.last_name, c.phone, c.title, c.lifecycle_stage, c.tags, c.custom, \
-           co.name as company_name, co.domain as company_domain, co.industry as company_industry \
-         from claimed r join crm_contacts c on c.id = r.contact_id left join crm_companies co on co.id = c.company_id \
-         order by r.email",
-    )
+         select {RECIPIENT_VALUES} from claimed r {RECIPIENT_JOINS} order by r.email"
+    ))
     .bind(batch_id)
     .fetch_all(&mut *tx)
     .await?;
@@ -296,32 +358,7 @@ pub async fn claim_batch(pool: &PgPool, scope: &Scope, batch_id: Uuid, lease: Du
     Ok(Claim::Ready(ClaimedBatch {
         batch,
         message,
-        recipients: recipients
-            .into_iter()
-            .map(|r| BatchRecipient {
-                id: r.id,
-                email: r.email,
-                contact: ContactVars {
-                    email: String::new(),
-                    first_name: r.first_name,
-                    last_name: r.last_name,
-                    phone: r.phone,
-                    title: r.title,
-                    lifecycle_stage: r.lifecycle_stage,
-                    tags: r.tags,
-                    custom: r.custom.0,
-                },
-                company: r.company_name.map(|name| CompanyVars {
-                    name,
-                    domain: r.company_domain,
-                    industry: r.company_industry,
-                }),
-            })
-            .map(|mut r| {
-                r.contact.email.clone_from(&r.email);
-                r
-            })
-            .collect(),
+        recipients: recipients.into_iter().map(BatchRecipient::from).collect(),
     }))
 }
 

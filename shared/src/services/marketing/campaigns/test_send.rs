@@ -3,6 +3,11 @@
 //! a `queued` row of `marketing_test_sends` holding the complete message, for the sender to send
 //! as it is (never a recipient of the campaign: a test neither blocks nor counts as the real
 //! send, nor against the plan).
+//!
+//! The sender's schedule sends them ([`take`], then [`record`]): each is taken (queued ->
+//! sending) in a statement of its own before its one provider request, so it never goes out
+//! twice; a 429 queues it again after the provider's wait; one whose outcome was never recorded
+//! fails after 15 minutes with that reason ([`fail_stale`]).
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -11,7 +16,7 @@ use uuid::Uuid;
 
 use super::lifecycle::{connected_provider, template_source, tenant_name};
 use super::{Campaign, EmailProvider, fetch};
-use crate::adapters::pg::Tx;
+use crate::adapters::pg::{self, Tx};
 use crate::domain::{DomainError, Email, FieldError, Scope, Validator};
 use crate::services::idempotency::{self, Created, IdempotencyKey};
 use crate::services::marketing::render::{self, BodyFormat, TemplateSource};
@@ -57,7 +62,87 @@ pub struct TestSend {
     #[sqlx(rename = "text_body")]
     pub text: String,
     pub status: TestSendStatus,
+    /// Why it failed (the provider's words when it gave them).
+    pub error: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// When the provider took it.
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+const TEST_SEND_COLUMNS: &str = "id, email, provider, from_name, from_email, reply_to, subject, preheader, html, \
+    text_body, status, error, created_at, sent_at";
+
+/// Takes the next test send due (queued -> sending), across tenants: its tenant and id.
+pub async fn take(pool: &PgPool, now: DateTime<Utc>) -> Result<Option<(Uuid, Uuid)>, DomainError> {
+    Ok(sqlx::query_as("select * from app_marketing_take_test_send($1)")
+        .bind(now)
+        .fetch_optional(pool)
+        .await?)
+}
+
+/// Fails the test sends whose outcome was never recorded 15 minutes after they were taken: how
+/// many.
+pub async fn fail_stale(pool: &PgPool, now: DateTime<Utc>) -> Result<i32, DomainError> {
+    Ok(sqlx::query_scalar("select app_marketing_fail_stale_test_sends($1)")
+        .bind(now)
+        .fetch_one(pool)
+        .await?)
+}
+
+/// A test send being sent (taken by [`take`]), with its campaign.
+pub async fn taken(pool: &PgPool, scope: &Scope, id: Uuid) -> Result<Option<(Uuid, TestSend)>, DomainError> {
+    let mut tx = pg::begin(pool, scope).await?;
+    let row: Option<(Uuid,)> =
+        sqlx::query_as("select campaign_id from marketing_test_sends where id = $1 and status = 'sending'")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((campaign_id,)) = row else {
+        tx.commit().await?;
+        return Ok(None);
+    };
+    let send: TestSend = sqlx::query_as(&format!("select {TEST_SEND_COLUMNS} from marketing_test_sends where id = $1"))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some((campaign_id, send)))
+}
+
+/// What became of a test send's one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TestOutcome {
+    Sent { provider_message_id: Option<String> },
+    /// Queued again, not before this time (the provider asked to wait, or it was not reached).
+    Later(DateTime<Utc>),
+    Failed(String),
+}
+
+/// Records a taken test send's outcome (a send no longer `sending` is left as it is).
+pub async fn record(pool: &PgPool, scope: &Scope, id: Uuid, outcome: &TestOutcome) -> Result<(), DomainError> {
+    let mut tx = pg::begin(pool, scope).await?;
+    let q = match outcome {
+        TestOutcome::Sent { provider_message_id } => sqlx::query(
+            "update marketing_test_sends set status = 'sent', sent_at = now(), provider_message_id = left($2, 200), \
+             error = null where id = $1 and status = 'sending'",
+        )
+        .bind(id)
+        .bind(provider_message_id.clone()),
+        TestOutcome::Later(at) => sqlx::query(
+            "update marketing_test_sends set status = 'queued', not_before = $2, claimed_at = null \
+             where id = $1 and status = 'sending'",
+        )
+        .bind(id)
+        .bind(*at),
+        TestOutcome::Failed(reason) => sqlx::query(
+            "update marketing_test_sends set status = 'failed', error = left($2, 1000) where id = $1 and status = 'sending'",
+        )
+        .bind(id)
+        .bind(reason.clone()),
+    };
+    q.execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// The answer of `POST /marketing/campaigns/{id}/test`.
@@ -172,13 +257,12 @@ pub async fn send_test(
             )
         })?;
         let preheader = (!rendered.preheader.is_empty()).then_some(rendered.preheader);
-        let row: TestSend = sqlx::query_as(
+        let row: TestSend = sqlx::query_as(&format!(
             "insert into marketing_test_sends (id, tenant_id, campaign_id, email, provider, from_name, from_email, \
              reply_to, subject, preheader, html, text_body, requested_by) \
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-             returning id, email, provider, from_name, from_email, reply_to, subject, preheader, html, text_body, \
-             status, created_at",
-        )
+             returning {TEST_SEND_COLUMNS}"
+        ))
         .bind(Uuid::now_v7())
         .bind(tenant_id)
         .bind(id)
