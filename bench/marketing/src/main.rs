@@ -47,10 +47,7 @@ fn rate(n: usize, d: Duration) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(100_000);
+    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     println!(
         "email marketing benchmark, {n} recipients in batches of {BATCH}, {}",
         testkit::machine()
@@ -186,11 +183,7 @@ async fn main() {
         .respond_with(ResponseTemplate::new(202).insert_header("X-Message-Id", "sg-bench"))
         .mount(&provider)
         .await;
-    let creds = connectors
-        .credentials(&scope, Kind::Sendgrid)
-        .await
-        .unwrap()
-        .unwrap();
+    let creds = connectors.credentials(&scope, Kind::Sendgrid).await.unwrap().unwrap();
     let start = Instant::now();
     for body in &bodies {
         let resp = connectors
@@ -205,7 +198,11 @@ async fn main() {
         assert_eq!(resp.status().as_u16(), 202);
     }
     let bare = start.elapsed();
-    println!("fan-out ({} requests, {:.1} MiB of bodies):", bodies.len(), bytes as f64 / 1048576.0);
+    println!(
+        "fan-out ({} requests, {:.1} MiB of bodies):",
+        bodies.len(),
+        bytes as f64 / 1048576.0
+    );
     println!(
         "  freeze the audience        {:>9.0} recipients/s  ({:.2} s)",
         rate(n, freeze),
@@ -349,7 +346,10 @@ async fn main() {
         ingest.as_secs_f64(),
         ingest.as_secs_f64() * 1000.0 / events.len() as f64
     );
-    println!("  handler / bare insert: {:.2}x", bare.as_secs_f64() / ingest.as_secs_f64());
+    println!(
+        "  handler / bare insert: {:.2}x",
+        bare.as_secs_f64() / ingest.as_secs_f64()
+    );
 
     // 3. Stats read.
     let stats_path = format!("/marketing/campaigns/{campaign_id}/stats");

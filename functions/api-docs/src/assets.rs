@@ -47,7 +47,11 @@ impl Asset {
     }
 
     /// The file, gzip-encoded when the request accepts it, with this `Cache-Control`.
-    pub fn response_cached(&'static self, request: &HeaderMap, cache_control: &'static str) -> Result<Response, ApiError> {
+    pub fn response_cached(
+        &'static self,
+        request: &HeaderMap,
+        cache_control: &'static str,
+    ) -> Result<Response, ApiError> {
         let gzip = accepts_gzip(request.get(header::ACCEPT_ENCODING));
         let body: &'static [u8] = if gzip {
             self.gzip

@@ -135,7 +135,11 @@ async fn health_openapi_and_docs_answer() {
     let (status, headers, gz) = raw(&router, "/openapi.json", Some("gzip, deflate")).await;
     assert_eq!(status, 200);
     assert_eq!(headers[header::CONTENT_ENCODING], "gzip");
-    assert!(gz.len() * 5 < api_docs::OPENAPI_JSON.len(), "{} bytes gzipped", gz.len());
+    assert!(
+        gz.len() * 5 < api_docs::OPENAPI_JSON.len(),
+        "{} bytes gzipped",
+        gz.len()
+    );
     let mut inflated = String::new();
     std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut inflated).unwrap();
     assert_eq!(inflated, api_docs::OPENAPI_JSON);

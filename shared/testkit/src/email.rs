@@ -23,8 +23,7 @@ impl SendgridKey {
     pub fn new() -> Self {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).expect("a P-256 key");
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).expect("its pair");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).expect("its pair");
         // The fixed SPKI header of a P-256 key, then the uncompressed point.
         let mut spki = vec![
             0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01, 0x06, 0x08, 0x2A, 0x86, 0x48,
@@ -42,7 +41,12 @@ impl SendgridKey {
     pub fn sign(&self, timestamp: &str, body: &[u8]) -> String {
         let mut signed = timestamp.as_bytes().to_vec();
         signed.extend_from_slice(body);
-        B64.encode(self.pair.sign(&SystemRandom::new(), &signed).expect("a signature").as_ref())
+        B64.encode(
+            self.pair
+                .sign(&SystemRandom::new(), &signed)
+                .expect("a signature")
+                .as_ref(),
+        )
     }
 }
 

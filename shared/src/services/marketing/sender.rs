@@ -596,7 +596,8 @@ impl Sender {
             .await
             .map_err(|e| DomainError::Internal(anyhow::anyhow!("{e}")))?;
         tick.queued = messages.len();
-        tick.tests = self.send_tests(now).await?;
+        // Boxed: a provider call's future is deep, and the tick's nests it once more.
+        tick.tests = Box::pin(self.send_tests(now)).await?;
         Ok(tick)
     }
 
@@ -650,7 +651,11 @@ impl Sender {
                     campaign_id,
                     tenant_id,
                 };
-                test_outcome(provider, provider.send(&self.connectors, &creds, &batch).await, Utc::now())
+                test_outcome(
+                    provider,
+                    provider.send(&self.connectors, &creds, &batch).await,
+                    Utc::now(),
+                )
             }
         };
         test_send::record(&self.db, &scope, id, &outcome).await

@@ -271,10 +271,12 @@ pub async fn sent_message(
     .fetch_optional(&mut *tx)
     .await?;
     let (campaign_id, variant) = found.ok_or(DomainError::NotFound)?;
-    let c: CampaignRow = sqlx::query_as(&format!("select {CAMPAIGN_MESSAGE_COLUMNS} from marketing_campaigns where id = $1"))
-        .bind(campaign_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let c: CampaignRow = sqlx::query_as(&format!(
+        "select {CAMPAIGN_MESSAGE_COLUMNS} from marketing_campaigns where id = $1"
+    ))
+    .bind(campaign_id)
+    .fetch_one(&mut *tx)
+    .await?;
     let row: Option<RecipientRow> = sqlx::query_as(&format!(
         "select {RECIPIENT_VALUES} from marketing_campaign_recipients r {RECIPIENT_JOINS} where r.id = $1"
     ))
@@ -292,7 +294,9 @@ pub async fn sent_message(
 pub async fn claim_batch(pool: &PgPool, scope: &Scope, batch_id: Uuid, lease: Duration) -> Result<Claim, DomainError> {
     let mut tx = pg::begin(pool, scope).await?;
     let batch = lock_batch(&mut tx, batch_id).await?;
-    let c: CampaignRow = sqlx::query_as(&format!("select {CAMPAIGN_MESSAGE_COLUMNS} from marketing_campaigns where id = $1"))
+    let c: CampaignRow = sqlx::query_as(&format!(
+        "select {CAMPAIGN_MESSAGE_COLUMNS} from marketing_campaigns where id = $1"
+    ))
     .bind(batch.campaign_id)
     .fetch_one(&mut *tx)
     .await?;

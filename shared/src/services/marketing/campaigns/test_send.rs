@@ -101,10 +101,12 @@ pub async fn taken(pool: &PgPool, scope: &Scope, id: Uuid) -> Result<Option<(Uui
         tx.commit().await?;
         return Ok(None);
     };
-    let send: TestSend = sqlx::query_as(&format!("select {TEST_SEND_COLUMNS} from marketing_test_sends where id = $1"))
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let send: TestSend = sqlx::query_as(&format!(
+        "select {TEST_SEND_COLUMNS} from marketing_test_sends where id = $1"
+    ))
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(Some((campaign_id, send)))
 }
@@ -112,7 +114,9 @@ pub async fn taken(pool: &PgPool, scope: &Scope, id: Uuid) -> Result<Option<(Uui
 /// What became of a test send's one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TestOutcome {
-    Sent { provider_message_id: Option<String> },
+    Sent {
+        provider_message_id: Option<String>,
+    },
     /// Queued again, not before this time (the provider asked to wait, or it was not reached).
     Later(DateTime<Utc>),
     Failed(String),
