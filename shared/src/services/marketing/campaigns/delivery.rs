@@ -401,19 +401,28 @@ async fn accept(
     .bind(provider_batch_id)
     .execute(&mut **tx)
     .await?;
-    let (ids, pids): (Vec<Uuid>, Vec<String>) = message_ids.iter().cloned().unzip();
+    // Two plain statements, each reached through one index: a join of the batch's rows with
+    // themselves was planned as a nested loop over the whole batch for every row whenever the
+    // table's statistics lagged a freeze of 100,000 rows (0.7 s a batch of 1,000).
     sqlx::query(
-        "update marketing_campaign_recipients r set status = 'sent', sent_at = now(), error = null, \
-         provider_message_id = coalesce(m.pid, r.provider_message_id) \
-         from (select r2.id, m2.pid from marketing_campaign_recipients r2 \
-               left join unnest($2::uuid[], $3::text[]) as m2 (id, pid) on m2.id = r2.id where r2.batch_id = $1) m \
-         where r.id = m.id and r.status in ('sending', 'unknown')",
+        "update marketing_campaign_recipients set status = 'sent', sent_at = now(), error = null \
+         where batch_id = $1 and status in ('sending', 'unknown')",
     )
     .bind(batch.id)
-    .bind(ids)
-    .bind(pids)
     .execute(&mut **tx)
     .await?;
+    if !message_ids.is_empty() {
+        let (ids, pids): (Vec<Uuid>, Vec<String>) = message_ids.iter().cloned().unzip();
+        sqlx::query(
+            "update marketing_campaign_recipients r set provider_message_id = m.pid \
+             from unnest($2::uuid[], $3::text[]) as m (id, pid) where r.id = m.id and r.batch_id = $1",
+        )
+        .bind(batch.id)
+        .bind(ids)
+        .bind(pids)
+        .execute(&mut **tx)
+        .await?;
+    }
     finish_if_done(tx, batch.campaign_id).await
 }
 
