@@ -21,8 +21,11 @@ About the generated data, not the functions:
   it. Generated values repeat across unrelated requests, and the same key and body replay the
   first answer (by design, for 24 h) even after the created resource was deleted, which the
   stateful checks would read as "created resource not found". A well-formed key therefore gets
-  a unique suffix per request (`before_call`); malformed ones are sent as generated, so their
-  422 is still checked. Replays are tested in the functions' own tests.
+  a unique suffix per request (`before_call`; a long key keeps its first 218 characters, so
+  the key stays within 255); malformed ones are sent as generated, so their 422 is still
+  checked. Replays are tested in the functions' own tests.
+- Empty optional headers: schema-valid cases sometimes carry an optional header with an empty
+  value (`If-Match:`), which no header's pattern admits; those cases go without it.
 - `cursor`: a list's cursor is one the API returned (`next_cursor`): the document states its
   alphabet and length, but a made-up one that fits them still names no position, and the API
   answers 422 `invalid_cursor`, as it should. Schema-valid (positive) cases therefore go
@@ -70,7 +73,7 @@ def filter_failure(context, failure, case, response) -> bool:
 
 
 def _valid_idempotency_key(value) -> bool:
-    return isinstance(value, str) and 1 <= len(value) <= 218 and all(33 <= ord(c) <= 126 for c in value)
+    return isinstance(value, str) and 1 <= len(value) <= 255 and all(33 <= ord(c) <= 126 for c in value)
 
 
 @schemathesis.hook
@@ -78,8 +81,14 @@ def before_call(context, case, kwargs):
     headers = case.headers or {}
     for name in list(headers):
         if name.lower() == "idempotency-key" and _valid_idempotency_key(headers[name]):
-            headers[name] = f"{headers[name]}-{uuid.uuid4()}"
+            # At most 255 characters: a long key keeps its first 218.
+            headers[name] = f"{headers[name][:218]}-{uuid.uuid4()}"
     meta = getattr(case, "meta", None)
     positive = meta is not None and meta.generation.mode.is_positive
+    # An optional header the generator "leaves out" by sending it empty (`If-Match:`) is
+    # left out: an empty value matches no header's pattern, so it is no schema-valid request.
+    if positive:
+        for name in [n for n, v in headers.items() if v == ""]:
+            del headers[name]
     if positive and isinstance(case.query, dict) and "cursor" in case.query:
         del case.query["cursor"]

@@ -1543,3 +1543,32 @@ mod stripe_signature {
         }
     }
 }
+
+/// JSON Schema counts `16.0` as an integer, and so does a body: it is read as 16; a fraction
+/// is still refused, naming its field.
+#[test]
+fn a_number_with_a_zero_fraction_is_an_integer() {
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    struct Stage {
+        probability: i32,
+        size: u64,
+        items: Vec<Item>,
+    }
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    struct Item {
+        n: i64,
+    }
+    let ok: Stage = parse_json(br#"{"probability": 16.0, "size": 238.0, "items": [{"n": -3.0}, {"n": 4}]}"#).unwrap();
+    assert_eq!(
+        (ok.probability, ok.size, ok.items[0].n, ok.items[1].n),
+        (16, 238, -3, 4)
+    );
+    let err = parse_json::<Stage>(br#"{"probability": 16.5, "size": 1, "items": []}"#).unwrap_err();
+    assert_eq!(err[0].field, "probability");
+    let err = parse_json::<Stage>(br#"{"probability": 1.0, "size": -2.0, "items": []}"#).unwrap_err();
+    assert_eq!(err[0].field, "size");
+    let err = parse_json::<Stage>(br#"{"probability": 1.0, "size": 2, "items": [], "x": 1}"#).unwrap_err();
+    assert_eq!(err[0].code, "unknown_field");
+}

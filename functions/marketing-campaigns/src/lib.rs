@@ -158,7 +158,7 @@ async fn list_templates(
 /// `{{ contact.custom.plan }}`) must be known: an unknown one answers 422 naming the field and
 /// line (`body`, line 12). An MJML body must compile. Honours `Idempotency-Key`.
 #[utoipa::path(post, path = "/marketing/templates", tag = TAG, security(("bearer" = [])), request_body = EmailTemplateInput,
-    params(TenantHeader, ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation")),
+    params(TenantHeader, IdempotencyHeader),
     responses((status = 201, body = EmailTemplate), TenantProblems, BodyProblems))]
 async fn create_template(
     State(core): State<Core>,
@@ -250,7 +250,7 @@ async fn list_segments(
 /// Names are unique per tenant, whatever their case (409 `segment-name-taken`). Honours
 /// `Idempotency-Key`.
 #[utoipa::path(post, path = "/marketing/segments", tag = TAG, security(("bearer" = [])), request_body = SegmentInput,
-    params(TenantHeader, ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation")),
+    params(TenantHeader, IdempotencyHeader),
     responses((status = 201, body = Segment), Conflict, TenantProblems, BodyProblems))]
 async fn create_segment(
     State(core): State<Core>,
@@ -338,7 +338,7 @@ async fn list_suppressions(
 /// (an opt-out received another way; permanent). An address already on the list answers 409
 /// `already-suppressed` and keeps its reason. Honours `Idempotency-Key`.
 #[utoipa::path(post, path = "/marketing/suppressions", tag = TAG, security(("bearer" = [])), request_body = NewSuppression,
-    params(TenantHeader, ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation")),
+    params(TenantHeader, IdempotencyHeader),
     responses((status = 201, body = Suppression), Conflict, TenantProblems, BodyProblems))]
 async fn add_suppression(
     State(core): State<Core>,

@@ -88,7 +88,7 @@ macro_rules! white_space {
 
 /// What [`Text::parse`] accepts, as an OpenAPI (ECMA-262) pattern: white space (what `trim`
 /// removes) around a core that starts and ends with something else and holds no control
-/// character. Exact but for the length: `maxLength` counts the white space around too.
+/// character. `maxLength` counts the white space around too, as `Text::parse` does.
 pub const TEXT_PATTERN: &str = concat!(
     "^[",
     white_space!(),
@@ -169,7 +169,12 @@ fn string_schema(min: usize, max: usize, pattern: &str) -> utoipa::openapi::RefO
 pub struct Text(String);
 
 impl Text {
+    /// At most `max` characters as sent (white space around counts, as the document's
+    /// `maxLength` says), at least `min` once trimmed.
     pub fn parse(raw: &str, min: usize, max: usize) -> Result<Self, Issue> {
+        if raw.chars().count() > max {
+            return Err(Issue::new("too_long", format!("must be at most {max} characters")));
+        }
         let value = raw.trim();
         let len = value.chars().count();
         if len < min {
@@ -291,6 +296,10 @@ mod tests {
         assert_eq!(Text::parse(&"é".repeat(11), 1, 10).unwrap_err().code, "too_long");
         assert!(Text::parse(&"é".repeat(10), 1, 10).is_ok());
         assert_eq!(Text::parse("a\u{0}b", 1, 10).unwrap_err().code, "invalid_characters");
+        // `maxLength` counts the white space around, and so does the parser.
+        let padded = format!("{}Acme{}", "\u{85}".repeat(4), " ".repeat(3));
+        assert_eq!(Text::parse(&padded, 1, 10).unwrap_err().code, "too_long");
+        assert_eq!(Text::parse(&padded, 1, 11).unwrap().as_str(), "Acme");
     }
 
     proptest::proptest! {

@@ -121,7 +121,7 @@ pub struct IdempotencyHeader {
     /// same key with the same body within 24 hours answers the first answer again
     /// (`Idempotent-Replayed: true`) instead of creating twice; with another body it is a 422.
     #[serde(rename = "Idempotency-Key")]
-    #[param(min_length = 1, max_length = 255, pattern = r"^[!-~]+$")]
+    #[param(min_length = 1, max_length = 255, pattern = r"^[!-~]+$", nullable = false)]
     pub idempotency_key: Option<String>,
 }
 
@@ -132,7 +132,7 @@ pub struct IfMatchHeader {
     /// The resource's ETag as its last read or write answered it (`"3"`, or weak `W/"3"`): a
     /// stale one answers 412 and changes nothing. Absent or `*`: no check.
     #[serde(rename = "If-Match")]
-    #[param(pattern = r#"^(\*|(W/)?"(0|[1-9][0-9]{0,8})")$"#)]
+    #[param(pattern = r#"^(\*|(W/)?"(0|[1-9][0-9]{0,8})")$"#, nullable = false)]
     pub if_match: Option<String>,
 }
 

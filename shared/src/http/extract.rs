@@ -56,7 +56,45 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Vec<FieldError>>
         )]);
     }
     let mut de = serde_json::Deserializer::from_slice(raw);
-    serde_path_to_error::deserialize(&mut de).map_err(|err| {
+    match serde_path_to_error::deserialize(&mut de) {
+        Ok(value) => Ok(value),
+        // JSON Schema counts a number with a zero fraction (`16.0`) as an integer, and so does
+        // this API: the body is read again with such numbers as integers (only on this path).
+        Err(err) if err.inner().to_string().starts_with("invalid type: floating point") => {
+            let mut value: serde_json::Value =
+                serde_json::from_slice(raw).map_err(|e| vec![FieldError::new("", "malformed_json", e.to_string())])?;
+            if integral_numbers(&mut value) {
+                serde_path_to_error::deserialize(value).map_err(field_errors)
+            } else {
+                Err(field_errors(err))
+            }
+        }
+        Err(err) => Err(field_errors(err)),
+    }
+}
+
+/// Turns each number with a zero fraction that an integer type can hold into that integer;
+/// `true` when one was.
+fn integral_numbers(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => match n.as_f64() {
+            // Within ±9·10^15 an f64 holds every integer exactly.
+            Some(f) if n.is_f64() && f.fract() == 0.0 && (-9.0e15..=9.0e15).contains(&f) => {
+                *n = serde_json::Number::from(f as i64);
+                true
+            }
+            _ => false,
+        },
+        Value::Array(items) => items.iter_mut().fold(false, |any, v| integral_numbers(v) | any),
+        Value::Object(members) => members.values_mut().fold(false, |any, v| integral_numbers(v) | any),
+        _ => false,
+    }
+}
+
+/// A body's shape error as the field it is about.
+fn field_errors(err: serde_path_to_error::Error<serde_json::Error>) -> Vec<FieldError> {
+    {
         let message = err.inner().to_string();
         let message = message.split(" at line ").next().unwrap_or_default().to_owned();
         let path = err.path().to_string();
@@ -85,7 +123,7 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Vec<FieldError>>
             (path.clone(), "invalid_value")
         };
         vec![FieldError::new(&field, code, message)]
-    })
+    }
 }
 
 impl<T, S> FromRequest<S> for Body<T>

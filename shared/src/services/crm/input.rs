@@ -57,8 +57,9 @@ pub fn notes(v: &mut Validator, raw: &str) -> String {
 
 /// Trimmed optional text of at most `max` characters; empty is none.
 pub fn optional_text(v: &mut Validator, field: &str, raw: Option<&str>, max: usize) -> Option<String> {
-    let raw = raw?.trim();
-    if raw.is_empty() {
+    let raw = raw?;
+    // Blank is none; past `max` as sent (white space counted) is too long, blank or not.
+    if raw.trim().is_empty() && raw.chars().count() <= max {
         return None;
     }
     v.field(field, Text::parse(raw, 1, max)).map(Text::into_inner)

@@ -117,11 +117,14 @@ impl Search {
     }
 
     pub fn parse(raw: Option<&str>, v: &mut Validator) -> Option<Search> {
-        let q = raw?.trim().to_lowercase();
-        if q.is_empty() {
+        let raw = raw?;
+        let q = raw.trim().to_lowercase();
+        // At most 100 characters as sent (the document's `maxLength` counts white space too).
+        let too_long = raw.chars().count() > 100;
+        if q.is_empty() && !too_long {
             return None;
         }
-        if q.chars().count() > 100 || q.chars().any(char::is_control) {
+        if too_long || q.chars().any(char::is_control) {
             v.error("q", "invalid_query", "at most 100 characters, no control characters");
             return None;
         }

@@ -42,7 +42,10 @@ async fn day_range(
     tz: Option<&str>,
     max_days: Option<i64>,
 ) -> Result<Option<DayRange>, DomainError> {
-    let tz = tz.map(str::trim).filter(|t| !t.is_empty()).unwrap_or("UTC");
+    // Blank is UTC; past 64 characters as sent is too long, blank or not.
+    let tz = tz
+        .filter(|t| !t.trim().is_empty() || t.chars().count() > 64)
+        .unwrap_or("UTC");
     let tz = v
         .field("tz", Text::parse(tz, 1, 64))
         .map(Text::into_inner)

@@ -418,7 +418,7 @@ pub struct SegmentListParams {
     #[param(ignore)]
     pub page: PageParams,
     /// Segments whose name contains this (case-insensitive).
-    #[param(max_length = 200)]
+    #[param(value_type = Option<OptionalTextSchema<200>>, inline)]
     pub q: Option<String>,
 }
 

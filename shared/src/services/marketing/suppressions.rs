@@ -180,7 +180,7 @@ pub struct SuppressionListParams {
     #[param(value_type = Option<SuppressionReason>)]
     pub reason: Option<SuppressionReason>,
     /// Addresses containing this (case-insensitive).
-    #[param(max_length = 254)]
+    #[param(value_type = Option<OptionalTextSchema<254>>, inline)]
     pub q: Option<String>,
 }
 

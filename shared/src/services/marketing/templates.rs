@@ -349,7 +349,7 @@ pub struct TemplateListParams {
     #[param(ignore)]
     pub page: PageParams,
     /// Templates whose name or subject contains this (case-insensitive).
-    #[param(max_length = 200)]
+    #[param(value_type = Option<OptionalTextSchema<200>>, inline)]
     pub q: Option<String>,
     /// Only templates written in this format.
     #[param(value_type = Option<BodyFormat>)]

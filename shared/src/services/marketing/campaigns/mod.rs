@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::render::{self, BodyFormat, TemplateSource, Vocabulary};
 use crate::adapters::pg::{self, Tx};
-use crate::domain::validate::{OptionalEmailSchema, TextSchema};
+use crate::domain::validate::{OptionalEmailSchema, OptionalTextSchema, TextSchema};
 use crate::domain::{DomainError, Email, FieldError, PageParams, ResultPage, Scope, Text, Validator};
 use crate::services::connectors::catalog::Kind;
 use crate::services::crm::fields::{self, Entity};
@@ -495,7 +495,7 @@ pub struct CampaignListParams {
     #[param(ignore)]
     pub page: PageParams,
     /// Campaigns whose name contains this (case-insensitive).
-    #[param(max_length = 200)]
+    #[param(value_type = Option<OptionalTextSchema<200>>, inline)]
     pub q: Option<String>,
     /// Only campaigns in this status.
     #[param(value_type = Option<CampaignStatus>)]
