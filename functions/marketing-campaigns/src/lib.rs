@@ -189,7 +189,7 @@ async fn get_template(
 /// whole as a creation is. `If-Match` optional; a stale ETag answers 412.
 #[utoipa::path(patch, path = "/marketing/templates/{id}", tag = TAG, security(("bearer" = [])),
     request_body(content = Object, content_type = "application/merge-patch+json", description = "Fields of EmailTemplateInput to change"),
-    params(TenantHeader, ("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The template's ETag")),
+    params(TenantHeader, ("id" = Uuid, Path), IfMatchHeader),
     responses((status = 200, body = EmailTemplate, headers(("ETag" = String))), NotFound, PreconditionFailed,
         TenantProblems, BodyProblems))]
 async fn update_template(
@@ -281,7 +281,7 @@ async fn get_segment(
 /// stale ETag answers 412.
 #[utoipa::path(patch, path = "/marketing/segments/{id}", tag = TAG, security(("bearer" = [])),
     request_body(content = Object, content_type = "application/merge-patch+json", description = "Fields of SegmentInput to change"),
-    params(TenantHeader, ("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The segment's ETag")),
+    params(TenantHeader, ("id" = Uuid, Path), IfMatchHeader),
     responses((status = 200, body = Segment, headers(("ETag" = String))), NotFound, Conflict, PreconditionFailed,
         TenantProblems, BodyProblems))]
 async fn update_segment(
