@@ -10,7 +10,7 @@ use serde_json::Value;
 use shared::adapters::media_store::MediaStore;
 use shared::domain::{PageParams, ResultPage, Role};
 use shared::http::docs::{
-    BodyProblems, IfMatchHeader, ListProblems, NotFound, PreconditionFailed, TenantHeader, TenantProblems,
+    BodyProblems, IfMatchHeader, ListProblems, NotFound, PlanLimit, PreconditionFailed, TenantHeader, TenantProblems,
 };
 use shared::http::routes::{Access, RouteSpec};
 use shared::http::{ApiError, Body, Core, IfMatch, Json, Params, PathId, TenantCtx, etag, min};
@@ -62,7 +62,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// Start an upload (member): a pending library item and a presigned `PUT` for exactly the
 /// declared bytes (15 minutes). 402 `plan-limit` (`storage_bytes`) past the plan's storage.
 #[utoipa::path(post, path = "/cms/media/uploads", tag = TAG, security(("bearer" = [])), request_body = MediaUploadRequest,
-    params(TenantHeader), responses((status = 201, body = MediaUpload), TenantProblems, BodyProblems))]
+    params(TenantHeader), responses((status = 201, body = MediaUpload), TenantProblems, BodyProblems, PlanLimit))]
 async fn create_upload(
     State(state): State<MediaState>,
     ctx: TenantCtx<min::Member>,
