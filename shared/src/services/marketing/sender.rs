@@ -36,8 +36,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::campaigns::delivery::{self, Claim, ClaimedBatch, Due};
+use super::campaigns::lifecycle;
 use super::campaigns::test_send::{self, TestOutcome};
-use super::campaigns::{EmailProvider as CampaignProvider, lifecycle};
 use super::render::{self, RenderContext, TenantVars};
 use super::unsubscribe::LinkKeys;
 use crate::adapters::pg;
@@ -135,13 +135,6 @@ pub struct Sender {
 
 fn scope(tenant_id: Uuid, what: &str) -> Scope {
     Scope::worker(tenant_id, "campaign-sender", format!("{what}-{}", Uuid::now_v7()))
-}
-
-fn provider_of(p: CampaignProvider) -> EmailProvider {
-    match p {
-        CampaignProvider::Sendgrid => EmailProvider::Sendgrid,
-        CampaignProvider::Mailgun => EmailProvider::Mailgun,
-    }
 }
 
 /// What a test send's one request came to: only a 429 is tried again (after the provider's
@@ -274,9 +267,9 @@ impl Sender {
 
     /// The batch's provider and size before a claim (for the pace): `None` when it is not
     /// pending any more.
-    async fn peek(&self, scope: &Scope, batch_id: Uuid) -> Result<Option<(CampaignProvider, i32)>, DomainError> {
+    async fn peek(&self, scope: &Scope, batch_id: Uuid) -> Result<Option<(EmailProvider, i32)>, DomainError> {
         let mut tx = pg::begin(&self.db, scope).await?;
-        let row: Option<(CampaignProvider, i32)> = sqlx::query_as(
+        let row: Option<(EmailProvider, i32)> = sqlx::query_as(
             "select provider, recipients from marketing_campaign_batches where id = $1 and status = 'pending'",
         )
         .bind(batch_id)
@@ -305,7 +298,6 @@ impl Sender {
         let Some((provider, size)) = self.peek(&scope, message.batch_id).await? else {
             return Ok(Sent::Nothing);
         };
-        let provider = provider_of(provider);
         if let Some(wait) = self.take_pace(&scope, provider, size.max(0) as usize).await? {
             return self.again(message, wait).await;
         }
@@ -629,7 +621,7 @@ impl Sender {
         let Some((campaign_id, t)) = test_send::taken(&self.db, &scope, id).await? else {
             return Ok(());
         };
-        let provider = provider_of(t.provider);
+        let provider = t.provider;
         let outcome = match self.connectors.credentials(&scope, provider.kind()).await? {
             None => TestOutcome::Failed(format!(
                 "the {} connector was removed: connect it again and send the test again",

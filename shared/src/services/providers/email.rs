@@ -227,15 +227,23 @@ pub enum SendOutcome {
     Invalid(BatchError),
 }
 
-/// The email providers the portal sends through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The email connector a campaign sends through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum EmailProvider {
     Sendgrid,
     Mailgun,
 }
 
 impl EmailProvider {
+    /// In the order a campaign without a chosen provider tries them.
+    pub const ALL: [EmailProvider; 2] = [EmailProvider::Sendgrid, EmailProvider::Mailgun];
+
+    pub fn as_str(self) -> &'static str {
+        self.kind().as_str()
+    }
+
     /// The provider of a connector kind (`None`: not an email connector).
     pub fn for_kind(kind: Kind) -> Option<Self> {
         match kind {

@@ -26,7 +26,6 @@ use super::render::{self, BodyFormat, TemplateSource, Vocabulary};
 use crate::adapters::pg::{self, Tx};
 use crate::domain::validate::{OptionalEmailSchema, OptionalTextSchema, TextSchema};
 use crate::domain::{DomainError, Email, FieldError, PageParams, ResultPage, Scope, Text, Validator};
-use crate::services::connectors::catalog::Kind;
 use crate::services::crm::fields::{self, Entity};
 use crate::services::crm::input;
 use crate::services::idempotency::{self, Created, IdempotencyKey};
@@ -85,30 +84,8 @@ impl std::fmt::Display for CampaignStatus {
     }
 }
 
-/// The email connector a campaign sends through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
-#[serde(rename_all = "lowercase")]
-#[sqlx(type_name = "text", rename_all = "lowercase")]
-pub enum EmailProvider {
-    Sendgrid,
-    Mailgun,
-}
-
-impl EmailProvider {
-    /// In the order a campaign without a chosen provider tries them.
-    pub const ALL: [EmailProvider; 2] = [EmailProvider::Sendgrid, EmailProvider::Mailgun];
-
-    pub fn kind(self) -> Kind {
-        match self {
-            EmailProvider::Sendgrid => Kind::Sendgrid,
-            EmailProvider::Mailgun => Kind::Mailgun,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        self.kind().as_str()
-    }
-}
+/// The email connector a campaign sends through (one type with the provider clients').
+pub use crate::services::providers::email::EmailProvider;
 
 /// Who receives a campaign: contacts in any of the segments or with any of the tags (with an
 /// email address, not suppressed, one message per address).
