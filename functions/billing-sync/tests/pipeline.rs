@@ -6,6 +6,7 @@
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use billing_sync::SyncFunction;
 use serde_json::json;
+use shared::adapters::queue::Queue;
 use shared::adapters::queue_replay::{ReplayOptions, replay};
 use shared::domain::signature::stripe::sign;
 use shared::services::billing::inbox::{InboxConfig, StripeInbox};
@@ -131,11 +132,10 @@ async fn the_dlq_replay_moves_every_message_back_once() {
     let unique = uuid::Uuid::new_v4().simple().to_string();
     let dlq = queue(&sqs, &format!("replay-dlq-{unique}")).await;
     let main = queue(&sqs, &format!("replay-main-{unique}")).await;
+    let dead_letters = Queue::<serde_json::Value>::new(&sqs, dlq.clone());
     for i in 0..13 {
-        sqs.send_message()
-            .queue_url(&dlq)
-            .message_body(json!({"event_id": format!("evt_dlq_{i}")}).to_string())
-            .send()
+        dead_letters
+            .send(&json!({"event_id": format!("evt_dlq_{i}")}))
             .await
             .unwrap();
     }

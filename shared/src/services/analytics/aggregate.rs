@@ -24,6 +24,10 @@
 //! One file (over 800 lines) on purpose: the exactly-once argument above spans the lock, the
 //! position, the read-ahead, the fold, the set-aside path, the commit and the acknowledgement;
 //! kept together, each crash case can be checked against the code that handles it.
+//!
+//! Length (over 800 lines): the fold, the read-ahead and the set-aside path share one batch's
+//! state and one transaction; its tests run it against Redis and Postgres
+//! (`functions/analytics-aggregate/tests/`).
 use chrono::{DateTime, Utc};
 use hashbrown::{HashMap, HashSet};
 use redis::AsyncCommands;

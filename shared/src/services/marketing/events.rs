@@ -54,6 +54,10 @@
 //!
 //! One file (over 800 lines, a sixth of them tests): verification, recording and suppression
 //! are the steps of one delivery's transaction, read together.
+//!
+//! Length (over 800 lines): about 700 lines of code — verification of both providers' schemes, the
+//! replay guard, the set-based recording and the suppressions, which belong to one transaction —
+//! and its unit tests.
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use serde::Serialize;

@@ -14,6 +14,9 @@
 //! One file (over 800 lines): the WordPress REST contract — auth, the post shape, the
 //! conflict rule on `modified_gmt`, rendering blocks to HTML and reading HTML back — is one
 //! provider client; `cms::content` is the only caller.
+//!
+//! Length (over 800 lines): one provider's whole contract in one place — the post mapping both
+//! ways, the REST calls, their errors and pagination; its unit tests are at the end.
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};

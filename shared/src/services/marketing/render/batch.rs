@@ -38,6 +38,9 @@
 //! character reference or in a value), and every token must sit in text or a link attribute of
 //! the final HTML. A template that fails this is refused with a `render` issue (render it per
 //! recipient instead); nothing wrong is ever returned.
+//!
+//! Length (over 800 lines): about 420 lines of code; the rest are its tests and their proofs that a
+//! batch render equals each recipient's own render.
 use std::collections::BTreeMap;
 
 use minijinja::Environment;

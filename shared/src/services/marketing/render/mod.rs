@@ -34,6 +34,9 @@
 //!
 //! This file is over 800 lines: the engine is one pipeline (~700 lines) and its tests drive it
 //! end to end.
+//!
+//! Length (over 800 lines): about 700 lines of code (compile, validate, render, MJML, CSS inlining,
+//! the text part) and its unit tests.
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
