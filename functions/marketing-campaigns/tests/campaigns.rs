@@ -1104,6 +1104,20 @@ async fn a_test_goes_only_to_members_rendered_and_queued() {
         .post(&format!("{}/test", path(&bare)), json!({"addresses": [w.owner.email]}))
         .await;
     conflict(&r, "campaign-incomplete");
+    // A tenant's unsent tests are capped (the schedule's queue is shared): past it, 409 and
+    // nothing queued.
+    sqlx::query(
+        "insert into marketing_test_sends (id, tenant_id, campaign_id, email, provider, from_name, from_email, \
+         subject, html, text_body) select gen_random_uuid(), tenant_id, campaign_id, email, provider, from_name, \
+         from_email, subject, html, text_body from marketing_test_sends, generate_series(1, 9) limit 17",
+    )
+    .execute(&w.app.db.owner)
+    .await
+    .unwrap();
+    assert_eq!(w.app.count("marketing_test_sends").await, 19);
+    let r = w.post(&p, json!({"addresses": [w.owner.email, w.viewer.email]})).await;
+    conflict(&r, "tests-pending");
+    assert_eq!(w.app.count("marketing_test_sends").await, 19);
     // Viewers may not send tests.
     w.post_as(&w.viewer, &p, json!({"addresses": [w.owner.email]}))
         .await

@@ -23,6 +23,9 @@ use crate::services::marketing::render::{self, BodyFormat, TemplateSource};
 
 /// At most this many addresses in one test.
 pub const MAX_TEST_ADDRESSES: usize = 5;
+/// The most test sends of one tenant not yet sent (queued or sending): the schedule takes 20 a
+/// minute across every tenant, so one tenant may not fill that queue for the others.
+pub const MAX_UNSENT_TESTS: i64 = 20;
 /// What a test's subject starts with.
 pub const TEST_PREFIX: &str = "[Test] ";
 
@@ -245,6 +248,20 @@ pub async fn send_test(
         .collect();
     if !strangers.is_empty() {
         return Err(DomainError::Invalid(strangers));
+    }
+    let unsent: i64 = sqlx::query_scalar(
+        "select count(*) from marketing_test_sends where tenant_id = app_current_tenant() \
+         and status in ('queued', 'sending')",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if unsent + addresses.len() as i64 > MAX_UNSENT_TESTS {
+        return Err(DomainError::conflict(
+            "tests-pending",
+            format!(
+                "{unsent} test emails are still waiting to be sent (at most {MAX_UNSENT_TESTS}): try again in a minute"
+            ),
+        ));
     }
     let source = source(&mut tx, &c).await?;
     let provider = connected_provider(&mut tx, c.provider).await?;
